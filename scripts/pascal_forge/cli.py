@@ -1,0 +1,110 @@
+"""The `pascal-forge` command: a thin layer over the library modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PascalForgeError
+from .plan import Plan, make_plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except PascalForgeError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pascal-forge",
+        description="Build a conda channel of triton, pytorch and vLLM for Pascal GPUs (sm_60/sm_61).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="render every recipe for every variant and print the build order")
+    _add_plan_arguments(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(handler=_run_plan)
+    return parser
+
+
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (default: recipes/)"
+    )
+    parser.add_argument(
+        "--variant-config",
+        "-m",
+        type=Path,
+        default=Path("conda_build_config.yaml"),
+        help="variant matrix (default: conda_build_config.yaml)",
+    )
+    parser.add_argument(
+        "--channel", type=Path, default=Path("channel"), help="target channel directory (default: ./channel)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep only variants where KEY has VALUE, e.g. cuda_compiler_version=12.9 (repeatable)",
+    )
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise PascalForgeError(f"--variant {pair!r}: expected KEY=VALUE, e.g. python=3.12")
+        overrides[key] = value
+    return overrides
+
+
+def _plan_from(args: argparse.Namespace) -> Plan:
+    return make_plan(args.recipes, args.variant_config, args.channel, overrides=_overrides(args.variant))
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    plan = _plan_from(args)
+    if args.json:
+        print(plan.to_json())
+        return 0
+    _console().print(plan_table(plan))
+    return 0
+
+
+def _console() -> Console:
+    # Piped output gets a fixed width so build strings are never cut.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"build plan ({len(plan.builds)} packages, channel {plan.channel})")
+    for column in ("#", "package", "version", "build string", "CUDA", "Python", "in channel"):
+        table.add_column(column, no_wrap=column != "build string")
+    for build in plan.builds:
+        output = build.output
+        table.add_row(
+            str(build.position + 1),
+            output.name,
+            output.version,
+            output.build_string,
+            output.cuda or "-",
+            output.python or "-",
+            "yes" if build.in_channel else "no",
+        )
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

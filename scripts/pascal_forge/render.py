@@ -1,0 +1,106 @@
+"""Render recipes for every variant with rattler-build's engine (no renderer of our own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, VariantConfig
+
+from .errors import RecipeError
+from .recipes import Recipe, check_patch_list, parse_recipe
+
+DEFAULT_PLATFORM = "linux-64"
+# The variant keys a reader needs to tell two builds of one package apart.
+SUMMARY_KEYS = ("cuda_compiler_version", "python", "cuda_arch_list")
+
+
+@dataclass(frozen=True)
+class RenderedOutput:
+    """One package file that one recipe produces for one variant."""
+
+    recipe: str
+    name: str
+    version: str
+    build_string: str
+    subdir: str
+    variant: dict[str, str] = field(compare=False, hash=False)
+    # Names of the packages this output needs at build, host or run time.
+    requirement_names: frozenset[str] = field(compare=False, hash=False)
+    # rattler-build's own handle, kept so that a build runs exactly what was planned.
+    rendered: RenderedVariant | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}-{self.build_string}.conda"
+
+    @property
+    def cuda(self) -> str | None:
+        return self.variant.get("cuda_compiler_version")
+
+    @property
+    def python(self) -> str | None:
+        value = self.variant.get("python")
+        return value.split(" ")[0].removesuffix(".*") if value else None
+
+
+def render_recipe(
+    recipe: Recipe, variant_config: VariantConfig, target_platform: str = DEFAULT_PLATFORM
+) -> list[RenderedOutput]:
+    """All outputs of `recipe` for every variant, once each, in rattler-build's order."""
+    stage0 = parse_recipe(recipe)
+    config = RenderConfig(platform=PlatformConfig(target_platform=target_platform))
+    try:
+        variants = stage0.render(variant_config, config)
+    except Exception as exc:  # Jinja and selector errors come back as rattler-build errors
+        raise RecipeError(f"{recipe.path}: cannot be rendered: {' '.join(str(exc).split())}") from exc
+
+    outputs: dict[tuple[str, str], RenderedOutput] = {}
+    listed_patches: set[str] = set()
+    for variant in variants:
+        stage1 = variant.recipe
+        data = stage1.to_dict()
+        listed_patches |= _patches(data)
+        output = RenderedOutput(
+            recipe=recipe.name,
+            name=stage1.package.name,
+            version=str(stage1.package.version),
+            build_string=str(stage1.build.string),
+            subdir="noarch" if data.get("build", {}).get("noarch") else target_platform,
+            variant={k: str(v) for k, v in variant.variant.items()},
+            requirement_names=frozenset(_requirement_names(data)),
+            rendered=variant,
+        )
+        outputs.setdefault((output.name, output.build_string), output)
+    check_patch_list(recipe, listed_patches)
+    return list(outputs.values())
+
+
+def _patches(stage1: dict[str, Any]) -> set[str]:
+    sources = list(stage1.get("source") or [])
+    for cache in stage1.get("staging_caches") or []:
+        sources += cache.get("source") or []
+    return {str(p) for source in sources for p in source.get("patches") or []}
+
+
+def _requirement_names(stage1: dict[str, Any]) -> set[str]:
+    sections = [stage1.get("requirements") or {}]
+    sections += [cache.get("requirements") or {} for cache in stage1.get("staging_caches") or []]
+    names: set[str] = set()
+    for section in sections:
+        for kind in ("build", "host", "run"):
+            for spec in section.get(kind) or []:
+                name = _spec_name(spec)
+                if name:
+                    names.add(name)
+    return names
+
+
+def _spec_name(spec: Any) -> str | None:
+    if isinstance(spec, str):
+        return spec.split()[0] if spec.strip() else None
+    if isinstance(spec, dict):
+        for pin in ("pin_subpackage", "pin_compatible"):
+            if pin in spec:
+                return spec[pin]["name"]
+    return None

@@ -1,0 +1,95 @@
+"""The variant matrix: load conda_build_config.yaml and refuse what cannot serve Pascal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from rattler_build import VariantConfig
+
+from .errors import VariantError
+
+# Compute capabilities of the Pascal family: P100 (6.0), P40/P4/GTX 10xx (6.1), Jetson TX2 (6.2).
+PASCAL_ARCHES = ("6.0", "6.1", "6.2")
+ARCH_KEY = "cuda_arch_list"
+CUDA_KEY = "cuda_compiler_version"
+# CUDA 13's nvcc and ptxas reject every target below sm_75.
+FIRST_CUDA_WITHOUT_PASCAL = 13
+
+
+def load_variant_config(path: Path, overrides: dict[str, str] | None = None) -> VariantConfig:
+    """Read a conda_build_config.yaml, narrow it to `overrides`, and check it serves Pascal."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise VariantError(f"{path}: cannot read the variant configuration: {exc}") from exc
+    if overrides:
+        raw = select_variant(raw, overrides, source=path)
+    check_pascal(raw, source=path)
+    try:
+        return VariantConfig.from_yaml(yaml.safe_dump(raw, sort_keys=False))
+    except Exception as exc:  # rattler-build raises its own error types
+        raise VariantError(f"{path}: rattler-build rejects the variant configuration: {exc}") from exc
+
+
+def check_pascal(raw: dict, *, source: Path | str = "conda_build_config.yaml") -> None:
+    """Raise VariantError naming the key and value of any variant that cannot serve Pascal."""
+    for version in _as_list(raw.get(CUDA_KEY)):
+        text = str(version)
+        if text == "None":
+            raise VariantError(
+                f"{source}: {CUDA_KEY}: {text!r} builds without CUDA; pascal-forge only builds CUDA 12.x."
+            )
+        try:
+            major = int(text.split(".")[0])
+        except ValueError as exc:
+            raise VariantError(f"{source}: {CUDA_KEY}: {text!r} is not a CUDA version") from exc
+        if major >= FIRST_CUDA_WITHOUT_PASCAL:
+            raise VariantError(
+                f"{source}: {CUDA_KEY}: {text!r} cannot target Pascal (CUDA 13 dropped sm_60/sm_61); "
+                "use a CUDA 12.x version such as 12.9."
+            )
+    arch_lists = _as_list(raw.get(ARCH_KEY))
+    if not arch_lists:
+        raise VariantError(f'{source}: {ARCH_KEY} is missing: set it to e.g. "6.0;6.1".')
+    for arch_list in arch_lists:
+        arches = [a.strip() for a in str(arch_list).split(";") if a.strip()]
+        if not arches:
+            raise VariantError(f'{source}: {ARCH_KEY}: {arch_list!r} is empty: set it to e.g. "6.0;6.1".')
+        for arch in arches:
+            if arch.removesuffix("+PTX") not in PASCAL_ARCHES:
+                raise VariantError(
+                    f"{source}: {ARCH_KEY}: {arch!r} in {arch_list!r} is not a Pascal architecture "
+                    f"(allowed: {', '.join(PASCAL_ARCHES)})."
+                )
+
+
+def select_variant(raw: dict, overrides: dict[str, str], *, source: Path | str) -> dict:
+    """Keep only the variants where each overridden key has the given value.
+
+    Keys zipped together are narrowed together, so `cuda_compiler_version=12.9` also keeps
+    the matching compiler and sysroot versions.
+    """
+    narrowed = dict(raw)
+    zip_groups: list[list[str]] = raw.get("zip_keys") or []
+    for key, wanted in overrides.items():
+        values = [str(v) for v in _as_list(narrowed.get(key))]
+        if not values:
+            narrowed[key] = [wanted]
+            continue
+        keep = [
+            i for i, value in enumerate(values) if wanted in (value, value.split(" ")[0].removesuffix(".*"))
+        ]
+        if not keep:
+            raise VariantError(f"{source}: {key} has no value {wanted!r} (it has: {', '.join(values)}).")
+        group = next((g for g in zip_groups if key in g), [key])
+        for member in group:
+            member_values = _as_list(narrowed.get(member))
+            narrowed[member] = [member_values[i] for i in keep]
+    return narrowed
+
+
+def _as_list(value: object) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
