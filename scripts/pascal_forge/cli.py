@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import PascalForgeError
+from .patches import check_recipe_patches
 from .plan import Plan, make_plan
+from .recipes import discover_recipes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,31 @@ def _parser() -> argparse.ArgumentParser:
     _add_plan_arguments(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(handler=_run_plan)
+
+    _add_check_patches_command(commands)
     return parser
+
+
+def _add_check_patches_command(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser(
+        "check-patches",
+        help="apply each recipe's patch series, without fuzz, to the released upstream files",
+    )
+    check.add_argument("names", nargs="*", help="recipes to check (default: all)")
+    check.add_argument("--recipes", type=Path, default=Path("recipes"), help="recipe folder")
+    check.add_argument("--variant-config", "-m", type=Path, default=Path("conda_build_config.yaml"))
+    check.set_defaults(handler=_run_check_patches)
+
+
+def _run_check_patches(args: argparse.Namespace) -> int:
+    recipes = [r for r in discover_recipes(args.recipes) if not args.names or r.name in args.names]
+    unknown = set(args.names) - {r.name for r in recipes}
+    if unknown:
+        raise PascalForgeError(f"no recipe named {', '.join(sorted(unknown))} in {args.recipes}")
+    for recipe in recipes:
+        applied = check_recipe_patches(recipe, args.variant_config)
+        print(f"{recipe.name}: {applied} patch(es) apply without fuzz")
+    return 0
 
 
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,8 @@ class RenderedOutput:
     variant: dict[str, str] = field(compare=False, hash=False)
     # Names of the packages this output needs at build, host or run time.
     requirement_names: frozenset[str] = field(compare=False, hash=False)
+    # Patch paths relative to the recipe folder, in the order they are applied.
+    patches: tuple[str, ...] = field(default=(), compare=False, hash=False)
     # rattler-build's own handle, kept so that a build runs exactly what was planned.
     rendered: RenderedVariant | None = field(default=None, compare=False, hash=False, repr=False)
 
@@ -60,7 +62,8 @@ def render_recipe(
     for variant in variants:
         stage1 = variant.recipe
         data = stage1.to_dict()
-        listed_patches |= _patches(data)
+        patches = _patches(data)
+        listed_patches.update(patches)
         output = RenderedOutput(
             recipe=recipe.name,
             name=stage1.package.name,
@@ -69,6 +72,7 @@ def render_recipe(
             subdir="noarch" if data.get("build", {}).get("noarch") else target_platform,
             variant={k: str(v) for k, v in variant.variant.items()},
             requirement_names=frozenset(_requirement_names(data)),
+            patches=patches,
             rendered=variant,
         )
         outputs.setdefault((output.name, output.build_string), output)
@@ -76,11 +80,11 @@ def render_recipe(
     return list(outputs.values())
 
 
-def _patches(stage1: dict[str, Any]) -> set[str]:
+def _patches(stage1: dict[str, Any]) -> tuple[str, ...]:
     sources = list(stage1.get("source") or [])
     for cache in stage1.get("staging_caches") or []:
         sources += cache.get("source") or []
-    return {str(p) for source in sources for p in source.get("patches") or []}
+    return tuple(dict.fromkeys(str(p) for source in sources for p in source.get("patches") or []))
 
 
 def _requirement_names(stage1: dict[str, Any]) -> set[str]:
