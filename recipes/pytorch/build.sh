@@ -32,7 +32,8 @@ export USE_CUDA=1
 export USE_CUDNN=1
 export USE_MAGMA=1
 export MAGMA_HOME="${PREFIX}"
-export CUDA_VERSION="${cuda_compiler_version}"
+# CUDA_VERSION comes from the recipe (cuda_compiler_version of the variant).
+export CUDA_VERSION="${CUDA_VERSION:?the recipe sets CUDA_VERSION}"
 export CUDAToolkit_ROOT="${PREFIX}"
 export CUDA_TOOLKIT_ROOT_DIR="${PREFIX}"
 export CUDAToolkit_BIN_DIR="${BUILD_PREFIX}/bin"

@@ -1,0 +1,223 @@
+"""`pascal-forge plan` on the real recipes: rendering, the Pascal matrix, order, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from itertools import product
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import RECIPES, VARIANT_CONFIG
+
+from pascal_forge.cli import main
+from pascal_forge.errors import RecipeError, VariantError
+from pascal_forge.plan import make_plan
+from pascal_forge.variants import load_variant_config
+
+CUDA_VERSIONS = {"12.6", "12.9"}
+PYTHONS = {"3.10", "3.11", "3.12", "3.13"}
+PYTHON_OUTPUTS = {"triton", "pytorch", "vllm"}
+CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm-pascal"}
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    return make_plan(RECIPES, VARIANT_CONFIG, tmp_path_factory.mktemp("channel"))
+
+
+def test_every_recipe_renders_for_every_variant(plan):
+    by_recipe = {b.output.recipe for b in plan.builds}
+    assert by_recipe == {"triton", "pytorch", "vllm"}
+    assert {b.output.name for b in plan.builds} == PYTHON_OUTPUTS | CUDA_ONLY_OUTPUTS
+
+
+@pytest.mark.parametrize("name", sorted(PYTHON_OUTPUTS))
+def test_python_outputs_cover_two_cuda_times_four_python(plan, name):
+    combos = [(b.output.cuda, b.output.python) for b in plan.builds if b.output.name == name]
+    assert sorted(combos) == sorted(product(CUDA_VERSIONS, PYTHONS))
+
+
+@pytest.mark.parametrize("name", sorted(CUDA_ONLY_OUTPUTS))
+def test_python_independent_outputs_are_built_once_per_cuda(plan, name):
+    builds = [b.output for b in plan.builds if b.output.name == name]
+    assert sorted(o.cuda for o in builds) == sorted(CUDA_VERSIONS)
+    assert all(o.python is None for o in builds)
+
+
+def test_build_strings_keep_conda_forge_shape_and_mark_pascal(plan):
+    for build in plan.builds:
+        string = build.output.build_string
+        assert string.startswith("cuda12"), string
+        assert "_pascal_" in string, string
+        assert string.startswith(f"cuda{build.output.cuda.replace('.', '')}_pascal_")
+        if build.output.python:
+            assert f"_py{build.output.python.replace('.', '')}_h" in string
+
+
+def test_order_is_triton_libtorch_pytorch_vllm_vllm_pascal(plan):
+    first_seen = {}
+    for build in plan.builds:
+        first_seen.setdefault(build.output.name, build.position)
+    chain = ["triton", "libtorch", "pytorch", "vllm", "vllm-pascal"]
+    assert [first_seen[n] for n in chain] == sorted(first_seen[n] for n in chain)
+    assert first_seen["pytorch"] < first_seen["pytorch-gpu"] < first_seen["vllm-pascal"]
+
+
+def test_every_build_comes_after_what_it_needs(plan):
+    for build in plan.builds:
+        assert all(need < build.position for need in build.needs), build.output.filename
+
+
+def test_needs_follow_the_variant(plan):
+    """vllm for CUDA 12.9 / Python 3.12 needs pytorch for 12.9 / 3.12, not another variant."""
+    vllm = next(
+        b for b in plan.builds if b.output.name == "vllm" and (b.output.cuda, b.output.python) == ("12.9", "3.12")
+    )
+    needed = [plan.builds[i].output for i in vllm.needs]
+    assert {(o.name, o.cuda, o.python) for o in needed} == {
+        ("triton", "12.9", "3.12"),
+        ("pytorch", "12.9", "3.12"),
+    }
+
+
+def test_arch_list_is_the_single_source_of_every_arch_variable(plan):
+    script_env = {}
+    for build in plan.builds:
+        if build.output.name == "vllm":
+            script_env = build.output.rendered.recipe.to_dict()["build"]["script"]["env"]
+            break
+    assert script_env["TORCH_CUDA_ARCH_LIST"] == "6.0;6.1"
+    assert script_env["CMAKE_CUDA_ARCHITECTURES"] == "60;61"
+    assert script_env["CUDAARCHS"] == "60;61"
+    assert script_env["CUTLASS_NVCC_ARCHS"] == "60;61"
+    for recipe_file in RECIPES.glob("*/*"):
+        if recipe_file.is_file():
+            assert "6.0;6.1" not in recipe_file.read_text(), f"{recipe_file} repeats the arch list"
+
+
+def _write_config(tmp_path: Path, **changes) -> Path:
+    raw = yaml.safe_load(VARIANT_CONFIG.read_text())
+    raw.update(changes)
+    path = tmp_path / "conda_build_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_repository_matrix_is_accepted():
+    load_variant_config(VARIANT_CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"cuda_compiler_version": ["12.9", "13.0"]}, "cuda_compiler_version: '13.0' cannot target Pascal"),
+        ({"cuda_arch_list": ["6.0;7.0"]}, "cuda_arch_list: '7.0' in '6.0;7.0' is not a Pascal architecture"),
+        ({"cuda_arch_list": ["8.6"]}, "'8.6' in '8.6' is not a Pascal architecture"),
+        ({"cuda_arch_list": [""]}, "cuda_arch_list: '' is empty"),
+        ({"cuda_arch_list": []}, "cuda_arch_list is missing"),
+        ({"cuda_compiler_version": ["None", "12.9"]}, "builds without CUDA"),
+    ],
+)
+def test_variants_that_cannot_serve_pascal_are_refused(tmp_path, changes, message):
+    config = _write_config(tmp_path, **changes)
+    with pytest.raises(VariantError, match="conda_build_config.yaml") as error:
+        make_plan(RECIPES, config, tmp_path / "channel")
+    assert message in str(error.value)
+
+
+def test_pascal_arch_with_ptx_suffix_is_accepted(tmp_path):
+    load_variant_config(_write_config(tmp_path, cuda_arch_list=["6.0;6.1;6.2+PTX"]))
+
+
+def test_variant_override_narrows_zipped_keys_together():
+    config = load_variant_config(VARIANT_CONFIG, {"cuda_compiler_version": "12.6", "python": "3.12"})
+    assert config["cuda_compiler_version"] == ["12.6"]
+    assert config["cxx_compiler_version"] == ["13"]
+    assert config["python"] == ["3.12.* *_cpython"]
+
+
+def test_variant_override_with_unknown_value_names_it():
+    with pytest.raises(VariantError, match="python has no value '3.9'"):
+        load_variant_config(VARIANT_CONFIG, {"python": "3.9"})
+
+
+@pytest.fixture
+def recipes_copy(tmp_path):
+    target = tmp_path / "recipes"
+    shutil.copytree(RECIPES, target)
+    return target
+
+
+def test_yaml_error_names_the_recipe_file(recipes_copy, tmp_path):
+    broken = recipes_copy / "triton" / "recipe.yaml"
+    broken.write_text(broken.read_text().replace("package:\n  name: triton", "package:\n  name: [triton"))
+    with pytest.raises(RecipeError, match=str(broken)):
+        make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
+
+
+def test_jinja_error_names_the_recipe_file(recipes_copy, tmp_path):
+    broken = recipes_copy / "vllm" / "recipe.yaml"
+    broken.write_text(broken.read_text().replace("${{ pascal_string }}_py", "${{ pascal_string | no_such_filter }}_py"))
+    with pytest.raises(RecipeError, match=str(broken)):
+        make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
+
+
+def test_listed_patch_that_does_not_exist_is_an_error(recipes_copy, tmp_path):
+    recipe = recipes_copy / "triton" / "recipe.yaml"
+    text = recipe.read_text()
+    listed = "    patches:\n      - patches/9999-not-there.patch\n"
+    recipe.write_text(text.replace("    patches: []\n", listed, 1) if "patches: []" in text else text)
+    if "patches: []" not in text:
+        # The series is filled: point its first entry at a missing file instead.
+        lines = recipe.read_text().splitlines(keepends=True)
+        first = next(i for i, line in enumerate(lines) if line.strip().startswith("- patches/"))
+        lines[first] = lines[first].split("- patches/")[0] + "- patches/9999-not-there.patch\n"
+        recipe.write_text("".join(lines))
+    with pytest.raises(RecipeError, match="9999-not-there.patch"):
+        make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
+
+
+def test_patch_file_that_no_recipe_lists_is_an_error(recipes_copy, tmp_path):
+    (recipes_copy / "pytorch" / "patches" / "0999-stray.patch").write_text("")
+    with pytest.raises(RecipeError, match="0999-stray.patch"):
+        make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
+
+
+def test_plan_marks_what_the_channel_index_lists(plan, tmp_path):
+    built = plan.builds[0].output
+    subdir = tmp_path / "channel" / built.subdir
+    subdir.mkdir(parents=True)
+    (subdir / built.filename).write_bytes(b"")
+    repodata = {"info": {"subdir": built.subdir}, "packages": {}, "packages.conda": {built.filename: {}}}
+    (subdir / "repodata.json").write_text(json.dumps(repodata))
+    replanned = make_plan(RECIPES, VARIANT_CONFIG, tmp_path / "channel")
+    assert [b.output.filename for b in replanned.builds if b.in_channel] == [built.filename]
+
+
+def test_a_file_the_index_does_not_list_is_not_in_the_channel(plan, tmp_path):
+    built = plan.builds[0].output
+    subdir = tmp_path / "channel" / built.subdir
+    subdir.mkdir(parents=True)
+    (subdir / built.filename).write_bytes(b"")
+    replanned = make_plan(RECIPES, VARIANT_CONFIG, tmp_path / "channel")
+    assert not any(b.in_channel for b in replanned.builds)
+
+
+def test_cli_prints_table_and_json(capsys, monkeypatch, tmp_path):
+    args = ["--recipes", str(RECIPES), "-m", str(VARIANT_CONFIG), "--channel", str(tmp_path)]
+    assert main(["plan", *args]) == 0
+    table = capsys.readouterr().out
+    assert "vllm-pascal" in table and "cuda129_pascal_py312_h" in table
+    assert main(["plan", "--json", *args]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 30
+    assert {"order", "name", "version", "build", "cuda", "python", "in_channel"} <= records[0].keys()
+
+
+def test_cli_reports_refused_variant_without_traceback(capsys, tmp_path):
+    config = _write_config(tmp_path, cuda_compiler_version=["13.0", "13.0"])
+    assert main(["plan", "--recipes", str(RECIPES), "-m", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot target Pascal" in err and "Traceback" not in err
