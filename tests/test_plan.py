@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RECIPES, VARIANT_CONFIG
 
+from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
 from pascal_forge.plan import make_plan
@@ -73,7 +73,9 @@ def test_every_build_comes_after_what_it_needs(plan):
 def test_needs_follow_the_variant(plan):
     """vllm for CUDA 12.9 / Python 3.12 needs pytorch for 12.9 / 3.12, not another variant."""
     vllm = next(
-        b for b in plan.builds if b.output.name == "vllm" and (b.output.cuda, b.output.python) == ("12.9", "3.12")
+        b
+        for b in plan.builds
+        if b.output.name == "vllm" and (b.output.cuda, b.output.python) == ("12.9", "3.12")
     )
     needed = [plan.builds[i].output for i in vllm.needs]
     assert {(o.name, o.cuda, o.python) for o in needed} == {
@@ -159,7 +161,9 @@ def test_yaml_error_names_the_recipe_file(recipes_copy, tmp_path):
 
 def test_jinja_error_names_the_recipe_file(recipes_copy, tmp_path):
     broken = recipes_copy / "vllm" / "recipe.yaml"
-    broken.write_text(broken.read_text().replace("${{ pascal_string }}_py", "${{ pascal_string | no_such_filter }}_py"))
+    broken.write_text(
+        broken.read_text().replace("${{ pascal_string }}_py", "${{ pascal_string | no_such_filter }}_py")
+    )
     with pytest.raises(RecipeError, match=str(broken)):
         make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
 
