@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_run_plan)
 
     _add_check_patches_command(commands)
+    _add_mirror_command(commands)
     return parser
 
 
@@ -60,6 +61,71 @@ def _run_check_patches(args: argparse.Namespace) -> int:
     for recipe in recipes:
         applied = check_recipe_patches(recipe, args.variant_config)
         print(f"{recipe.name}: {applied} patch(es) apply without fuzz")
+    return 0
+
+
+def _add_mirror_command(commands: argparse._SubParsersAction) -> None:
+    mirror = commands.add_parser(
+        "mirror",
+        help="copy a channel (http(s)://, file://, s3://) to a directory or S3, checking every file",
+    )
+    mirror.add_argument(
+        "source", help="channel URL: http(s)://..., file:///..., s3://bucket/prefix or a path"
+    )
+    mirror.add_argument("destination", help="directory, file:///... or s3://bucket/prefix")
+    mirror.add_argument("--subdir", action="append", default=[], help="mirror only this subdir (repeatable)")
+    mirror.add_argument(
+        "--closure",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="mirror only what installing SPEC needs, e.g. vllm-pascal (repeatable)",
+    )
+    mirror.add_argument("--cuda", help="with --closure: the machine's CUDA driver version, e.g. 12.8")
+    mirror.add_argument("--python", help="with --closure: the Python version to install, e.g. 3.12")
+    mirror.add_argument("--platform", default="linux-64", help="with --closure: target platform")
+    mirror.add_argument("--jobs", "-j", type=int, default=4, help="parallel downloads (default: 4)")
+    mirror.add_argument(
+        "--verify-existing", action="store_true", help="hash files already in the destination too"
+    )
+    mirror.add_argument("--s3-endpoint-url", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+    mirror.add_argument(
+        "--staging", type=Path, help="local folder for partial downloads to an S3 destination"
+    )
+    mirror.set_defaults(handler=_run_mirror)
+
+
+def _run_mirror(args: argparse.Namespace) -> int:
+    from .mirror import ClosureRequest, MirrorInterrupted, RichProgress, S3Settings, mirror_channel
+
+    if (args.cuda or args.python) and not args.closure:
+        raise PascalForgeError("--cuda and --python choose what --closure SPEC installs; add --closure")
+    closure = (
+        ClosureRequest(args.closure, platform=args.platform, cuda=args.cuda, python=args.python)
+        if args.closure
+        else None
+    )
+    try:
+        with RichProgress() as progress:
+            report = mirror_channel(
+                args.source,
+                args.destination,
+                subdirs=args.subdir,
+                closure=closure,
+                jobs=args.jobs,
+                progress=progress,
+                s3=S3Settings(endpoint_url=args.s3_endpoint_url),
+                staging=args.staging,
+                verify_existing=args.verify_existing,
+            )
+    except KeyboardInterrupt:
+        raise MirrorInterrupted("interrupted", ["stopped before any download began"]) from None
+    megabytes = report.fetched_bytes / 1e6
+    print(
+        f"{args.destination}: fetched {len(report.fetched)} file(s), {megabytes:.1f} MB in "
+        f"{report.seconds:.1f} s ({report.bytes_per_second / 1e6:.1f} MB/s); "
+        f"{report.kept} unchanged; subdirs {', '.join(report.subdirs)}"
+    )
     return 0
 
 

@@ -1,0 +1,221 @@
+"""Real channels and real servers on 127.0.0.1 for the mirror and publish tests and the benchmark.
+
+Channels hold packages built by rattler-build from tests/fixtures/mirror (no compiler, no downloads)
+or assembled by rattler-build's package assembler; the HTTP server is http.server with Range
+support and switches to misbehave; S3 is moto's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mirror"
+PLATFORM = "linux-64"
+
+
+def build_fixture_channel(channel: Path) -> Path:
+    """Build every fixture recipe (all variants) into `channel` with rattler-build and index it."""
+    from rattler_build import Stage0Recipe, VariantConfig
+
+    empty = channel.parent / f".{channel.name}-no-dependencies"
+    (empty / "noarch").mkdir(parents=True, exist_ok=True)
+    for recipe_dir in sorted(p for p in FIXTURES.iterdir() if (p / "recipe.yaml").is_file()):
+        variants_file = recipe_dir / "variants.yaml"
+        config = VariantConfig.from_file(variants_file) if variants_file.is_file() else VariantConfig()
+        for variant in Stage0Recipe.from_file(recipe_dir / "recipe.yaml").render(config):
+            variant.run_build(output_dir=channel, channels=[empty.as_uri()], no_build_id=True)
+    shutil.rmtree(channel / "src_cache", ignore_errors=True)
+    shutil.rmtree(channel / "bld", ignore_errors=True)
+    index_channel(channel)
+    return channel
+
+
+def index_channel(channel: Path) -> None:
+    from rattler.index import index_fs
+
+    asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+
+
+def synthesize_packages(
+    channel: Path, count: int, payload_bytes: int, prefix: str = "pf-synth"
+) -> list[Path]:
+    """`count` real .conda packages of `payload_bytes` random bytes each, assembled by rattler-build."""
+    from rattler_build import ArchiveType, assemble_package
+
+    staging = channel.parent / f".{channel.name}-staging"
+    made = []
+    for number in range(count):
+        files = staging / str(number)
+        (files / "share" / prefix).mkdir(parents=True, exist_ok=True)
+        (files / "share" / prefix / "payload.bin").write_bytes(os.urandom(payload_bytes))
+        output = assemble_package(
+            name=f"{prefix}-{number:04d}",
+            version="1.0.0",
+            target_platform=PLATFORM,
+            build_string="h0_0",
+            output_dir=channel / PLATFORM,
+            files_dir=files,
+            compression_level=0,
+            archive_type=ArchiveType.Conda,
+            detect_prefix=False,
+        )
+        made.append(output.path)
+        shutil.rmtree(files)
+    shutil.rmtree(staging, ignore_errors=True)
+    return made
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def visible_packages(channel: Path) -> dict[str, str]:
+    """subdir/name -> sha256 of every non-hidden package file in a channel directory."""
+    return {
+        f"{p.parent.name}/{p.name}": sha256_of(p)
+        for p in sorted(channel.glob("*/*"))
+        if p.is_file() and not p.name.startswith(".") and p.name.endswith((".conda", ".tar.bz2"))
+    }
+
+
+# ------------------------------------------------------------------------------------------ HTTP server
+
+
+@dataclass
+class Misbehaviour:
+    """Switches the test server reads on every request; tests flip them between runs."""
+
+    truncate: set[str] = field(default_factory=set)  # file names whose body is cut in half
+    seconds_per_chunk: float = 0.0  # slows every body down, so a run can be interrupted mid-file
+    requests: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ChannelRequestHandler(SimpleHTTPRequestHandler):
+    """http.server's static handler plus single-range requests (like any production web server)."""
+
+    misbehaviour: Misbehaviour
+    chunk = 64 * 1024
+
+    def __init__(self, *args, misbehaviour: Misbehaviour, **kwargs) -> None:
+        self.misbehaviour = misbehaviour
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        with self.misbehaviour.lock:
+            self.misbehaviour.requests.append(self.path)
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            return super().do_GET()
+        size = path.stat().st_size
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if match and int(match.group(1)) < size:
+            start = int(match.group(1))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        limit = size
+        if path.name in self.misbehaviour.truncate:
+            limit = size // 2
+            self.close_connection = True
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            position = start
+            while position < limit:
+                data = handle.read(min(self.chunk, limit - position))
+                if not data:
+                    break
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                position += len(data)
+                if self.misbehaviour.seconds_per_chunk:
+                    time.sleep(self.misbehaviour.seconds_per_chunk)
+
+
+@contextlib.contextmanager
+def serve_directory(
+    root: Path, misbehaviour: Misbehaviour | None = None
+) -> Iterator[tuple[str, Misbehaviour]]:
+    """Serve `root` over HTTP on 127.0.0.1; yields (base URL, the switches)."""
+    misbehaviour = misbehaviour or Misbehaviour()
+    handler = partial(ChannelRequestHandler, directory=str(root), misbehaviour=misbehaviour)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", misbehaviour
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# -------------------------------------------------------------------------------------------- S3 server
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 with throwaway credentials in the environment; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="pascal-forge-test",
+        AWS_SECRET_ACCESS_KEY="pascal-forge-test-secret",
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+_S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE")
+
+
+def s3_client():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def upload_directory(root: Path, bucket: str, prefix: str) -> None:
+    client = s3_client()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(root).as_posix()}")

@@ -1,0 +1,361 @@
+"""`pascal-forge mirror`: real packages, a real HTTP server and a real S3 server, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mirror_support import (
+    PLATFORM,
+    build_fixture_channel,
+    index_channel,
+    moto_s3,
+    s3_client,
+    serve_directory,
+    synthesize_packages,
+    upload_directory,
+    visible_packages,
+)
+
+from pascal_forge.cli import main
+from pascal_forge.mirror import (
+    ClosureRequest,
+    MirrorError,
+    mirror_channel,
+    unsafe_name_reason,
+)
+
+CLOSURE_SET = {
+    f"{PLATFORM}/vllm-pascal-0.14.0-cuda128_py312_0.conda",
+    f"{PLATFORM}/python-3.12.7-hb988f3d_0.conda",
+    "noarch/cuda-version-12.8-h9efc243_0.conda",
+    "noarch/pf-common-1.0.0-h4616a5c_0.conda",
+}
+
+
+@pytest.fixture(scope="session")
+def built_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fixture_channel(tmp_path_factory.mktemp("built") / "channel")
+
+
+@pytest.fixture
+def source(built_channel: Path, tmp_path: Path) -> Path:
+    """A private copy of the fixture channel that a test may damage."""
+    copy = tmp_path / "source"
+    shutil.copytree(built_channel, copy)
+    return copy
+
+
+@pytest.fixture
+def good_mirror(source: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A mirror of the unchanged source, and its repodata: the last good state later runs must keep."""
+    dest = tmp_path / "mirror"
+    mirror_channel(str(source), str(dest))
+    return dest, repodata_bytes(dest)
+
+
+def grow(channel: Path, count: int = 3, payload_bytes: int = 256 * 1024) -> list[Path]:
+    """Publish new packages in the source channel, as a channel operator would between two mirror runs."""
+    made = synthesize_packages(channel, count, payload_bytes)
+    index_channel(channel)
+    return made
+
+
+def repodata_bytes(channel: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in sorted(channel.glob("*/repodata.json"))}
+
+
+def assert_consistent(channel: Path) -> None:
+    """Every package a repodata.json promises is there with that exact sha256."""
+    present = visible_packages(channel)
+    for subdir, raw in repodata_bytes(channel).items():
+        data = json.loads(raw)
+        for key in ("packages", "packages.conda"):
+            for name, record in (data.get(key) or {}).items():
+                assert present.get(f"{subdir}/{name}") == record["sha256"], f"{subdir}/{name}"
+
+
+def solve_from(channel: Path, cache: Path, cuda: str = "12.8", python: str = "3.12") -> list:
+    """Solve vllm-pascal from `channel` alone for a Pascal box with this CUDA driver and Python."""
+    from rattler import BuildString, GenericVirtualPackage, PackageName, Version, solve
+    from rattler.repo_data.gateway import Gateway
+
+    virtual = [
+        GenericVirtualPackage(PackageName("__cuda"), Version(cuda), BuildString("0")),
+        GenericVirtualPackage(PackageName("__linux"), Version("5.10"), BuildString("0")),
+        GenericVirtualPackage(PackageName("__glibc"), Version("2.28"), BuildString("0")),
+    ]
+    return asyncio.run(
+        solve(
+            [channel.as_uri()],
+            ["vllm-pascal"],
+            gateway=Gateway(cache_dir=cache),
+            platforms=[PLATFORM, "noarch"],
+            virtual_packages=virtual,
+            constraints=[f"cuda-version {cuda}.*", f"python {python}.*"],
+        )
+    )
+
+
+def solve_and_install(channel: Path, tmp_path: Path) -> list[str]:
+    """Solve from `channel` alone and install with py-rattler; return the installed files."""
+    from rattler import install
+
+    records = solve_from(channel, tmp_path / "repodata-cache")
+    asyncio.run(install(records, tmp_path / "env", cache_dir=tmp_path / "pkgs", show_progress=False))
+    return sorted(f"{r.subdir}/{r.file_name}" for r in records)
+
+
+def test_http_mirror_indexes_solves_installs_and_a_second_run_fetches_nothing(
+    source: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "mirror"
+    with serve_directory(source) as (url, server):
+        first = mirror_channel(url, str(dest))
+        assert len(first.fetched) == 10 and first.kept == 0
+        assert visible_packages(dest) == visible_packages(source)
+        assert repodata_bytes(dest) == repodata_bytes(source)
+
+        server.requests.clear()
+        second = mirror_channel(url, str(dest))
+        assert second.fetched == [] and second.fetched_bytes == 0 and second.kept == 10
+        assert not [r for r in server.requests if r.endswith(".conda")]
+
+        # Twin: a damaged copy in the mirror is noticed and fetched again, and only that one.
+        damaged = dest / PLATFORM / "pf-extra-2.0.0-hb0f4dca_0.conda"
+        damaged.write_bytes(damaged.read_bytes() + b"junk")
+        third = mirror_channel(url, str(dest))
+        assert third.fetched == [f"{PLATFORM}/{damaged.name}"]
+    assert visible_packages(dest) == visible_packages(source)
+
+    # The mirror is a channel on its own: rattler indexes the very same records from its files...
+    served = {s: json.loads(raw) for s, raw in repodata_bytes(dest).items()}
+    index_channel(dest)
+    for subdir, raw in repodata_bytes(dest).items():
+        reindexed = json.loads(raw)["packages.conda"]
+        assert {n: r["sha256"] for n, r in reindexed.items()} == {
+            n: r["sha256"] for n, r in served[subdir]["packages.conda"].items()
+        }
+    # ...and an air-gapped machine solves and installs from it.
+    installed = solve_and_install(dest, tmp_path)
+    assert set(installed) == CLOSURE_SET
+    marker = tmp_path / "env" / "share" / "pf-fixtures" / "vllm-pascal.txt"
+    assert marker.read_text().strip() == "vllm-pascal cuda 12.8 python 3.12"
+
+
+def test_verify_existing_rehashes_files_of_the_same_size(source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "mirror"
+    mirror_channel(str(source), str(dest))
+    target = dest / "noarch" / "pf-common-1.0.0-h4616a5c_0.conda"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    # The quick check (size plus the sha256 the mirror's repodata promises) cannot see a flipped byte...
+    assert mirror_channel(str(source), str(dest)).fetched == []
+    # ...--verify-existing hashes every file and repairs it.
+    repaired = mirror_channel(str(source), str(dest), verify_existing=True)
+    assert repaired.fetched == [f"noarch/{target.name}"]
+    assert_consistent(dest)
+
+
+def test_s3_to_and_from_a_local_s3_server(source: Path, tmp_path: Path) -> None:
+    with moto_s3(), serve_directory(source) as (url, _):
+        s3_client().create_bucket(Bucket="pascal")
+        first = mirror_channel(url, "s3://pascal/forge", staging=tmp_path / "staging")
+        assert len(first.fetched) == 10
+        keys = {o["Key"] for o in s3_client().list_objects_v2(Bucket="pascal")["Contents"]}
+        assert {f"forge/{label}" for label in visible_packages(source)} | {
+            "forge/linux-64/repodata.json",
+            "forge/noarch/repodata.json",
+        } == keys
+        again = mirror_channel(url, "s3://pascal/forge", staging=tmp_path / "staging")
+        assert again.fetched == [] and again.kept == 10
+
+        # From S3 back to a directory: same bytes, and it installs.
+        dest = tmp_path / "from-s3"
+        back = mirror_channel("s3://pascal/forge", str(dest))
+        assert len(back.fetched) == 10
+    assert visible_packages(dest) == visible_packages(source)
+    assert set(solve_and_install(dest, tmp_path)) == CLOSURE_SET
+
+
+def test_s3_source_refuses_a_tampered_object(source: Path, tmp_path: Path) -> None:
+    with moto_s3():
+        s3_client().create_bucket(Bucket="pascal")
+        upload_directory(source, "pascal", "forge")
+        s3_client().put_object(
+            Bucket="pascal", Key="forge/noarch/pf-common-1.0.0-h4616a5c_0.conda", Body=b"x"
+        )
+        dest = tmp_path / "mirror"
+        with pytest.raises(MirrorError, match=r"noarch/pf-common-1\.0\.0-h4616a5c_0\.conda"):
+            mirror_channel("s3://pascal/forge", str(dest))
+    assert not (dest / "noarch" / "repodata.json").exists()
+    assert "noarch/pf-common-1.0.0-h4616a5c_0.conda" not in visible_packages(dest)
+
+
+def test_closure_mirrors_exactly_the_solved_set(source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "closure"
+    with serve_directory(source) as (url, _):
+        report = mirror_channel(
+            url, str(dest), closure=ClosureRequest(["vllm-pascal"], cuda="12.8", python="3.12")
+        )
+    # An independent solve against the source channel itself gives the same set.
+    expected = solve_from(source, tmp_path / "cache")
+    assert {f"{r.subdir}/{r.file_name}" for r in expected} == CLOSURE_SET
+    assert set(visible_packages(dest)) == CLOSURE_SET == set(report.fetched)
+    listed = {
+        f"{subdir}/{name}"
+        for subdir, raw in repodata_bytes(dest).items()
+        for name in json.loads(raw)["packages.conda"]
+    }
+    assert listed == CLOSURE_SET
+    assert set(solve_and_install(dest, tmp_path)) == CLOSURE_SET
+
+    # Twin: another CUDA picks other builds, so the filter follows the request.
+    other = tmp_path / "closure-124"
+    mirror_channel(
+        str(source), str(other), closure=ClosureRequest(["vllm-pascal"], cuda="12.4", python="3.11")
+    )
+    assert set(visible_packages(other)) == {
+        f"{PLATFORM}/vllm-pascal-0.14.0-cuda124_py311_0.conda",
+        f"{PLATFORM}/python-3.11.9-hf98ab0b_0.conda",
+        "noarch/cuda-version-12.4-h3d414b0_0.conda",
+        "noarch/pf-common-1.0.0-h4616a5c_0.conda",
+    }
+
+
+def test_a_corrupted_package_is_refused_and_the_mirror_keeps_its_last_good_state(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    corrupted = grow(source)[1]
+    data = bytearray(corrupted.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupted.write_bytes(bytes(data))
+
+    with serve_directory(source) as (url, _), pytest.raises(MirrorError) as error:
+        mirror_channel(url, str(dest))
+    assert f"{PLATFORM}/{corrupted.name}: sha256" in str(error.value)
+    assert repodata_bytes(dest) == before
+    assert f"{PLATFORM}/{corrupted.name}" not in visible_packages(dest)
+    assert not list(dest.glob(f"*/.{corrupted.name}*"))
+    assert_consistent(dest)
+
+
+def test_a_truncated_download_is_refused_then_resumed(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    cut = grow(source, count=2, payload_bytes=1024 * 1024)[0]
+
+    with serve_directory(source) as (url, server):
+        server.truncate.add(cut.name)
+        with pytest.raises(MirrorError) as error:
+            mirror_channel(url, str(dest))
+        assert f"{PLATFORM}/{cut.name}: got" in str(error.value) and "truncated" in str(error.value)
+        assert repodata_bytes(dest) == before
+        assert f"{PLATFORM}/{cut.name}" not in visible_packages(dest)
+        assert_consistent(dest)
+
+        server.truncate.clear()
+        server.requests.clear()
+        resumed = mirror_channel(url, str(dest))
+    assert resumed.fetched == [f"{PLATFORM}/{cut.name}"]
+    # Only the missing half travelled again.
+    assert resumed.fetched_bytes == cut.stat().st_size - cut.stat().st_size // 2
+    assert visible_packages(dest) == visible_packages(source)
+    assert_consistent(dest)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../evil-1.0-0.conda",
+        "sub/evil-1.0-0.conda",
+        "..\\evil-1.0-0.conda",
+        ".hidden-1.0-0.conda",
+        "evil.sh",
+    ],
+)
+def test_path_traversal_names_are_refused_before_anything_is_fetched(
+    source: Path, tmp_path: Path, good_mirror: tuple[Path, dict[str, bytes]], name: str
+) -> None:
+    dest, before = good_mirror
+    grow(source, count=1)
+    repodata_path = source / PLATFORM / "repodata.json"
+    data = json.loads(repodata_path.read_text())
+    good = next(iter(data["packages.conda"].values()))
+    data["packages.conda"][name] = good
+    repodata_path.write_text(json.dumps(data))
+
+    with serve_directory(source) as (url, server), pytest.raises(MirrorError) as error:
+        mirror_channel(url, str(dest))
+    assert repr(name) in str(error.value)
+    assert not [r for r in server.requests if r.endswith(".conda")]
+    assert repodata_bytes(dest) == before
+    assert not (tmp_path / "evil-1.0-0.conda").exists()
+
+
+def test_safe_names_pass_the_name_check() -> None:
+    assert unsafe_name_reason("vllm-pascal-0.14.0-cuda128_py312_0.conda") is None
+    assert unsafe_name_reason("libtorch-2.9.1-cuda129_generic_h1_200.tar.bz2") is None
+    assert unsafe_name_reason("a/b.conda") is not None
+
+
+def test_repodata_that_does_not_parse_is_refused(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    (source / "noarch" / "repodata.json").write_text('{"packages.conda": {"x-1-0.conda": ')
+    with pytest.raises(MirrorError, match=r"noarch/repodata\.json does not parse"):
+        mirror_channel(str(source), str(dest))
+    assert repodata_bytes(dest) == before
+
+
+def test_an_interrupted_run_keeps_the_last_good_state_and_the_next_run_resumes(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    big = grow(source, count=3, payload_bytes=2 * 1024 * 1024)
+
+    with serve_directory(source) as (url, server):
+        server.seconds_per_chunk = 0.05
+        command = [sys.executable, "-m", "pascal_forge.cli", "mirror", url, str(dest), "--jobs", "2"]
+        run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size > 0 for p in dest.glob(f"{PLATFORM}/.*.partial")):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.02)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode != 0
+        stopped = [p.name for p in big if f"{PLATFORM}/{p.name}: stopped mid-transfer" in err]
+        assert stopped, err
+        assert repodata_bytes(dest) == before
+        assert_consistent(dest)
+        assert not set(visible_packages(dest)) - set(visible_packages(source))
+
+        server.seconds_per_chunk = 0.0
+        server.requests.clear()
+        resumed = mirror_channel(url, str(dest))
+    assert set(resumed.fetched) <= {f"{PLATFORM}/{p.name}" for p in big}
+    assert resumed.fetched_bytes < sum(p.stat().st_size for p in big)
+    assert visible_packages(dest) == visible_packages(source)
+    assert_consistent(dest)
+
+
+def test_cli_mirror_prints_bytes_and_rate(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with serve_directory(source) as (url, _):
+        assert main(["mirror", url, str(tmp_path / "m"), "--subdir", "noarch"]) == 0
+    out = capsys.readouterr().out
+    assert "fetched 3 file(s)" in out and "/s" in out
+    assert sorted(p.parent.name for p in (tmp_path / "m").glob("*/repodata.json")) == ["noarch"]
