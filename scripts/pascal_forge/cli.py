@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from .doctor import diagnose, probe
 from .errors import PascalForgeError
 from .patches import check_recipe_patches
 from .plan import Plan, make_plan
 from .recipes import discover_recipes
+from .solve import PRIORITIES, Solution, System, planned_channel, solve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_run_plan)
 
     _add_check_patches_command(commands)
+    _add_solve_command(commands)
+    _add_doctor_command(commands)
     _add_mirror_command(commands)
     return parser
 
@@ -127,6 +132,97 @@ def _run_mirror(args: argparse.Namespace) -> int:
         f"{report.kept} unchanged; subdirs {', '.join(report.subdirs)}"
     )
     return 0
+
+
+def _add_solve_command(commands: argparse._SubParsersAction) -> None:
+    solve_parser = commands.add_parser(
+        "solve",
+        help="dry-run an install with rattler's solver: what would be installed, ours marked",
+    )
+    solve_parser.add_argument("specs", nargs="+", metavar="SPEC", help="what to install, e.g. vllm-pascal")
+    solve_parser.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a channel after ours, by name, URL or path (repeatable; default: conda-forge)",
+    )
+    solve_parser.add_argument(
+        "--ours", type=Path, default=Path("channel"), help="our channel directory (default: ./channel)"
+    )
+    solve_parser.add_argument(
+        "--planned", action="store_true", help="take our records from the build plan, not from --ours"
+    )
+    solve_parser.add_argument(
+        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (with --planned)"
+    )
+    solve_parser.add_argument("--variant-config", "-m", type=Path, default=Path("conda_build_config.yaml"))
+    solve_parser.add_argument(
+        "--cuda", help="the driver's CUDA version (__cuda), e.g. 12.8; default: detected"
+    )
+    solve_parser.add_argument("--cuda-arch", help="the GPUs' compute capability (__cuda_arch), e.g. 6.1")
+    solve_parser.add_argument("--python", help="Python version for the environment, e.g. 3.12")
+    solve_parser.add_argument(
+        "--priority", choices=sorted(PRIORITIES), default="strict", help="channel priority (default: strict)"
+    )
+    solve_parser.add_argument("--json", action="store_true", help="print [{name, version, build, channel}]")
+    solve_parser.set_defaults(handler=_run_solve)
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    system = System.detect(cuda=args.cuda, cuda_arch=args.cuda_arch)
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-planned-") as scratch:
+        ours = (
+            planned_channel(args.recipes, args.variant_config, Path(scratch)) if args.planned else args.ours
+        )
+        if not args.planned and not any(
+            (ours / subdir / "repodata.json").is_file() for subdir in ("linux-64", "noarch")
+        ):
+            raise PascalForgeError(f"{ours} holds no indexed channel: build it first, or pass --planned")
+        channels = [str(ours), *(args.channel or ["conda-forge"])]
+        solution = solve(args.specs, channels, system, priority=args.priority, python=args.python)
+    if args.json:
+        print(solution.to_json())
+    else:
+        _console().print(solution_table(solution, system))
+    solution.check_consistent()
+    return 0
+
+
+def solution_table(solution: Solution, system: System) -> Table:
+    machine = f"__cuda {system.cuda or '-'}, __cuda_arch {system.cuda_arch or '-'}"
+    table = Table(title=f"would install {len(solution.packages)} packages ({machine}); * = ours")
+    for column in ("", "package", "version", "build", "channel"):
+        table.add_column(column, no_wrap=column != "build")
+    for package in solution.packages:
+        table.add_row(
+            "*" if package.ours else "", package.name, package.version, package.build, package.channel
+        )
+    return table
+
+
+def _add_doctor_command(commands: argparse._SubParsersAction) -> None:
+    doctor_parser = commands.add_parser(
+        "doctor", help="does this channel serve this machine's GPUs and driver? prints the install command"
+    )
+    doctor_parser.add_argument(
+        "--channel",
+        default="pascal",
+        help="our channel's name or URL in the printed command (default: pascal)",
+    )
+    doctor_parser.set_defaults(handler=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    hardware = probe()
+    verdict = diagnose(hardware, args.channel)
+    print(f"read with: {hardware.source}")
+    for line in (*verdict.findings, *(f"warning: {w}" for w in verdict.warnings)):
+        print(f"- {line}")
+    if verdict.command:
+        print(f"\ninstall with:\n  {verdict.command}")
+        return 0
+    return 1
 
 
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,302 @@
+"""Real solves (py-rattler) of our planned records against a conda-forge-shaped upstream."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rattler import Channel, MatchSpec, RepoData, RepoDataRecord, Version, VersionSpec
+from solve_support import UPSTREAM, upstream_repodata
+
+from conftest import RECIPES, VARIANT_CONFIG
+from pascal_forge.cli import main
+from pascal_forge.doctor import MIN_DRIVER_CUDA
+from pascal_forge.plan import make_plan
+from pascal_forge.solve import (
+    OUR_BUILD_MARK,
+    OUR_NAMES,
+    MixedSetError,
+    Solution,
+    SolveError,
+    System,
+    declared_python_versions,
+    planned_repodata,
+    solve,
+    unmet_requirements,
+    write_channel,
+)
+from pascal_forge.sources import UpstreamArtifact, fetch
+
+PASCAL = "6.1"
+DRIVERS = ("12.6", "12.9", "13.0")
+# The CUDA build a solver must pick for each driver: our builds carry `__cuda >=<their CUDA>`.
+EXPECTED_BUILD = {"12.6": "cuda126", "12.9": "cuda129", "13.0": "cuda129"}
+VLLM_SDIST = UpstreamArtifact(
+    project="vllm",
+    filename="vllm-0.14.0.tar.gz",
+    sha256="ed86c6a9d22fbfd059648794493cad88444c71688f3ff6efcb26c5ca353f0e5d",
+)
+# pip evaluates markers for the installing machine: linux-64 with the Python of the env.
+LINUX_312 = {"platform_machine": "x86_64", "sys_platform": "linux", "python_version": "3.12"}
+
+
+@pytest.fixture(scope="module")
+def planned() -> dict[str, dict[str, Any]]:
+    return planned_repodata(make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built")))
+
+
+@pytest.fixture(scope="module")
+def ours(planned: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_channel(planned, tmp_path_factory.mktemp("ours")))
+
+
+@pytest.fixture(scope="module")
+def stock_env() -> list[RepoDataRecord]:
+    """An environment that already holds conda-forge's pytorch 2.9.1, triton 3.5.1, torchvision."""
+    solution = solve(["pytorch ==2.9.1", "torchvision"], [str(UPSTREAM)], System(cuda="12.9"), python="3.12")
+    assert solution.get("pytorch").build.startswith("cuda129_generic_")
+    return list(solution.records)
+
+
+def _assert_all_ours(solution: Solution, expected_cuda: str) -> None:
+    solution.check_consistent()
+    for name in ("vllm", "pytorch", "libtorch", "triton"):
+        package = solution.get(name)
+        assert package is not None, f"{name} missing from the solution"
+        assert package.ours, f"{name} {package.build} comes from {package.channel}"
+        assert package.build.startswith(f"{expected_cuda}{OUR_BUILD_MARK}"), package.build
+
+
+def test_committed_fixture_matches_its_data(tmp_path: Path) -> None:
+    for subdir, content in upstream_repodata().items():
+        committed = json.loads((UPSTREAM / subdir / "repodata.json").read_text())
+        assert committed == json.loads(json.dumps(content)), f"run `python tests/solve_support.py` ({subdir})"
+
+
+def test_fixture_provides_every_name_our_records_need(planned: dict[str, dict[str, Any]]) -> None:
+    available = {
+        r["name"]
+        for content in (*planned.values(), *upstream_repodata().values())
+        for r in content["packages.conda"].values()
+    }
+    needed = {
+        spec.split()[0]
+        for content in planned.values()
+        for record in content["packages.conda"].values()
+        for spec in record["depends"]
+    }
+    assert needed - available == set(), "add these names to LEAVES in tests/solve_support.py"
+
+
+@pytest.mark.parametrize("priority", ["strict", "flexible"])
+@pytest.mark.parametrize("cuda", DRIVERS)
+@pytest.mark.parametrize("spec", ["vllm-pascal", "vllm"])
+def test_install_ends_on_our_builds_only(ours: str, spec: str, cuda: str, priority: str) -> None:
+    """`conda install -c ours -c conda-forge vllm-pascal` and `conda install -c pascal vllm`."""
+    solution = solve(
+        [spec], [ours, str(UPSTREAM)], System(cuda=cuda, cuda_arch=PASCAL), priority=priority, python="3.12"
+    )
+    _assert_all_ours(solution, EXPECTED_BUILD[cuda])
+    # The stock builds that would otherwise fit this driver exist upstream.
+    if cuda == "13.0":
+        assert solution.get("cuda-version").version.startswith("12.")
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
+def test_every_python_of_the_matrix_solves(ours: str, python: str) -> None:
+    solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python)
+    _assert_all_ours(solution, "cuda129")
+    assert solution.get("python").version.startswith(python)
+
+
+@pytest.mark.parametrize("cuda", DRIVERS)
+def test_priority_disabled_never_mixes(ours: str, cuda: str) -> None:
+    """Without channel priority `vllm` may end all-stock (newer records), never half and half."""
+    system = System(cuda=cuda, cuda_arch=PASCAL)
+    _assert_all_ours(
+        solve(["vllm-pascal"], [ours, str(UPSTREAM)], system, priority="disabled", python="3.12"),
+        EXPECTED_BUILD[cuda],
+    )
+    solution = solve(["vllm"], [ours, str(UPSTREAM)], system, priority="disabled", python="3.12")
+    assert solution.problems() == []
+
+
+@pytest.mark.parametrize("priority", ["strict", "flexible"])
+def test_stock_pytorch_moves_to_ours_in_one_solve(
+    ours: str, stock_env: list[RepoDataRecord], priority: str
+) -> None:
+    solution = solve(
+        ["vllm-pascal"],
+        [ours, str(UPSTREAM)],
+        System(cuda="12.9", cuda_arch=PASCAL),
+        priority=priority,
+        installed=stock_env,
+        python="3.12",
+    )
+    _assert_all_ours(solution, "cuda129")
+    before = {r.name.normalized: str(r.build) for r in stock_env}
+    assert before["pytorch"].startswith("cuda129_generic_")
+    # torchvision stays: conda-forge's build takes any CUDA pytorch 2.9.
+    assert solution.get("torchvision").build == before["torchvision"]
+
+
+def _without_family_constraints(repodata: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    broken = copy.deepcopy(repodata)
+    for content in broken.values():
+        for record in content["packages.conda"].values():
+            record["constrains"] = [c for c in record["constrains"] if c.split()[0] not in OUR_NAMES]
+    return broken
+
+
+def test_check_catches_stock_vllm_on_our_pytorch(planned: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Twin of the tests above: conda-forge's vllm pins `pytorch ==2.9.1 cuda*`, which our build
+    string matches. Without our packages' `vllm * *_pascal_*` constraints a solver puts that stock
+    vllm on our pytorch, and the consistency check must say so."""
+    broken = str(write_channel(_without_family_constraints(planned), tmp_path))
+    solution = solve(
+        ["vllm"],
+        [broken, str(UPSTREAM)],
+        System(cuda="12.9", cuda_arch=PASCAL),
+        priority="disabled",
+        python="3.12",
+    )
+    assert solution.get("vllm").ours is False and solution.get("pytorch").ours is True
+    with pytest.raises(MixedSetError, match=r"vllm 0\.14\.0 cuda129_py312h\w+_0 from .* stock build"):
+        solution.check_consistent()
+
+
+def _stock_family() -> list[RepoDataRecord]:
+    channel = Channel(str(UPSTREAM))
+    records = RepoData.from_path(UPSTREAM / "linux-64" / "repodata.json").into_repo_data(channel)
+    return [r for r in records if r.name.normalized in OUR_NAMES]
+
+
+def _family_pins(planned: dict[str, dict[str, Any]]) -> list[str]:
+    return sorted(
+        {
+            spec
+            for record in planned["linux-64"]["packages.conda"].values()
+            for spec in record["depends"] + record["constrains"]
+            if spec.split()[0] in OUR_NAMES and spec.split()[0] != "libtorch"
+        }
+    )
+
+
+def test_no_stock_build_matches_our_pins(planned: dict[str, dict[str, Any]]) -> None:
+    stock = _stock_family()
+    assert {r.name.normalized for r in stock} >= {"pytorch", "triton", "vllm", "libtorch", "pytorch-gpu"}
+    pins = _family_pins(planned)
+    assert pins, "our records pin nothing of the family"
+    for pin in pins:
+        matching = [f"{r.name.normalized} {r.build}" for r in stock if MatchSpec(pin).matches(r)]
+        assert matching == [], f"{pin} lets stock builds in"
+
+
+def test_a_version_only_pin_lets_stock_builds_in() -> None:
+    """Twin: the pin as a naive recipe writes it, `pytorch ==2.9.1`, matches conda-forge's builds."""
+    stock = _stock_family()
+    assert any(MatchSpec("pytorch ==2.9.1").matches(r) for r in stock)
+    assert any(MatchSpec("triton ==3.6.0").matches(r) for r in stock)
+    assert not any(MatchSpec(f"pytorch ==2.9.1 *{OUR_BUILD_MARK}*").matches(r) for r in stock)
+
+
+def test_conda_forge_build_strings_cannot_carry_our_mark() -> None:
+    """conda-forge's strings are fixed tokens plus h<7 hex>; "pascal" holds non-hex letters."""
+    for record in _stock_family():
+        tokens = str(record.build).replace("py", "_py").split("_")
+        assert OUR_BUILD_MARK.strip("_") not in tokens, record.build
+        assert OUR_BUILD_MARK not in str(record.build)
+    assert not set("psl") & set("0123456789abcdef")
+
+
+def test_driver_too_old_gets_a_message(ours: str) -> None:
+    with pytest.raises(
+        SolveError, match=r"supports CUDA 12\.4, our builds need 12\.6 or newer: upgrade .* R580"
+    ):
+        solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.4", cuda_arch=PASCAL), python="3.12")
+
+
+def test_minimum_driver_cuda_is_our_oldest_build() -> None:
+    config = yaml.safe_load(VARIANT_CONFIG.read_text())
+    oldest = min(config["cuda_compiler_version"], key=lambda v: tuple(int(p) for p in v.split(".")))
+    assert oldest == MIN_DRIVER_CUDA
+
+
+def test_newer_gpu_is_refused_and_falls_back_to_stock(ours: str) -> None:
+    turing = System(cuda="12.9", cuda_arch="7.5")
+    with pytest.raises(SolveError, match=r"compute capability is 7\.5; this channel serves Pascal"):
+        solve(["vllm-pascal"], [ours, str(UPSTREAM)], turing, python="3.12")
+    solution = solve(["vllm"], [ours, str(UPSTREAM)], turing, priority="flexible", python="3.12")
+    assert not any(p.ours for p in solution.packages)
+
+
+def test_cuda_arch_constraint_agrees_with_cuda_arch_list(planned: dict[str, dict[str, Any]]) -> None:
+    arch_list = yaml.safe_load(VARIANT_CONFIG.read_text())["cuda_arch_list"][0].split(";")
+    constraints = {
+        c.split(" ", 1)[1]
+        for record in planned["linux-64"]["packages.conda"].values()
+        for c in record["constrains"]
+        if c.startswith("__cuda_arch ")
+    }
+    assert len(constraints) == 1, constraints
+    spec = VersionSpec(constraints.pop())
+    assert all(spec.matches(Version(arch)) for arch in arch_list)
+    # sm_6x code runs on 6.x only: not on Volta and newer, not on Maxwell.
+    assert not any(spec.matches(Version(v)) for v in ("5.2", "7.0", "7.5", "8.6"))
+
+
+def test_cli_solve_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "solve",
+        "vllm-pascal",
+        "--planned",
+        "--channel",
+        str(UPSTREAM),
+        "--cuda",
+        "13.0",
+        "--cuda-arch",
+        PASCAL,
+    ]
+    assert main([*args, "--python", "3.12", "--json"]) == 0
+    packages = json.loads(capsys.readouterr().out)
+    assert set(packages[0]) == {"name", "version", "build", "channel"}
+    family = {p["name"]: p for p in packages if p["name"] in OUR_NAMES}
+    assert set(family) == set(OUR_NAMES)
+    assert all(OUR_BUILD_MARK in p["build"] and p["channel"] != str(UPSTREAM) for p in family.values())
+
+
+def _vllm_requirement_lines(sdist: Path) -> list[str]:
+    """requirements/cuda.txt with its `-r` includes, as vLLM's setup.py reads them."""
+    with tarfile.open(sdist) as archive:
+
+        def read(name: str) -> list[str]:
+            member = archive.extractfile(f"vllm-0.14.0/requirements/{name}")
+            assert member is not None
+            lines = []
+            for line in member.read().decode().splitlines():
+                lines += read(line.split()[1]) if line.startswith("-r ") else [line]
+            return lines
+
+        return read("cuda.txt")
+
+
+def test_our_versions_satisfy_vllm_requirements(upstream_cache: Path) -> None:
+    lines = _vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache))
+    declared = declared_python_versions(make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built")))
+    assert declared == {"torch": "2.9.1", "triton": "3.6.0", "vllm": "0.14.0"}
+    assert any(line.startswith("torch==2.9.1") for line in lines)
+    assert unmet_requirements(lines, declared, LINUX_312) == []
+    # torchvision/torchaudio come from conda-forge at the versions our vllm recipe pins.
+    assert unmet_requirements(lines, {"torchvision": "0.24.1", "torchaudio": "2.9.1"}, LINUX_312) == []
+
+
+def test_a_git_version_of_torch_fails_vllm_requirements(upstream_cache: Path) -> None:
+    """Twin: the hand-built wheel's `2.9.1a0+gitd38164a` made pip complain; the check must too."""
+    lines = _vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache))
+    unmet = unmet_requirements(lines, {"torch": "2.9.1a0+gitd38164a", "triton": "3.6.0"}, LINUX_312)
+    assert unmet == ["torch==2.9.1 (our build reports torch 2.9.1a0+gitd38164a)"]
