@@ -15,6 +15,7 @@ from .errors import PascalForgeError
 from .patches import check_recipe_patches
 from .plan import Plan, make_plan
 from .recipes import discover_recipes
+from .rerender import rerender, stale_files, write
 from .solve import PRIORITIES, Solution, System, planned_channel, solve
 
 
@@ -41,10 +42,42 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_run_plan)
 
     _add_check_patches_command(commands)
+    _add_rerender_command(commands)
     _add_solve_command(commands)
     _add_doctor_command(commands)
     _add_mirror_command(commands)
     return parser
+
+
+def _add_rerender_command(commands: argparse._SubParsersAction) -> None:
+    rerender_parser = commands.add_parser(
+        "rerender",
+        help="regenerate .ci_support/ and the CI workflow from conda_build_config.yaml and conda-forge.yml",
+    )
+    rerender_parser.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    rerender_parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 naming each generated file that is stale"
+    )
+    rerender_parser.set_defaults(handler=_run_rerender)
+
+
+def _run_rerender(args: argparse.Namespace) -> int:
+    rendered = rerender(args.root)
+    if args.check:
+        problems = stale_files(args.root, rendered)
+        for problem in problems:
+            print(f"stale: {problem}")
+        if problems:
+            print("run `pascal-forge rerender` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{len(rendered.files)} generated files are up to date")
+        return 0
+    changed = write(args.root, rendered)
+    for relative in changed:
+        print(f"rerendered {relative}")
+    if not changed:
+        print(f"{len(rendered.files)} generated files were already up to date")
+    return 0
 
 
 def _add_check_patches_command(commands: argparse._SubParsersAction) -> None:

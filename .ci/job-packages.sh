@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The packages one CI job builds for one .ci_support config, exactly as `pascal-forge plan`
+# names them, and what the job does with them:
+#   job-packages.sh list  -c CONFIG [-r RECIPE] [-p PYTHON]
+#   job-packages.sh test  -c CONFIG [-r RECIPE] [-p PYTHON] [-s SOURCE_CHANNEL]...
+#   job-packages.sh stage -c CONFIG [-r RECIPE] [-p PYTHON] -o DIR
+# `test` runs each package's recipe tests with rattler-build against the channel and the
+# source channels. With PASCAL_GPU_TESTS=1 (the Pascal runner) it also fails unless every
+# recipe with GPU-only tests printed its marker, so a gated test cannot skip silently.
+# `stage` copies the packages to DIR/<subdir>/ for the job's artifact.
+# CHANNEL (default: channel) is the channel folder.
+set -euo pipefail
+
+usage="usage: job-packages.sh list|test|stage -c CONFIG [-r RECIPE] [-p PYTHON] [-s CHANNEL]... [-o DIR]"
+action=${1:-}
+case $action in
+  list | test | stage) shift ;;
+  *) echo "$usage" >&2; exit 2 ;;
+esac
+
+config="" recipe="" python="" out=""
+channel=${CHANNEL:-channel}
+sources=()
+while getopts "c:r:p:s:o:" option; do
+  case $option in
+    c) config=$OPTARG ;;
+    r) recipe=$OPTARG ;;
+    p) python=$OPTARG ;;
+    s) sources+=("$OPTARG") ;;
+    o) out=$OPTARG ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+done
+if [[ -z $config ]]; then
+  echo "job-packages.sh: -c CONFIG is required; $usage" >&2
+  exit 2
+fi
+if [[ ! -f .ci_support/${config}.yaml ]]; then
+  echo "job-packages.sh: .ci_support/${config}.yaml does not exist; run pascal-forge rerender" >&2
+  exit 2
+fi
+
+mapfile -t packages < <(
+  pascal-forge plan -m ".ci_support/${config}.yaml" --channel "$channel" --json |
+    jq -r --arg recipe "$recipe" --arg python "$python" --arg channel "$channel" '
+      .[]
+      | select($recipe == "" or .recipe == $recipe)
+      | select($python == "" or .python == null or .python == $python)
+      | "\($channel)/\(.subdir)/\(.filename)"'
+)
+if ((${#packages[@]} == 0)); then
+  echo "job-packages.sh: the plan for ${config} has no package of recipe '${recipe:-any}' for Python '${python:-any}'" >&2
+  exit 1
+fi
+missing=0
+for package in "${packages[@]}"; do
+  if [[ ! -f $package ]]; then
+    echo "job-packages.sh: ${package} is in the plan for ${config} but was not built" >&2
+    missing=1
+  fi
+done
+((missing == 0)) || exit 1
+
+run_tests() {
+  local channel_args=(--channel "file://$(realpath "$channel")")
+  local source log
+  for source in "${sources[@]}"; do
+    channel_args+=(--channel "$source")
+  done
+  log=$(mktemp)
+  for package in "${packages[@]}"; do
+    echo "::group::rattler-build test ${package##*/}"
+    rattler-build test --package-file "$package" "${channel_args[@]}" 2>&1 | tee -a "$log"
+    echo "::endgroup::"
+  done
+  if [[ ${PASCAL_GPU_TESTS:-0} == 1 ]]; then
+    local gated
+    for gated in $(grep -l "PASCAL_GPU_TESTS" recipes/*/recipe.yaml | xargs -n1 dirname | xargs -n1 basename); do
+      if [[ -n $recipe && $gated != "$recipe" ]]; then
+        continue
+      fi
+      if ! grep -q "pascal-gpu-test: ${gated} " "$log"; then
+        echo "job-packages.sh: the GPU-only tests of ${gated} did not run (no 'pascal-gpu-test: ${gated}' line)" >&2
+        return 1
+      fi
+    done
+  fi
+}
+
+case $action in
+  list) printf '%s\n' "${packages[@]}" ;;
+  test) run_tests ;;
+  stage)
+    if [[ -z $out ]]; then
+      echo "job-packages.sh: stage needs -o DIR" >&2
+      exit 2
+    fi
+    for package in "${packages[@]}"; do
+      install -D -m 0644 "$package" "${out}/${package#"${channel}"/}"
+    done
+    printf 'staged %s\n' "${packages[@]}"
+    ;;
+esac
