@@ -42,6 +42,12 @@ def build_fixture_channel(channel: Path) -> Path:
     return channel
 
 
+def private_copy(built: Path, copy: Path) -> Path:
+    """A copy of the built fixture channel that one test may damage or grow."""
+    shutil.copytree(built, copy)
+    return copy
+
+
 def index_channel(channel: Path) -> None:
     from rattler.index import index_fs
 
@@ -197,6 +203,10 @@ def moto_s3() -> Iterator[str]:
     try:
         yield endpoint
     finally:
+        # moto keeps buckets in process-wide state: empty it so the next test starts clean.
+        import httpx
+
+        httpx.post(f"{endpoint}/moto-api/reset")
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -219,3 +229,105 @@ def upload_directory(root: Path, bucket: str, prefix: str) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.name.startswith("."):
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(root).as_posix()}")
+
+
+# ----------------------------------------------------------------------------- an upload service stand-in
+
+
+@contextlib.contextmanager
+def recording_service(published: Path, log: Path) -> Iterator[str]:
+    """A quetz-shaped server in its own process: GET /get/... serves `published`, uploads are logged.
+
+    It runs in another process because rattler-build's upload functions hold the GIL while they
+    wait for the server, so a server thread in the test process would never answer.
+    """
+    import subprocess
+    import sys
+
+    port_file = log.with_suffix(".port")
+    port_file.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, __file__, "record", str(published), str(log), str(port_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the recording server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port_file.read_text().strip()}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def recorded_requests(log: Path) -> list[dict]:
+    import json
+
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _serve_recording(published: Path, log: Path, port_file: Path) -> None:
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    class Recorder(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                parts = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        return b"".join(parts)
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _record(self, body: bytes) -> None:
+            entry = {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "body_length": len(body),
+            }
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(json.dumps(entry) + "\n")
+
+        def do_GET(self) -> None:
+            self._record(b"")
+            relative = self.path.split("?")[0].removeprefix("/get/")
+            target = published / relative
+            if ".." in relative or not target.is_file():
+                self.send_error(404)
+                return
+            data = target.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            self._record(self._body())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_PUT = do_POST
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    port_file.write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["record"]:
+        _serve_recording(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))

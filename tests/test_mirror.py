@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from mirror_support import (
     build_fixture_channel,
     index_channel,
     moto_s3,
+    private_copy,
     s3_client,
     serve_directory,
     synthesize_packages,
@@ -47,10 +47,7 @@ def built_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def source(built_channel: Path, tmp_path: Path) -> Path:
-    """A private copy of the fixture channel that a test may damage."""
-    copy = tmp_path / "source"
-    shutil.copytree(built_channel, copy)
-    return copy
+    return private_copy(built_channel, tmp_path / "source")
 
 
 @pytest.fixture

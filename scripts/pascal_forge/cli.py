@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_solve_command(commands)
     _add_doctor_command(commands)
     _add_mirror_command(commands)
+    _add_publish_command(commands)
     return parser
 
 
@@ -99,6 +100,46 @@ def _run_check_patches(args: argparse.Namespace) -> int:
     for recipe in recipes:
         applied = check_recipe_patches(recipe, args.variant_config)
         print(f"{recipe.name}: {applied} patch(es) apply without fuzz")
+    return 0
+
+
+def _add_publish_command(commands: argparse._SubParsersAction) -> None:
+    publish = commands.add_parser(
+        "publish",
+        help="upload the channel's packages (prefix.dev, anaconda.org, quetz, artifactory, S3, a directory)",
+    )
+    publish.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="a directory, s3://bucket/prefix, https://prefix.dev/CHANNEL, "
+        "https://anaconda.org/OWNER[/LABEL], quetz://HOST/CHANNEL or artifactory://HOST/CHANNEL",
+    )
+    publish.add_argument(
+        "--channel", type=Path, default=Path("channel"), help="local channel to publish (default: ./channel)"
+    )
+    publish.add_argument("--read-url", help="the target channel's download URL, to compare with its files")
+    publish.add_argument("--s3-endpoint-url", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
+    publish.add_argument("--dry-run", action="store_true", help="compare and report, upload nothing")
+    publish.set_defaults(handler=_run_publish)
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from .mirror import S3Settings
+    from .publish import publish_channel
+
+    report = publish_channel(
+        args.channel,
+        args.to,
+        read_url=args.read_url,
+        s3=S3Settings(endpoint_url=args.s3_endpoint_url),
+        dry_run=args.dry_run,
+    )
+    verb = "would upload" if args.dry_run else "uploaded"
+    for label in report.uploaded:
+        print(f"{verb} {label}")
+    skipped = len(report.skipped)
+    print(f"{args.to}: {verb} {len(report.uploaded)} package(s); {skipped} already there, identical")
     return 0
 
 
