@@ -40,14 +40,20 @@ if [[ ! -f .ci_support/${config}.yaml ]]; then
   exit 2
 fi
 
-mapfile -t packages < <(
-  pascal-forge plan -m ".ci_support/${config}.yaml" --channel "$channel" --json |
-    jq -r --arg recipe "$recipe" --arg python "$python" --arg channel "$channel" '
-      .[]
-      | select($recipe == "" or .recipe == $recipe)
-      | select($python == "" or .python == null or .python == $python)
-      | "\($channel)/\(.subdir)/\(.filename)"'
-)
+# Python rather than jq: the self-hosted GPU runner need not have jq.
+select_packages='
+import json, sys
+recipe, python, channel = sys.argv[1:]
+for build in json.load(sys.stdin):
+    if recipe and build["recipe"] != recipe:
+        continue
+    if python and build["python"] not in (None, python):
+        continue
+    print(channel + "/" + build["subdir"] + "/" + build["filename"])
+'
+# A failing plan stops the script here, with pascal-forge's own message.
+plan=$(pascal-forge plan -m ".ci_support/${config}.yaml" --channel "$channel" --json)
+mapfile -t packages < <(python3 -c "$select_packages" "$recipe" "$python" "$channel" <<<"$plan")
 if ((${#packages[@]} == 0)); then
   echo "job-packages.sh: the plan for ${config} has no package of recipe '${recipe:-any}' for Python '${python:-any}'" >&2
   exit 1

@@ -30,7 +30,7 @@ from pascal_forge.cli import main
 from pascal_forge.forge_config import ForgeConfigError, load_forge_config
 from pascal_forge.plan import make_plan
 from pascal_forge.rerender import CI_SUPPORT, StaleError, check, rerender, stale_files, write
-from pascal_forge.workflow import GPU_TEST_MARKER, WORKFLOW_PATH
+from pascal_forge.workflow import ACTIONS, GPU_TEST_MARKER, WORKFLOW_PATH
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 CI_SCRIPTS = [*sorted((REPO / ".ci").glob("*.sh")), REPO / ".ci" / "run"]
@@ -323,12 +323,17 @@ def test_zizmor_rejects_an_unpinned_action_and_an_injected_title(tmp_path):
     assert "artipacked" in report
 
 
-def test_every_action_is_pinned_to_a_full_commit():
+def test_every_action_is_pinned_to_a_commit_from_the_one_pin_table():
+    pins = {pin.uses: pin.tag for pin in ACTIONS.values()}
+    used = set()
     for workflow in WORKFLOWS:
-        for job in load_workflow(workflow)["jobs"].values():
-            for step in job.get("steps", []):
-                if "uses" in step:
-                    assert len(step["uses"].rsplit("@", 1)[1]) == 40, step["uses"]
+        for line in workflow.read_text().splitlines():
+            if line.strip().startswith(("uses:", "- uses:")):
+                reference, _, comment = line.split("uses:", 1)[1].strip().partition(" # ")
+                assert reference in pins, f"{workflow.name}: {reference} is not in workflow.ACTIONS"
+                assert comment == pins[reference], f"{workflow.name}: {reference} is {pins[reference]}"
+                used.add(reference)
+    assert used == set(pins)
 
 
 def test_build_scripts_ci_scripts_and_workflow_steps_pass_shellcheck():

@@ -25,6 +25,16 @@ STAGING_DIR = "job-packages"
 # Where pascal-forge build writes one log per package (next to the channel folder).
 LOG_DIR = "build-logs"
 GPU_TEST_MARKER = "pascal-gpu-test:"
+# What pascal-forge publish reads for each kind of target (prefix.dev, anaconda.org, quetz,
+# artifactory, S3); only the one the target needs has to be set.
+PUBLISH_SECRETS = (
+    "PREFIX_API_KEY",
+    "ANACONDA_API_KEY",
+    "QUETZ_API_KEY",
+    "ARTIFACTORY_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
 # The Python module each package installs, for the import and version checks.
 MODULES = {"triton": "triton", "pytorch": "torch", "vllm": "vllm"}
 
@@ -288,13 +298,18 @@ def _publish_job(forge: ForgeConfig, needs: list[str]) -> dict:
             _checkout(),
             *_fetch_channel_steps("*", setup_python=forge.build_python),
             {
-                "name": "Upload the new packages",
-                "env": {
-                    "PASCAL_FORGE_PUBLISH_TO": "${{ vars.PASCAL_FORGE_PUBLISH_TO }}",
-                    "PREFIX_API_KEY": "${{ secrets.PREFIX_API_KEY }}",
-                    "ANACONDA_API_KEY": "${{ secrets.ANACONDA_API_KEY }}",
-                },
-                "run": f'pascal-forge publish --channel {CHANNEL_DIR} --to "$PASCAL_FORGE_PUBLISH_TO"',
+                "name": "Publish the channel",
+                # The target and the credential its service needs; pascal-forge publish names
+                # a missing one before uploading anything, and never prints them.
+                "env": {"PASCAL_FORGE_PUBLISH_TO": "${{ vars.PASCAL_FORGE_PUBLISH_TO }}"}
+                | {name: f"${{{{ secrets.{name} }}}}" for name in PUBLISH_SECRETS},
+                "run": (
+                    'if [ -z "$PASCAL_FORGE_PUBLISH_TO" ]; then\n'
+                    '  echo "::error::set the repository variable PASCAL_FORGE_PUBLISH_TO"\n'
+                    "  exit 1\n"
+                    "fi\n"
+                    f'pascal-forge publish --channel {CHANNEL_DIR} --to "$PASCAL_FORGE_PUBLISH_TO"'
+                ),
             },
         ],
     }
