@@ -109,6 +109,7 @@ LEAVES = {
     "sentencepiece": "0.2.1",
     "setproctitle": "1.3.7",
     "setuptools": "80.9.0",
+    "six": "1.17.0",
     "sympy": "1.14.0",
     "tiktoken": "0.12.0",
     "tokenizers": "0.22.1",

@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 import yaml
-from rattler import Channel, MatchSpec, RepoData, RepoDataRecord, Version, VersionSpec
+from rattler import (
+    Channel,
+    MatchSpec,
+    PrefixPaths,
+    PrefixRecord,
+    RepoData,
+    RepoDataRecord,
+    Version,
+    VersionSpec,
+)
 from solve_support import UPSTREAM, upstream_repodata
 
 from conftest import RECIPES, VARIANT_CONFIG
@@ -26,6 +35,7 @@ from pascal_forge.solve import (
     System,
     declared_python_versions,
     planned_repodata,
+    requirements_without_conda_package,
     solve,
     unmet_requirements,
     write_channel,
@@ -43,6 +53,17 @@ VLLM_SDIST = UpstreamArtifact(
 )
 # pip evaluates markers for the installing machine: linux-64 with the Python of the env.
 LINUX_312 = {"platform_machine": "x86_64", "sys_platform": "linux", "python_version": "3.12"}
+# vLLM 0.14.0 requirement lines with no conda package in our vllm run list. None serves Pascal
+# (FlashInfer needs sm_75; gRPC and SageMaker entrypoints; Ray for multi-node), so the vllm
+# build must drop them from vLLM's metadata, as use_existing_torch.py drops torch, or
+# `pip check` fails on them.
+DROP_AT_BUILD = {
+    "flashinfer-python==0.5.3",
+    "grpcio>=1.76.0",
+    "grpcio-reflection>=1.76.0",
+    "model-hosting-container-standards >= 0.1.10, < 1.0.0",
+    "ray[cgraph]>=2.48.0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +164,40 @@ def test_stock_pytorch_moves_to_ours_in_one_solve(
     assert before["pytorch"].startswith("cuda129_generic_")
     # torchvision stays: conda-forge's build takes any CUDA pytorch 2.9.
     assert solution.get("torchvision").build == before["torchvision"]
+
+
+def test_cli_changes_a_stock_environment_in_one_transaction(
+    stock_env: list[RepoDataRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real conda-meta/ of the stock environment: `solve --prefix` reads it and replaces in place."""
+    meta = tmp_path / "env" / "conda-meta"
+    meta.mkdir(parents=True)
+    for record in stock_env:
+        asked = {"pytorch": ["pytorch ==2.9.1"], "torchvision": ["torchvision"]}.get(record.name.normalized)
+        prefix_record = PrefixRecord(record, PrefixPaths(), requested_specs=asked)
+        prefix_record.write_to_path(
+            meta / f"{record.name.normalized}-{record.version}-{record.build}.json", True
+        )
+    args = [
+        "solve",
+        "vllm-pascal",
+        "--planned",
+        "--channel",
+        str(UPSTREAM),
+        "--cuda",
+        "12.9",
+        "--python",
+        "3.12",
+    ]
+    assert main([*args, "--prefix", str(tmp_path / "env")]) == 0
+    changes = [line for line in capsys.readouterr().out.splitlines() if line[:2] in {"+ ", "- ", "~ "}]
+    replaced = {line.split()[1]: line for line in changes if line.startswith("~ ")}
+    assert {"pytorch", "libtorch", "triton"} <= replaced.keys()
+    assert replaced["pytorch"].endswith("_200") and "-> 2.9.1 cuda129_pascal_py312_" in replaced["pytorch"]
+    # Dependencies only stock pytorch needed (nomkl, optree ...) may go; nothing the user asked for,
+    # and no member of the family, is removed without its replacement.
+    removed = {line.split()[1] for line in changes if line.startswith("- ")}
+    assert not removed & {*OUR_NAMES, "torchvision", "python"}, removed
 
 
 def _without_family_constraints(repodata: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -300,3 +355,34 @@ def test_a_git_version_of_torch_fails_vllm_requirements(upstream_cache: Path) ->
     lines = _vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache))
     unmet = unmet_requirements(lines, {"torch": "2.9.1a0+gitd38164a", "triton": "3.6.0"}, LINUX_312)
     assert unmet == ["torch==2.9.1 (our build reports torch 2.9.1a0+gitd38164a)"]
+
+
+def _as_built(lines: list[str]) -> list[str]:
+    """What vLLM's metadata keeps after the build's use_existing_torch.py: no line naming torch."""
+    return [line for line in lines if "torch" not in line.lower()]
+
+
+def _vllm_run_specs(planned: dict[str, dict[str, Any]]) -> list[str]:
+    return next(r["depends"] for r in planned["linux-64"]["packages.conda"].values() if r["name"] == "vllm")
+
+
+def test_only_lines_the_build_must_drop_lack_a_conda_package(
+    planned: dict[str, dict[str, Any]], upstream_cache: Path
+) -> None:
+    lines = _as_built(_vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache)))
+    missing = requirements_without_conda_package(lines, _vllm_run_specs(planned), LINUX_312)
+    assert set(missing) == DROP_AT_BUILD
+
+
+def test_a_dropped_run_dependency_shows_up_as_a_pip_check_gap(
+    planned: dict[str, dict[str, Any]], upstream_cache: Path
+) -> None:
+    lines = _as_built(_vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache)))
+    specs = [s for s in _vllm_run_specs(planned) if not s.startswith(("numpy", "opencv"))]
+    missing = set(requirements_without_conda_package(lines, specs, LINUX_312)) - DROP_AT_BUILD
+    assert missing == {"numpy", "opencv-python-headless >= 4.11.0"}
+
+
+def test_cli_refuses_an_unbuilt_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["solve", "vllm-pascal", "--ours", str(tmp_path), "--cuda", "12.9"]) == 2
+    assert "holds no indexed channel: build it first, or pass --planned" in capsys.readouterr().err

@@ -16,7 +16,16 @@ from .patches import check_recipe_patches
 from .plan import Plan, make_plan
 from .recipes import discover_recipes
 from .rerender import rerender, stale_files, write
-from .solve import PRIORITIES, Solution, System, planned_channel, solve
+from .solve import (
+    PRIORITIES,
+    Solution,
+    System,
+    built_channel,
+    installed_records,
+    planned_channel,
+    requested_specs,
+    solve,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +248,9 @@ def _add_solve_command(commands: argparse._SubParsersAction) -> None:
     solve_parser.add_argument(
         "--priority", choices=sorted(PRIORITIES), default="strict", help="channel priority (default: strict)"
     )
+    solve_parser.add_argument(
+        "--prefix", type=Path, help="an existing environment to change: print the one transaction"
+    )
     solve_parser.add_argument("--json", action="store_true", help="print [{name, version, build, channel}]")
     solve_parser.set_defaults(handler=_run_solve)
 
@@ -246,19 +258,22 @@ def _add_solve_command(commands: argparse._SubParsersAction) -> None:
 def _run_solve(args: argparse.Namespace) -> int:
     system = System.detect(cuda=args.cuda, cuda_arch=args.cuda_arch)
     with tempfile.TemporaryDirectory(prefix="pascal-forge-planned-") as scratch:
-        ours = (
-            planned_channel(args.recipes, args.variant_config, Path(scratch)) if args.planned else args.ours
-        )
-        if not args.planned and not any(
-            (ours / subdir / "repodata.json").is_file() for subdir in ("linux-64", "noarch")
-        ):
-            raise PascalForgeError(f"{ours} holds no indexed channel: build it first, or pass --planned")
+        if args.planned:
+            ours = planned_channel(args.recipes, args.variant_config, Path(scratch))
+        else:
+            ours = built_channel(args.ours)
         channels = [str(ours), *(args.channel or ["conda-forge"])]
-        solution = solve(args.specs, channels, system, priority=args.priority, python=args.python)
+        installed = installed_records(args.prefix) if args.prefix else []
+        specs = [*args.specs, *requested_specs(installed)]
+        solution = solve(
+            specs, channels, system, priority=args.priority, python=args.python, installed=installed
+        )
     if args.json:
         print(solution.to_json())
     else:
         _console().print(solution_table(solution, system))
+        for change in solution.changes(installed) if args.prefix else []:
+            print(change)
     solution.check_consistent()
     return 0
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from rattler import (
     BuildString,
     Channel,
@@ -21,6 +23,7 @@ from rattler import (
     Gateway,
     GenericVirtualPackage,
     PackageName,
+    PrefixRecord,
     RepoDataRecord,
     Version,
     VirtualPackage,
@@ -116,6 +119,21 @@ class Solution:
     def get(self, name: str) -> Resolved | None:
         return next((p for p in self.packages if p.name == name), None)
 
+    def changes(self, installed: Sequence[RepoDataRecord]) -> list[str]:
+        """The one transaction from `installed` to this solution, one line per package."""
+        before = {r.name.normalized: r for r in installed}
+        after = {r.name.normalized: r for r in self.records}
+        lines = []
+        for name in sorted(before.keys() | after.keys()):
+            old, new = before.get(name), after.get(name)
+            if old is None:
+                lines.append(f"+ {name} {new.version} {new.build}")
+            elif new is None:
+                lines.append(f"- {name} {old.version} {old.build}")
+            elif (str(old.version), str(old.build)) != (str(new.version), str(new.build)):
+                lines.append(f"~ {name} {old.version} {old.build} -> {new.version} {new.build}")
+        return lines
+
     def problems(self) -> list[str]:
         """Why this is not one patched set (empty when it is).
 
@@ -205,6 +223,26 @@ def solve(
         )
     )
     return Solution(packages=packages, records=tuple(records))
+
+
+def built_channel(directory: Path) -> Path:
+    """Our channel as built: refused while it has no index, which a solve could not tell from empty."""
+    if not any((directory / subdir / "repodata.json").is_file() for subdir in (DEFAULT_PLATFORM, "noarch")):
+        raise SolveError(f"{directory} holds no indexed channel: build it first, or pass --planned")
+    return directory
+
+
+def installed_records(prefix: Path) -> list[PrefixRecord]:
+    """The packages a conda environment holds, from its conda-meta/ records."""
+    meta = prefix / "conda-meta"
+    if not meta.is_dir():
+        raise SolveError(f"{prefix} is not a conda environment: it has no conda-meta/ folder")
+    return [PrefixRecord.from_path(path) for path in sorted(meta.glob("*.json"))]
+
+
+def requested_specs(installed: Sequence[PrefixRecord]) -> list[str]:
+    """What the user asked for in that environment: an install keeps asking for it."""
+    return [spec for record in installed for spec in record.requested_specs]
 
 
 def _source(channel: str) -> str:
@@ -355,11 +393,19 @@ def unmet_requirements(
 
     Lines naming a distribution not in `provided` are not judged here.
     """
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     have = {canonicalize_name(name): version for name, version in provided.items()}
     unmet = []
+    for text, requirement in _requirements(lines, environment):
+        version = have.get(canonicalize_name(requirement.name))
+        if version is not None and not requirement.specifier.contains(version, prereleases=True):
+            unmet.append(f"{text} (our build reports {requirement.name} {version})")
+    return unmet
+
+
+def _requirements(
+    lines: Iterable[str], environment: dict[str, str] | None
+) -> Iterator[tuple[str, Requirement]]:
+    """The requirements of a pip requirements file whose markers hold in `environment`."""
     for line in lines:
         text = line.split(" #", 1)[0].strip()
         if not text or text.startswith(("#", "-")):
@@ -368,9 +414,25 @@ def unmet_requirements(
             requirement = Requirement(text)
         except InvalidRequirement as exc:
             raise PascalForgeError(f"cannot read the requirement {text!r}: {exc}") from exc
-        if requirement.marker and not requirement.marker.evaluate(environment):
-            continue
-        version = have.get(canonicalize_name(requirement.name))
-        if version is not None and not requirement.specifier.contains(version, prereleases=True):
-            unmet.append(f"{text} (our build reports {requirement.name} {version})")
-    return unmet
+        if not requirement.marker or requirement.marker.evaluate(environment):
+            yield text, requirement
+
+
+# PyPI distributions whose conda-forge package has another name.
+CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv", "ray": "ray-cgraph"}
+
+
+def requirements_without_conda_package(
+    lines: Iterable[str], run_specs: Iterable[str], environment: dict[str, str] | None = None
+) -> list[str]:
+    """Requirement lines (for this environment's markers) that no conda run dependency provides.
+
+    `pip check` in the installed environment fails on each of them.
+    """
+    provided = {canonicalize_name(spec.split()[0]) for spec in run_specs}
+    missing = []
+    for text, requirement in _requirements(lines, environment):
+        name = canonicalize_name(requirement.name)
+        if canonicalize_name(CONDA_NAMES.get(name, name)) not in provided:
+            missing.append(text)
+    return missing
