@@ -2,32 +2,33 @@
 # The packages one CI job builds for one .ci_support config, exactly as `pascal-forge plan`
 # names them, and what the job does with them:
 #   job-packages.sh list  -c CONFIG [-r RECIPE] [-p PYTHON]
-#   job-packages.sh test  -c CONFIG [-r RECIPE] [-p PYTHON] [-s SOURCE_CHANNEL]...
+#   job-packages.sh test  -c CONFIG [-r RECIPE] [-p PYTHON] [-s SOURCE_CHANNEL]... [-g]
 #   job-packages.sh stage -c CONFIG [-r RECIPE] [-p PYTHON] -o DIR
 # `test` runs each package's recipe tests with rattler-build against the channel and the
-# source channels. With PASCAL_GPU_TESTS=1 (the Pascal runner) it also fails unless every
-# recipe with GPU-only tests printed its marker, so a gated test cannot skip silently.
+# source channels. With -g (the Pascal runner) it also fails unless every recipe with
+# GPU-only tests printed its marker line, so a gated test cannot skip silently.
 # `stage` copies the packages to DIR/<subdir>/ for the job's artifact.
 # CHANNEL (default: channel) is the channel folder.
 set -euo pipefail
 
-usage="usage: job-packages.sh list|test|stage -c CONFIG [-r RECIPE] [-p PYTHON] [-s CHANNEL]... [-o DIR]"
+usage="usage: job-packages.sh list|test|stage -c CONFIG [-r RECIPE] [-p PYTHON] [-s CHANNEL]... [-o DIR] [-g]"
 action=${1:-}
 case $action in
   list | test | stage) shift ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
 
-config="" recipe="" python="" out=""
+config="" recipe="" python="" out="" require_gpu=0
 channel=${CHANNEL:-channel}
 sources=()
-while getopts "c:r:p:s:o:" option; do
+while getopts "c:r:p:s:o:g" option; do
   case $option in
     c) config=$OPTARG ;;
     r) recipe=$OPTARG ;;
     p) python=$OPTARG ;;
     s) sources+=("$OPTARG") ;;
     o) out=$OPTARG ;;
+    g) require_gpu=1 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done
@@ -79,9 +80,9 @@ run_tests() {
     rattler-build test --package-file "$package" "${channel_args[@]}" 2>&1 | tee -a "$log"
     echo "::endgroup::"
   done
-  if [[ ${PASCAL_GPU_TESTS:-0} == 1 ]]; then
+  if ((require_gpu)); then
     local gated
-    for gated in $(grep -l "PASCAL_GPU_TESTS" recipes/*/recipe.yaml | xargs -n1 dirname | xargs -n1 basename); do
+    for gated in $(grep -l "pascal-gpu-test:" recipes/*/recipe.yaml | xargs -n1 dirname | xargs -n1 basename); do
       if [[ -n $recipe && $gated != "$recipe" ]]; then
         continue
       fi

@@ -32,6 +32,7 @@ from pascal_forge.plan import make_plan
 from pascal_forge.rerender import CI_SUPPORT, StaleError, check, rerender, stale_files, write
 from pascal_forge.workflow import ACTIONS, GPU_TEST_MARKER, WORKFLOW_PATH
 
+PASCAL_GATE = 'nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -q "^6\\."'
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 CI_SCRIPTS = [*sorted((REPO / ".ci").glob("*.sh")), REPO / ".ci" / "run"]
 BUILD_SCRIPTS = sorted((REPO / "recipes").glob("*/build.sh"))
@@ -354,7 +355,7 @@ def test_shellcheck_rejects_a_broken_script():
 
 
 def _gpu_test_scripts() -> dict[str, str]:
-    """The GPU-only test scripts of every rendered output (those gated on PASCAL_GPU_TESTS)."""
+    """The GPU-only test scripts of every rendered output (those that print the GPU job's marker)."""
     variants = VariantConfig.from_yaml(
         (REPO / CI_SUPPORT / "linux_64_cuda_compiler_version12.9.yaml").read_text()
     )
@@ -367,7 +368,7 @@ def _gpu_test_scripts() -> dict[str, str]:
                 lines = script.get("content") if isinstance(script, dict) else script
                 if isinstance(lines, str):
                     lines = [lines]
-                if lines and "PASCAL_GPU_TESTS" in "".join(lines):
+                if lines and GPU_TEST_MARKER in "".join(lines):
                     name = f"{recipe.parent.name}/{stage1['package']['name']} tests[{index}]"
                     scripts[name] = "#!/usr/bin/env bash\n" + "\n".join(lines) + "\n"
     return scripts
@@ -382,6 +383,27 @@ def test_gpu_only_recipe_tests_announce_themselves_to_the_gpu_job():
         # The marker is assembled at run time, so only a test that ran prints it whole.
         assert f"'{GPU_TEST_MARKER}', '{recipe}'" in text, name
         assert f"{GPU_TEST_MARKER} {recipe}" not in text, name
+        # rattler-build runs tests in a clean environment: the gate must ask the hardware.
+        assert f"if {PASCAL_GATE}; then" in text, name
+
+
+def test_gpu_only_recipe_tests_skip_without_a_pascal_gpu():
+    """Run here (no GPU, no nvidia-smi), each gated script does nothing and succeeds."""
+    assert shutil.which("nvidia-smi") is None
+    for name, text in _gpu_test_scripts().items():
+        result = subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=False)
+        assert (result.returncode, result.stdout) == (0, ""), name
+
+
+def test_the_pascal_gate_opens_only_for_compute_capability_6():
+    for capability, opens in (("6.1", True), ("6.0", True), ("7.5", False), ("", False)):
+        gate = PASCAL_GATE.replace(
+            "nvidia-smi --query-gpu=compute_cap --format=csv,noheader", f"echo {capability}"
+        )
+        result = subprocess.run(
+            ["bash", "-c", f"if {gate}; then echo open; fi"], capture_output=True, text=True
+        )
+        assert (result.stdout.strip() == "open") is opens, capability
 
 
 def test_gpu_test_python_code_compiles():
