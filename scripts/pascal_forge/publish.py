@@ -24,7 +24,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import httpx
 from .errors import PascalForgeError
 from .mirror import REPODATA, S3Settings, file_sha256, parse_repodata, split_s3_url
 
+INDEXER_SETTLE_SECONDS = 0.05
 KEYRING_SERVICE = "rattler"  # where rattler (and so rattler-build) keeps tokens in the keyring
 
 
@@ -295,7 +297,7 @@ class _DirectoryStore(_Store):
             os.replace(temp, folder / package.filename)
         from rattler.index import index_fs
 
-        asyncio.run(index_fs(self.root, write_zst=False, write_shards=False))
+        _run_indexer(index_fs(self.root, write_zst=False, write_shards=False))
 
 
 class _S3Store(_Store):
@@ -349,7 +351,21 @@ class _S3Store(_Store):
             frozen.token,
             addressing_style="path" if path_style else "virtual-host",
         )
-        asyncio.run(index_s3(self.url, credentials, write_zst=False, write_shards=False))
+        _run_indexer(index_s3(self.url, credentials, write_zst=False, write_shards=False))
+
+
+def _run_indexer(indexing: Coroutine[Any, Any, None]) -> None:
+    """Run one of rattler's indexers, then let its worker thread let go of Python.
+
+    The indexer's tokio thread still holds a Python thread state a moment after the result
+    arrives; a process that exits in that moment crashes (SIGSEGV in 1 of 8 CLI runs here).
+    """
+    try:
+        asyncio.run(indexing)
+    except Exception as exc:  # rattler raises its own error types
+        raise PublishError(f"rattler could not index the published channel: {exc}") from exc
+    finally:
+        time.sleep(INDEXER_SETTLE_SECONDS)
 
 
 def _sha256_stream(chunks: Any) -> str:
