@@ -275,7 +275,7 @@ def _gpu_job(configs: tuple[CiConfig, ...], forge: ForgeConfig, needs: list[str]
                 # unless each of them printed its marker line.
                 "run": f'.ci/job-packages.sh test -c "$CONFIG" -p {python} -g {_channels_argument(forge)}',
             },
-            _micromamba(forge.test_package, python, forge),
+            _micromamba(forge.test_package, python, forge, persistent_runner=True),
             {
                 "name": "Serve a tiny model and check a completion",
                 "env": {"MODEL": forge.gpu_model},
@@ -412,7 +412,7 @@ def _fetch_channel_steps(config: str, *, setup_python: str | None = None) -> lis
     return steps
 
 
-def _micromamba(package: str, python: str, forge: ForgeConfig) -> dict:
+def _micromamba(package: str, python: str, forge: ForgeConfig, *, persistent_runner: bool = False) -> dict:
     channels = [f"file://${{{{ github.workspace }}}}/{CHANNEL_DIR}", *forge.source_channels]
     condarc = yaml.safe_dump(
         {"channels": channels, "channel_priority": forge.channel_priority}, sort_keys=False
@@ -424,7 +424,8 @@ def _micromamba(package: str, python: str, forge: ForgeConfig) -> dict:
             "environment-name": "pascal-test",
             "create-args": f"{package} python={python} pip",
             "condarc": condarc,
-            "post-cleanup": "none",
+            # A self-hosted runner keeps its disk between jobs: leave no environment behind.
+            "post-cleanup": "environment" if persistent_runner else "none",
         },
     }
 
