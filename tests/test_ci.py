@@ -62,7 +62,8 @@ def _runner_labels(forge) -> list[str]:
 
 
 def test_generated_files_are_in_sync_with_the_variant_matrix(rendered):
-    assert stale_files(REPO, rendered) == []
+    problems = stale_files(REPO, rendered)
+    assert not problems, f"{'; '.join(problems)}: run `pascal-forge rerender` and commit the result"
     assert sorted(p.name for p in (REPO / CI_SUPPORT).glob("*.yaml")) == [
         "linux_64_cuda_compiler_version12.6.yaml",
         "linux_64_cuda_compiler_version12.9.yaml",
