@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,7 @@ def workflow_problems(
                 f"job {recipe} does not build with pascal-forge build -m .ci_support/$CONFIG.yaml"
             )
 
+    problems += _channel_handover_problems(jobs, configs)
     test = jobs.get("test")
     if test is None:
         problems.append("no test job")
@@ -140,4 +142,32 @@ def workflow_problems(
     for job_id, job in jobs.items():
         if job_id != "publish" and "secrets." in yaml.safe_dump(job):
             problems.append(f"job {job_id} reads secrets; only the publish job may")
+    return problems
+
+
+def _steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [step for step in job.get("steps", []) if step.get("uses", "").startswith(f"{action}@")]
+
+
+def _channel_handover_problems(jobs: dict[str, Any], configs: tuple[CiConfig, ...]) -> list[str]:
+    """Each job must download, for its config, the packages every job it needs uploaded."""
+    matrix_config = "${{ matrix.config }}"
+    uploads = {
+        job_id: step["with"]["name"]
+        for job_id, job in jobs.items()
+        for step in _steps_using(job, "actions/upload-artifact")
+        if step["with"]["name"].startswith("channel-")
+    }
+    problems = []
+    for job_id, job in jobs.items():
+        patterns = [
+            step["with"].get("pattern", "") for step in _steps_using(job, "actions/download-artifact")
+        ]
+        for needed in job.get("needs") or []:
+            if needed not in uploads:
+                continue
+            for config in configs:
+                name = uploads[needed].replace(matrix_config, config.name)
+                if not any(fnmatch(name, p.replace(matrix_config, config.name)) for p in patterns):
+                    problems.append(f"job {job_id} does not download {name}, the packages of job {needed}")
     return problems

@@ -153,6 +153,10 @@ def test_a_workflow_out_of_plan_order_is_caught(rendered, forge):
     jobs["test"]["strategy"]["matrix"]["include"].pop()
     jobs["publish"]["if"] = "always()"
     jobs["triton"]["env"]["TOKEN"] = "${{ secrets.PREFIX_API_KEY }}"
+    download = next(
+        s for s in jobs["test"]["steps"] if s.get("uses", "").startswith("actions/download-artifact@")
+    )
+    download["with"]["pattern"] = "channel-vllm-*"
     workflow["jobs"] = {"pytorch": jobs.pop("pytorch"), **jobs}
     problems = "\n".join(workflow_problems(workflow, rendered.configs, forge.upload_on_branch))
     assert "build jobs are ['pytorch', 'triton', 'vllm']" in problems
@@ -161,6 +165,7 @@ def test_a_workflow_out_of_plan_order_is_caught(rendered, forge):
     assert "the test job covers" in problems
     assert "publish runs under 'always()'" in problems
     assert "job triton reads secrets" in problems
+    assert "job test does not download channel-pytorch-linux_64_cuda_compiler_version12.9" in problems
 
 
 def _dry_run_selection(root: Path, command: str, config: str, recipe: str) -> list[str]:
