@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from mirror_support import (
 )
 
 from pascal_forge.cli import main
+from pascal_forge.errors import PascalForgeError
 from pascal_forge.mirror import (
     ClosureRequest,
     MirrorError,
@@ -226,6 +229,35 @@ def test_closure_mirrors_exactly_the_solved_set(source: Path, tmp_path: Path) ->
         "noarch/cuda-version-12.4-h3d414b0_0.conda",
         "noarch/pf-common-1.0.0-h4616a5c_0.conda",
     }
+
+
+def split_channel(source: Path, keep: Callable[[str], bool], copy: Path) -> Path:
+    """A channel with only the source's packages whose names `keep` accepts."""
+    shutil.copytree(source, copy)
+    for package in copy.glob("*/*.conda"):
+        if not keep(package.name):
+            package.unlink()
+    index_channel(copy)
+    return copy
+
+
+def test_closure_with_a_dependency_channel_gives_a_mirror_that_installs_alone(
+    source: Path, tmp_path: Path
+) -> None:
+    ours = ("vllm-pascal-", "cuda-version-")
+    pascal = split_channel(source, lambda name: name.startswith(ours), tmp_path / "pascal")
+    deps = split_channel(source, lambda name: not name.startswith(ours), tmp_path / "deps")
+    request = ClosureRequest(["vllm-pascal"], cuda="12.8", python="3.12")
+    dest = tmp_path / "closure"
+    # Twin: the source alone lacks python and pf-common, and the error says what to add.
+    with pytest.raises(PascalForgeError, match="--with"):
+        mirror_channel(str(pascal), str(dest), closure=request)
+    assert not dest.exists()
+
+    with serve_directory(deps) as (deps_url, _):
+        report = mirror_channel(pascal.as_uri(), str(dest), closure=request, with_channels=[deps_url])
+    assert set(report.fetched) == set(visible_packages(dest)) == CLOSURE_SET
+    assert set(solve_and_install(dest, tmp_path)) == CLOSURE_SET
 
 
 def test_a_corrupted_package_is_refused_and_the_mirror_keeps_its_last_good_state(

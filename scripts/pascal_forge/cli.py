@@ -169,6 +169,15 @@ def _add_mirror_command(commands: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help="mirror only what installing SPEC needs, e.g. vllm-pascal (repeatable)",
     )
+    mirror.add_argument(
+        "--with",
+        dest="with_channels",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with --closure: also solve against this channel (e.g. a conda-forge mirror) and copy "
+        "what the solution takes from it (repeatable, lower priority than SOURCE)",
+    )
     mirror.add_argument("--cuda", help="with --closure: the machine's CUDA driver version, e.g. 12.8")
     mirror.add_argument("--python", help="with --closure: the Python version to install, e.g. 3.12")
     mirror.add_argument("--platform", default="linux-64", help="with --closure: target platform")
@@ -200,6 +209,7 @@ def _run_mirror(args: argparse.Namespace) -> int:
                 args.destination,
                 subdirs=args.subdir,
                 closure=closure,
+                with_channels=args.with_channels,
                 jobs=args.jobs,
                 progress=progress,
                 s3=S3Settings(endpoint_url=args.s3_endpoint_url),

@@ -23,11 +23,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 from .errors import PascalForgeError
@@ -43,6 +43,8 @@ DERIVED_INDEXES = (
 PARTIAL_SUFFIX = ".partial"
 CHUNK = 1 << 20
 HTTP_TIMEOUT = 60.0
+RATTLER_SETTLE_SECONDS = 0.05
+T = TypeVar("T")
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(conda|tar\.bz2)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SUBDIR_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -86,6 +88,7 @@ class PackageEntry:
     filename: str
     sha256: str
     size: int
+    origin: int = 0  # which channel: 0 is the source, 1.. the --with channels of a closure
 
     @property
     def label(self) -> str:
@@ -101,15 +104,20 @@ class SubdirIndex:
     data: dict[str, Any]
     entries: dict[str, PackageEntry]
 
-    def repodata_for(self, names: set[str] | None) -> bytes:
-        if names is None and not self.data.get("info", {}).get("base_url"):
-            return self.raw
-        filtered = dict(self.data)
-        filtered["info"] = {k: v for k, v in (self.data.get("info") or {}).items() if k != "base_url"}
-        for key in ("packages", "packages.conda"):
-            packages = self.data.get(key) or {}
-            filtered[key] = {n: r for n, r in packages.items() if names is None or n in names}
-        return json.dumps(filtered, indent=1, sort_keys=True).encode()
+
+def merged_repodata(parts: Sequence[tuple[SubdirIndex, set[str] | None]]) -> bytes:
+    """The destination's repodata for one subdir: the source's bytes verbatim when it is copied whole,
+    else the records of the chosen files of every channel, in one document."""
+    if len(parts) == 1 and parts[0][1] is None and not (parts[0][0].data.get("info") or {}).get("base_url"):
+        return parts[0][0].raw
+    merged = dict(parts[0][0].data)
+    merged["info"] = {k: v for k, v in (merged.get("info") or {}).items() if k != "base_url"}
+    for key in ("packages", "packages.conda"):
+        merged[key] = {}
+        for index, names in parts:
+            packages = index.data.get(key) or {}
+            merged[key].update({n: r for n, r in packages.items() if names is None or n in names})
+    return json.dumps(merged, indent=1, sort_keys=True).encode()
 
 
 @dataclass
@@ -549,7 +557,9 @@ def unsafe_name_reason(name: object) -> str | None:
     return None
 
 
-def parse_repodata(subdir: str, raw: bytes, source_label: str) -> tuple[SubdirIndex | None, list[str]]:
+def parse_repodata(
+    subdir: str, raw: bytes, source_label: str, origin: int = 0
+) -> tuple[SubdirIndex | None, list[str]]:
     where = f"{source_label}/{subdir}/{REPODATA}"
     try:
         data = json.loads(raw)
@@ -577,16 +587,21 @@ def parse_repodata(subdir: str, raw: bytes, source_label: str) -> tuple[SubdirIn
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 problems.append(f"{subdir}/{name}: no valid size in the source repodata to check against")
                 continue
-            entries[name] = PackageEntry(subdir, name, sha256, size)
+            entries[name] = PackageEntry(subdir, name, sha256, size, origin)
     base_url = (data.get("info") or {}).get("base_url") if isinstance(data.get("info"), dict) else None
     if base_url:
         problems.append(f"{where}: packages live under info.base_url {base_url}; mirror that instead")
     return SubdirIndex(subdir, raw, data, entries), problems
 
 
-def read_source(source: Source, subdirs: Sequence[str] | None) -> dict[str, SubdirIndex]:
-    """Phase 1: every requested subdir's repodata, checked; raises MirrorError listing every problem."""
-    explicit = bool(subdirs)
+def read_source(
+    source: Source, subdirs: Sequence[str] | None, origin: int = 0, explicit: bool | None = None
+) -> dict[str, SubdirIndex]:
+    """Phase 1: every requested subdir's repodata, checked; raises MirrorError listing every problem.
+
+    With `explicit`, a requested subdir the source lacks is a problem (default: when subdirs are named).
+    """
+    explicit = bool(subdirs) if explicit is None else explicit
     wanted = list(subdirs) if subdirs else source.list_subdirs()
     problems: list[str] = []
     indexes: dict[str, SubdirIndex] = {}
@@ -603,7 +618,7 @@ def read_source(source: Source, subdirs: Sequence[str] | None) -> dict[str, Subd
             if explicit:
                 problems.append(f"{source.label}/{subdir}/{REPODATA}: not found; is {subdir} a subdir of it?")
             continue
-        index, found = parse_repodata(subdir, raw, source.label)
+        index, found = parse_repodata(subdir, raw, source.label, origin)
         problems.extend(found)
         if index:
             indexes[subdir] = index
@@ -617,15 +632,15 @@ def read_source(source: Source, subdirs: Sequence[str] | None) -> dict[str, Subd
 # ---------------------------------------------------------------------------------------------- closure
 
 
-def solve_closure(indexes: dict[str, SubdirIndex], request: ClosureRequest) -> set[tuple[str, str]]:
-    """(subdir, file name) of every package that installing the request's specs needs, solved by rattler."""
+def solve_closure(
+    channels: Sequence[dict[str, SubdirIndex]], request: ClosureRequest
+) -> set[tuple[int, str, str]]:
+    """(channel, subdir, file name) of every package that installing the request needs, solved by
+    rattler over the channels in priority order (strict: a name found in one hides the later ones)."""
     from rattler import BuildString, Channel, GenericVirtualPackage, PackageName, SparseRepoData, Version
     from rattler.exceptions import SolverError
     from rattler.solver import solve_with_sparse_repodata
 
-    subdirs = [s for s in (request.platform, "noarch") if s in indexes]
-    if not subdirs:
-        raise PascalForgeError(f"the source has neither {request.platform} nor noarch to solve from")
     virtual = [
         ("__unix", "0", "0"),
         ("__linux", "5.10", "0"),
@@ -640,29 +655,49 @@ def solve_closure(indexes: dict[str, SubdirIndex], request: ClosureRequest) -> s
     if request.python:
         constraints.append(f"python {request.python}.*")
     with tempfile.TemporaryDirectory(prefix="pascal-forge-closure-") as scratch:
-        channel = Channel(Path(scratch).as_uri())
         sparse = []
-        for subdir in subdirs:
-            path = Path(scratch) / subdir / REPODATA
-            path.parent.mkdir()
-            path.write_bytes(indexes[subdir].raw)
-            sparse.append(SparseRepoData(channel, subdir, path))
+        for origin, indexes in enumerate(channels):
+            channel = Channel((Path(scratch) / str(origin)).as_uri())
+            for subdir in (request.platform, "noarch"):
+                if subdir in indexes:
+                    path = Path(scratch) / str(origin) / subdir / REPODATA
+                    path.parent.mkdir(parents=True)
+                    path.write_bytes(indexes[subdir].raw)
+                    sparse.append(SparseRepoData(channel, subdir, path))
+        if not sparse:
+            raise PascalForgeError(f"no channel has {request.platform} or noarch to solve the closure from")
         packages = [
             GenericVirtualPackage(PackageName(name), Version(version), BuildString(build))
             for name, version, build in virtual
         ]
         try:
-            records = asyncio.run(
+            records = run_settled(
                 solve_with_sparse_repodata(
                     request.specs, sparse, virtual_packages=packages, constraints=constraints
                 )
             )
         except SolverError as exc:
             raise PascalForgeError(
-                f"cannot solve {' '.join(request.specs)} from the source (constraints: "
-                f"{', '.join(constraints) or 'none'}): {exc}"
+                f"cannot solve {' '.join(request.specs)} from the source"
+                f"{' and the --with channels' if len(channels) > 1 else ''} (constraints: "
+                f"{', '.join(constraints) or 'none'}): {exc}. A package from another channel (conda-forge) "
+                "needs that channel passed with --with"
             ) from exc
-    return {(record.subdir, record.file_name) for record in records}
+        base = Path(scratch).as_uri()
+    return {(int(r.url[len(base) + 1 :].split("/")[0]), r.subdir, r.file_name) for r in records}
+
+
+def run_settled(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a rattler coroutine, then let its worker thread let go of Python.
+
+    rattler's tokio thread still holds a Python thread state a moment after the result arrives;
+    a process that exits in that moment crashes (SIGSEGV or "PyGILState_Release: thread state
+    must be current"; 1 in 8 CLI runs here, none in 20 with the pause).
+    """
+    try:
+        return asyncio.run(coroutine)
+    finally:
+        time.sleep(RATTLER_SETTLE_SECONDS)
 
 
 # ------------------------------------------------------------------------------------------------ fetch
@@ -674,7 +709,7 @@ class _Stopped(Exception):
 
 @dataclass
 class _Fetcher:
-    source: Source
+    sources: Sequence[Source]
     destination: Destination
     progress: Progress
     stop: threading.Event
@@ -712,7 +747,7 @@ class _Fetcher:
     def _download(self, entry: PackageEntry, partial: Path, have: int, digest: Any) -> tuple[int, Any]:
         receiving = False
         try:
-            with self.source.stream(entry.label, have) as (honoured, chunks):
+            with self.sources[entry.origin].stream(entry.label, have) as (honoured, chunks):
                 receiving = True
                 if honoured != have:  # the source cannot resume: start over
                     have, digest = 0, hashlib.sha256()
@@ -798,49 +833,79 @@ def mirror_channel(
     *,
     subdirs: Sequence[str] | None = None,
     closure: ClosureRequest | None = None,
+    with_channels: Sequence[str] = (),
     jobs: int = 4,
     progress: Progress | None = None,
     s3: S3Settings | None = None,
     staging: Path | None = None,
     verify_existing: bool = False,
 ) -> MirrorReport:
-    """Mirror `source_url` into `destination_url`; raises MirrorError with the destination unchanged."""
+    """Mirror `source_url` into `destination_url`; raises MirrorError with the destination unchanged.
+
+    With `closure`, only what installing its specs needs is copied; `with_channels` (say, a
+    conda-forge mirror) are solved together with the source, after it, and the packages the
+    solution takes from them land in the same destination, so it installs on its own.
+    """
     if jobs < 1:
         raise PascalForgeError(f"--jobs {jobs}: at least one download at a time is needed")
+    if with_channels and not closure:
+        raise PascalForgeError("--with adds channels to a closure's solve; add --closure SPEC")
     progress = progress or SilentProgress()
     s3 = s3 or S3Settings()
     started = time.monotonic()
-    source = open_source(source_url, jobs, s3)
+    sources = [open_source(url, jobs, s3) for url in (source_url, *with_channels)]
     try:
         if closure and not subdirs:
             subdirs = [closure.platform, "noarch"]
-        indexes = read_source(source, subdirs)
-        chosen = solve_closure(indexes, closure) if closure else None
-        selected = [
-            entry
-            for index in indexes.values()
-            for entry in index.entries.values()
-            if chosen is None or (entry.subdir, entry.filename) in chosen
+        channels = [read_source(sources[0], subdirs)] + [
+            read_source(source, subdirs, origin, explicit=False)
+            for origin, source in enumerate(sources[1:], start=1)
         ]
+        chosen = solve_closure(channels, closure) if closure else None
+        selected, parts = _select(channels, chosen)
         destination = open_destination(destination_url, s3, staging)
-        report = MirrorReport(subdirs=sorted(indexes), selected=selected)
+        report = MirrorReport(subdirs=sorted(parts), selected=selected)
         keep, new, replacing = plan_transfers(destination, selected, verify_existing)
         report.kept = len(keep)
-        verified = _fetch_all(source, destination, new, set(replacing), jobs, progress, report)
+        verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
         # Every file is intact: make replacements visible, then swap each repodata in.
         for entry in replacing:
             destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
-        for subdir, index in sorted(indexes.items(), key=lambda item: item[0] == "noarch"):
-            names = None if chosen is None else {name for s, name in chosen if s == subdir}
-            destination.publish_repodata(subdir, index.repodata_for(names))
+        for subdir in sorted(parts, key=lambda name: name == "noarch"):
+            destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
     finally:
-        source.close()
+        for source in sources:
+            source.close()
     report.seconds = time.monotonic() - started
     return report
 
 
+def _select(
+    channels: Sequence[dict[str, SubdirIndex]], chosen: set[tuple[int, str, str]] | None
+) -> tuple[list[PackageEntry], dict[str, list[tuple[SubdirIndex, set[str] | None]]]]:
+    """The entries to copy, and per subdir which records of which channel its repodata lists."""
+    selected: dict[tuple[str, str], PackageEntry] = {}
+    parts: dict[str, list[tuple[SubdirIndex, set[str] | None]]] = {}
+    problems = []
+    for origin, indexes in enumerate(channels):
+        for subdir, index in indexes.items():
+            names = None if chosen is None else {n for o, s, n in chosen if (o, s) == (origin, subdir)}
+            if names is not None and not names and origin:
+                continue
+            parts.setdefault(subdir, []).append((index, names))
+            for entry in index.entries.values():
+                if names is not None and entry.filename not in names:
+                    continue
+                earlier = selected.setdefault((subdir, entry.filename), entry)
+                if earlier.sha256 != entry.sha256:
+                    problems.append(f"{entry.label}: two channels hold different files under this name")
+    if problems:
+        raise MirrorError("the channels disagree", problems)
+    return list(selected.values()), parts
+
+
 def _fetch_all(
-    source: Source,
+    sources: Sequence[Source],
     destination: Destination,
     new: list[PackageEntry],
     replacing: set[PackageEntry],
@@ -851,7 +916,7 @@ def _fetch_all(
     """Phase 3. New files get their visible name at once; replacements wait for the commit phase."""
     entries = new + sorted(replacing, key=lambda e: e.label)
     progress.start(len(entries), sum(e.size for e in entries))
-    fetcher = _Fetcher(source, destination, progress, threading.Event())
+    fetcher = _Fetcher(sources, destination, progress, threading.Event())
     verified: dict[PackageEntry, Path] = {}
     problems: list[str] = []
     in_flight: dict[Future, PackageEntry] = {}
@@ -897,5 +962,6 @@ def _fetch_all(
         pool.shutdown(wait=True, cancel_futures=True)
     report.fetched_bytes = fetcher.fetched_bytes
     if problems:
-        raise MirrorError(f"{len(problems)} file(s) did not arrive intact from {source.label}", problems)
+        origins = ", ".join(source.label for source in sources)
+        raise MirrorError(f"{len(problems)} file(s) did not arrive intact from {origins}", problems)
     return verified

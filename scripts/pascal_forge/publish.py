@@ -19,12 +19,10 @@ the first upload; none is ever printed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +32,8 @@ from urllib.parse import unquote, urlparse
 import httpx
 
 from .errors import PascalForgeError
-from .mirror import REPODATA, S3Settings, file_sha256, parse_repodata, split_s3_url
+from .mirror import REPODATA, S3Settings, file_sha256, parse_repodata, run_settled, split_s3_url
 
-INDEXER_SETTLE_SECONDS = 0.05
 KEYRING_SERVICE = "rattler"  # where rattler (and so rattler-build) keeps tokens in the keyring
 
 
@@ -355,17 +352,10 @@ class _S3Store(_Store):
 
 
 def _run_indexer(indexing: Coroutine[Any, Any, None]) -> None:
-    """Run one of rattler's indexers, then let its worker thread let go of Python.
-
-    The indexer's tokio thread still holds a Python thread state a moment after the result
-    arrives; a process that exits in that moment crashes (SIGSEGV in 1 of 8 CLI runs here).
-    """
     try:
-        asyncio.run(indexing)
+        run_settled(indexing)
     except Exception as exc:  # rattler raises its own error types
         raise PublishError(f"rattler could not index the published channel: {exc}") from exc
-    finally:
-        time.sleep(INDEXER_SETTLE_SECONDS)
 
 
 def _sha256_stream(chunks: Any) -> str:
