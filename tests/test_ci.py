@@ -242,6 +242,10 @@ def test_conda_forge_yml_settings_reach_the_workflow(repo_copy):
             "timeout_minutes: 600 on the GitHub-hosted runner ubuntu-24.04 exceeds GitHub's limit of 360",
         ),
         (
+            lambda s: s["pascal_forge"]["gpu"].update(python=3.10),
+            "pascal_forge.gpu.python: expected a quoted string",
+        ),
+        (
             lambda s: s["pascal_forge"]["recipes"]["vllm"].update(sccache="yes"),
             "pascal_forge.recipes.vllm.sccache: expected true or false, got 'yes'",
         ),

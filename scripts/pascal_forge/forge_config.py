@@ -179,7 +179,10 @@ class _Reader:
 
     def text(self, key: str, default: str) -> str:
         value = self.raw.get(key, default)
-        if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value) == "":
+        if isinstance(value, float):
+            # YAML reads 3.10 as the number 3.1: a version must be written as a string.
+            raise self._fail(key, f'a quoted string such as "{value}" (YAML reads it as a number)', value)
+        if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
             raise self._fail(key, "a non-empty string", value)
         return str(value)
 
