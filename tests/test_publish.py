@@ -25,6 +25,7 @@ from pascal_forge.publish import (
     MissingCredentialError,
     PublishConflictError,
     PublishError,
+    find_credential,
     parse_target,
     publish_channel,
 )
@@ -75,6 +76,8 @@ def test_publish_to_a_directory_copies_indexes_and_skips_identical_files(
     channel: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "published"
+    planned = publish_channel(channel, str(target), dry_run=True)
+    assert len(planned.uploaded) == 10 and not target.exists()
     first = publish_channel(channel, str(target))
     assert len(first.uploaded) == 10 and first.skipped == []
     assert visible_packages(target) == visible_packages(channel)
@@ -198,6 +201,52 @@ def test_quetz_upload_sends_every_new_package_and_never_shows_the_token(
         assert main(["publish", "--channel", str(channel), "--to", url]) == 2
     assert not [r for r in recorded_requests(log) if r["method"] == "POST"]
     assert same.name in capsys.readouterr().err
+
+
+def test_the_token_may_come_from_rattlers_auth_file(
+    channel: Path, tmp_path: Path, no_credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "requests.jsonl"
+    with recording_service(tmp_path / "nothing-published", log) as server:
+        auth = tmp_path / "rattler-auth.json"
+        auth.write_text(json.dumps({"127.0.0.1": {"CondaToken": SECRET}}))
+        monkeypatch.setenv("RATTLER_AUTH_FILE", str(auth))
+        report = publish_channel(channel, server.replace("http://", "quetz+http://") + "/pascal")
+    uploads = [r for r in recorded_requests(log) if r["method"] == "POST"]
+    assert len(uploads) == len(report.uploaded) == 10
+    assert {r["headers"].get("x-api-key") for r in uploads} == {SECRET}
+
+
+def test_the_token_may_come_from_the_keyring(no_credentials: None) -> None:
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stored = {("rattler", "quetz.example"): json.dumps({"CondaToken": SECRET})}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.stored.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.stored[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.stored.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        credential = find_credential(parse_target("quetz://quetz.example/pascal"))
+        assert credential.secret == SECRET and "keyring" in credential.origin
+        assert SECRET not in repr(credential)
+        with pytest.raises(MissingCredentialError, match="QUETZ_API_KEY"):
+            find_credential(parse_target("quetz://other.example/pascal"))
+    finally:
+        keyring.set_keyring(previous)
 
 
 @pytest.mark.parametrize(
