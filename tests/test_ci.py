@@ -216,6 +216,15 @@ def test_pull_requests_build_and_test_but_never_publish():
     assert "self-hosted" in gpu["runs-on"] and "pascal" in gpu["runs-on"]
 
 
+def test_conda_forge_yml_settings_for_an_unknown_recipe_are_refused(repo_copy):
+    path = repo_copy / "conda-forge.yml"
+    settings = yaml.safe_load(path.read_text())
+    settings["pascal_forge"]["recipes"]["pytroch"] = {"timeout_minutes": 300}
+    path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(ForgeConfigError, match="pascal_forge.recipes names pytroch, which is no recipe"):
+        rerender(repo_copy)
+
+
 def test_conda_forge_yml_settings_reach_the_workflow(repo_copy):
     settings = yaml.safe_load((repo_copy / "conda-forge.yml").read_text())
     settings["pascal_forge"]["recipes"]["pytorch"]["timeout_minutes"] = 300

@@ -61,6 +61,12 @@ def rerender(root: Path) -> Rendered:
         files[f"{CI_SUPPORT}/{name}.yaml"] = _HEADER + yaml.safe_dump(
             narrowed, sort_keys=True, default_flow_style=False
         )
+    unknown = sorted(set(forge.recipe_jobs) - {b.output.recipe for c in configs for b in c.plan.builds})
+    if unknown:
+        raise ForgeConfigError(
+            f"{FORGE_CONFIG}: pascal_forge.recipes names {', '.join(unknown)}, which is no recipe "
+            f"in {RECIPES}/; fix the name or remove the entry."
+        )
     files[WORKFLOW_PATH] = render_workflow(tuple(configs), forge)
     return Rendered(files=files, configs=tuple(configs))
 
