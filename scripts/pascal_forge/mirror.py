@@ -108,10 +108,9 @@ class SubdirIndex:
 def merged_repodata(parts: Sequence[tuple[SubdirIndex, set[str] | None]]) -> bytes:
     """The destination's repodata for one subdir: the source's bytes verbatim when it is copied whole,
     else the records of the chosen files of every channel, in one document."""
-    if len(parts) == 1 and parts[0][1] is None and not (parts[0][0].data.get("info") or {}).get("base_url"):
+    if len(parts) == 1 and parts[0][1] is None:
         return parts[0][0].raw
     merged = dict(parts[0][0].data)
-    merged["info"] = {k: v for k, v in (merged.get("info") or {}).items() if k != "base_url"}
     for key in ("packages", "packages.conda"):
         merged[key] = {}
         for index, names in parts:
@@ -257,7 +256,7 @@ class HttpSource:
     per-byte cost low enough that sha256, not Python, bounds the rate (httpx's chunk iterator ran
     at half the rate on loopback)."""
 
-    def __init__(self, url: str, jobs: int) -> None:
+    def __init__(self, url: str) -> None:
         self.label = url.rstrip("/")
         self._opener = urllib.request.build_opener()
         self._opener.addheaders = [("User-Agent", "pascal-forge-mirror"), ("Accept-Encoding", "identity")]
@@ -369,10 +368,10 @@ class S3Source:
         pass
 
 
-def open_source(url: str, jobs: int, s3: S3Settings) -> Source:
+def open_source(url: str, s3: S3Settings) -> Source:
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
-        return HttpSource(url, jobs)
+        return HttpSource(url)
     if parsed.scheme == "s3":
         return S3Source(url, s3)
     if parsed.scheme == "file":
@@ -853,7 +852,7 @@ def mirror_channel(
     progress = progress or SilentProgress()
     s3 = s3 or S3Settings()
     started = time.monotonic()
-    sources = [open_source(url, jobs, s3) for url in (source_url, *with_channels)]
+    sources = [open_source(url, s3) for url in (source_url, *with_channels)]
     try:
         if closure and not subdirs:
             subdirs = [closure.platform, "noarch"]
