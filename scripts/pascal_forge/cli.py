@@ -10,10 +10,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .build import (
+    DEFAULT_SOURCE_CHANNELS,
+    BuildOptions,
+    build_channel,
+    pending_builds,
+    prepare_channel,
+    select_builds,
+)
 from .doctor import diagnose, probe
 from .errors import PascalForgeError
 from .patches import check_recipe_patches
 from .plan import Plan, make_plan
+from .preflight import preflight
+from .progress import closing_message, dry_run_table, reporter_for, summary_table
 from .recipes import discover_recipes
 from .rerender import rerender, stale_files, write
 from .solve import (
@@ -54,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_rerender_command(commands)
     _add_solve_command(commands)
     _add_doctor_command(commands)
+    _add_build_command(commands)
     _add_mirror_command(commands)
     _add_publish_command(commands)
     return parser
@@ -110,6 +121,83 @@ def _run_check_patches(args: argparse.Namespace) -> int:
         applied = check_recipe_patches(recipe, args.variant_config)
         print(f"{recipe.name}: {applied} patch(es) apply without fuzz")
     return 0
+
+
+def _add_build_command(commands: argparse._SubParsersAction) -> None:
+    build = commands.add_parser(
+        "build", help="build every recipe in dependency order into the channel (skips what it holds)"
+    )
+    _add_plan_arguments(build)
+    build.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="build only this package or recipe (repeatable)",
+    )
+    build.add_argument(
+        "--up-to",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="build this package or recipe and what it needs (repeatable)",
+    )
+    build.add_argument("--force", action="store_true", help="rebuild packages the channel already has")
+    build.add_argument(
+        "--dry-run", action="store_true", help="print the ordered plan and what would be built, build nothing"
+    )
+    build.add_argument(
+        "--source-channel",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="channel or mirror for dependencies, after the target one (repeatable; default: conda-forge)",
+    )
+    build.add_argument(
+        "--log-dir", type=Path, help="one log file per build (default: build-logs/ next to the channel)"
+    )
+    build.add_argument(
+        "--work-dir", type=Path, help="rattler-build's work folder (default: build-work/ next to the channel)"
+    )
+    build.add_argument(
+        "--test",
+        choices=("native", "skip"),
+        default="native",
+        help="run each recipe's tests after its build (default: native)",
+    )
+    build.add_argument(
+        "--no-preflight", action="store_true", help="skip the checks of sources, disk space and CUDA version"
+    )
+    build.set_defaults(handler=_run_build)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    console = _console()
+    options = BuildOptions.for_channel(
+        args.channel,
+        work_dir=args.work_dir,
+        log_dir=args.log_dir,
+        source_channels=tuple(args.source_channel) or DEFAULT_SOURCE_CHANNELS,
+        force=args.force,
+        test_strategy=args.test,
+    )
+    plan = _plan_from(args)
+    selected = select_builds(plan, args.only, args.up_to)
+    if args.dry_run:
+        console.print(dry_run_table(plan, selected, force=args.force))
+        return 0
+    prepare_channel(args.channel)
+    if not args.no_preflight:
+        findings = preflight(pending_builds(selected, args.channel, force=args.force), options.work_dir)
+        for finding in findings:
+            console.print(f"preflight {finding.severity}: {finding.message}", highlight=False, soft_wrap=True)
+        if any(f.severity == "error" for f in findings):
+            raise PascalForgeError("preflight found problems (listed above); nothing was built")
+    with reporter_for(console) as reporter:
+        report = build_channel(plan, selected, options, reporter)
+    console.print(summary_table(report))
+    console.print(closing_message(report), highlight=False, soft_wrap=True)
+    return 0 if report.ok else 1
 
 
 def _add_publish_command(commands: argparse._SubParsersAction) -> None:

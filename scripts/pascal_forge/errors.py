@@ -11,3 +11,7 @@ class RecipeError(PascalForgeError):
 
 class VariantError(PascalForgeError):
     """The variant configuration asks for something that cannot serve Pascal GPUs."""
+
+
+class ChannelError(PascalForgeError):
+    """The target channel cannot be read, indexed or written."""

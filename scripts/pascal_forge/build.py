@@ -1,0 +1,277 @@
+"""Build the planned packages in order into the target channel with rattler-build's engine."""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rattler_build import RenderedVariant, ToolConfiguration
+
+from .channel import (
+    channel_url,
+    index_channel,
+    indexed_files,
+    package_subdirs,
+    publish_package,
+    remove_scratch,
+)
+from .errors import PascalForgeError
+from .plan import Plan, PlannedBuild, _compatible
+from .progress import BuildLog, BuildReporter
+from .render import SUMMARY_KEYS
+
+DEFAULT_SOURCE_CHANNELS = ("conda-forge",)
+Status = Literal["built", "skipped", "failed", "blocked"]
+TestStrategy = Literal["native", "skip"]
+# Inside the work dir (rattler-build's output dir) these hold what is worth keeping between
+# builds: the staging caches that let libtorch and every pytorch share one C++ build, and
+# the downloaded sources.
+_KEPT_WORK = ("build_cache", "src_cache")
+_BUILD_TREES = "bld"
+_LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    channel: Path
+    # rattler-build's output dir: staging caches and sources persist here, and each
+    # finished package waits here until it is moved into the channel.
+    work_dir: Path
+    log_dir: Path
+    source_channels: tuple[str, ...] = DEFAULT_SOURCE_CHANNELS
+    force: bool = False
+    test_strategy: TestStrategy = "native"
+
+    @classmethod
+    def for_channel(
+        cls, channel: Path, *, work_dir: Path | None = None, log_dir: Path | None = None, **kwargs: object
+    ) -> BuildOptions:
+        """Options with the work and log folders next to the channel unless given."""
+        return cls(
+            channel=channel,
+            work_dir=work_dir or channel.parent / "build-work",
+            log_dir=log_dir or channel.parent / "build-logs",
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    build: PlannedBuild
+    status: Status
+    # Wall time pascal-forge spent on this package, and the part of it inside rattler-build.
+    seconds: float = 0.0
+    engine_seconds: float = 0.0
+    log: Path | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    channel: Path
+    outcomes: tuple[BuildOutcome, ...]
+    seconds: float
+
+    def count(self, status: Status) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return not any(outcome.status in ("failed", "blocked") for outcome in self.outcomes)
+
+    @property
+    def engine_seconds(self) -> float:
+        return sum(outcome.engine_seconds for outcome in self.outcomes)
+
+
+def select_builds(plan: Plan, only: Sequence[str] = (), up_to: Sequence[str] = ()) -> list[PlannedBuild]:
+    """The builds of `plan` that `--only` and `--up-to` ask for, in plan order.
+
+    A name is a package name (libtorch) or a recipe name (pytorch). `--only` takes just the
+    named builds; `--up-to` takes the named builds and everything they need.
+    """
+    known = {b.output.name for b in plan.builds} | {b.output.recipe for b in plan.builds}
+    unknown = sorted((set(only) | set(up_to)) - known)
+    if unknown:
+        raise PascalForgeError(
+            f"no package or recipe named {', '.join(unknown)} in the plan; "
+            f"known names: {', '.join(sorted(known))}"
+        )
+    chosen = list(plan.builds)
+    if only:
+        chosen = [b for b in chosen if _named(b, only)]
+    if up_to:
+        wanted = {b.position for b in plan.builds if _named(b, up_to)}
+        pending = list(wanted)
+        while pending:
+            for need in plan.builds[pending.pop()].needs:
+                if need not in wanted:
+                    wanted.add(need)
+                    pending.append(need)
+        chosen = [b for b in chosen if b.position in wanted]
+    return chosen
+
+
+def _named(build: PlannedBuild, names: Sequence[str]) -> bool:
+    return build.output.name in names or build.output.recipe in names
+
+
+def prepare_channel(channel: Path) -> None:
+    """Make `channel` an indexed channel whose index matches its files.
+
+    This is how a rerun resumes after a kill: scratch files go, a package that was moved in
+    but not indexed yet gets indexed, and a deleted package drops out of the index.
+    """
+    remove_scratch(channel)
+    index_channel(channel)
+
+
+def pending_builds(builds: Sequence[PlannedBuild], channel: Path, *, force: bool) -> list[PlannedBuild]:
+    """The builds that will run: all with `force`, otherwise those the channel's index lacks."""
+    if force:
+        return list(builds)
+    present = {s: indexed_files(channel, s) for s in {b.output.subdir for b in builds}}
+    return [b for b in builds if b.output.filename not in present[b.output.subdir]]
+
+
+def build_channel(
+    plan: Plan, builds: Sequence[PlannedBuild], options: BuildOptions, reporter: BuildReporter
+) -> BuildReport:
+    """Build `builds` in order into the channel; a failure stops its dependents only."""
+    started = time.monotonic()
+    options.log_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(options.work_dir):
+        shutil.rmtree(options.work_dir / _BUILD_TREES, ignore_errors=True)
+        _clear_finished_packages(options.work_dir)
+        prepare_channel(options.channel)
+        pending = {b.position for b in pending_builds(builds, options.channel, force=options.force)}
+        not_built: set[int] = set()
+        outcomes: list[BuildOutcome] = []
+        for number, build in enumerate(builds, 1):
+            blockers = [plan.builds[p] for p in build.needs if p in not_built]
+            if blockers:
+                names = ", ".join(f"{b.output.name} {b.output.build_string}" for b in blockers)
+                outcome = BuildOutcome(build, "blocked", message=f"it needs {names}, which was not built")
+            elif build.position not in pending:
+                outcome = BuildOutcome(build, "skipped")
+            else:
+                outcome = _build_one(build, number, len(builds), options, reporter)
+            if outcome.status in ("failed", "blocked"):
+                not_built.add(build.position)
+            outcomes.append(outcome)
+            reporter.build_finished(outcome, number, len(builds))
+    return BuildReport(options.channel, tuple(outcomes), time.monotonic() - started)
+
+
+def _build_one(
+    build: PlannedBuild, number: int, total: int, options: BuildOptions, reporter: BuildReporter
+) -> BuildOutcome:
+    output = build.output
+    log_path = options.log_dir / f"{output.name}-{output.version}-{output.build_string}.log"
+    channels = [channel_url(options.channel), *options.source_channels]
+    started = time.monotonic()
+    reporter.build_started(build, number, total, log_path)
+    with log_path.open("w", encoding="utf-8") as stream:
+        log = BuildLog(stream, reporter)
+        log.write(f"recipe {output.recipe}, package {output.filename}, variant {variant_text(build)}")
+        log.write(f"channels (strict priority): {', '.join(channels)}")
+        engine_started = time.monotonic()
+        try:
+            result = _for_this_variant(build).run_build(
+                tool_config=ToolConfiguration(test_strategy=options.test_strategy, channel_priority="strict"),
+                output_dir=options.work_dir,
+                channels=channels,
+                progress_callback=log,
+            )
+        except Exception as exc:  # rattler-build raises one error type per failing step
+            engine = time.monotonic() - engine_started
+            reason = " ".join(str(exc).split())
+            log.write(f"FAILED: {reason}")
+            _clear_finished_packages(options.work_dir)
+            return BuildOutcome(
+                build,
+                "failed",
+                seconds=time.monotonic() - started,
+                engine_seconds=engine,
+                log=log_path,
+                message=f"recipe {output.recipe}, variant {variant_text(build)}: {reason} (log: {log_path})",
+            )
+        engine = time.monotonic() - engine_started
+        published = [publish_package(Path(p), options.channel, result.platform) for p in result.packages]
+        index_channel(options.channel, [result.platform], replaced=[p.name for p in published])
+        if output.filename not in {p.name for p in published}:
+            written = ", ".join(p.name for p in published)
+            log.write(f"WARNING: the plan named {output.filename}, rattler-build wrote {written}")
+        log.write(f"published {', '.join(str(p) for p in published)}")
+    return BuildOutcome(
+        build, "built", seconds=time.monotonic() - started, engine_seconds=engine, log=log_path
+    )
+
+
+def _for_this_variant(build: PlannedBuild) -> RenderedVariant:
+    """rattler-build's handle for `build`, resolving pin_subpackage to the planned sibling.
+
+    py-rattler-build resolves `pin_subpackage` against every sibling output of the recipe
+    by name alone, so the last variant wins: the CUDA 12.6 chain-tools came out pinned to
+    the CUDA 12.9 libchain. Handing it only the siblings of this variant (the one pinned in
+    its variant, and otherwise those with matching variant keys) makes the pin exact.
+    """
+    rendered = build.output.rendered
+    if rendered is None:
+        raise PascalForgeError(f"{build.output.filename}: the plan holds no rendered recipe to build")
+    own = {key: str(value) for key, value in rendered.variant.items()}
+    siblings = []
+    for sibling in getattr(rendered, "_siblings", []):
+        stage1 = sibling.recipe
+        pinned = own.get(str(stage1.package.name))
+        if pinned is not None and pinned != f"{stage1.package.version} {stage1.build.string}":
+            continue
+        if _compatible(own, {key: str(value) for key, value in sibling.variant.items()}):
+            siblings.append(sibling)
+    narrowed = copy.copy(rendered)
+    narrowed._siblings = siblings
+    return narrowed
+
+
+def variant_text(build: PlannedBuild) -> str:
+    variant = build.output.variant
+    return " ".join(f"{key}={variant[key]}" for key in SUMMARY_KEYS if key in variant) or "default"
+
+
+def _clear_finished_packages(work_dir: Path) -> None:
+    """Empty the package folders of the work dir.
+
+    rattler-build uses its output dir as the first channel and indexes it before each
+    build: a package left there by a killed or failed build would shadow the target
+    channel, and a half-written one would stop the indexer.
+    """
+    if not work_dir.is_dir():
+        return
+    for subdir in package_subdirs(work_dir):
+        if subdir.name not in _KEPT_WORK:
+            shutil.rmtree(subdir)
+
+
+@contextmanager
+def _locked(work_dir: Path) -> Iterator[None]:
+    """One build per work dir at a time: two would overwrite each other's packages."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with (work_dir / _LOCK).open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise PascalForgeError(
+                f"{work_dir}: another pascal-forge build is running there; wait for it or pass "
+                "another --work-dir"
+            ) from exc
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
