@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_run_plan)
 
     _add_check_patches_command(commands)
+    _add_compile_suite_command(commands)
     _add_rerender_command(commands)
     _add_solve_command(commands)
     _add_doctor_command(commands)
@@ -121,6 +122,42 @@ def _run_check_patches(args: argparse.Namespace) -> int:
         applied = check_recipe_patches(recipe, args.variant_config)
         print(f"{recipe.name}: {applied} patch(es) apply without fuzz")
     return 0
+
+
+def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
+    suite = commands.add_parser(
+        "compile-suite",
+        help="compile the Pascal kernel suite for sm_60/sm_61 with the stock and the patched triton wheel",
+    )
+    suite.add_argument("--recipes", type=Path, default=Path("recipes"), help="recipe folder")
+    suite.add_argument("--variant-config", "-m", type=Path, default=Path("conda_build_config.yaml"))
+    suite.add_argument(
+        "--capability", type=int, action="append", help="compute capability (default: 60 and 61)"
+    )
+    suite.add_argument("--match", default="", help="only kernels whose name contains this text")
+    suite.add_argument("--ptx-dir", type=Path, help="write the patched tree's PTX here")
+    suite.set_defaults(handler=_run_compile_suite)
+
+
+def _run_compile_suite(args: argparse.Namespace) -> int:
+    from .pascal_kernels.suite import PASCAL_CAPABILITIES, run_stock_and_patched
+    from .pascal_kernels.table import format_table
+    from .sources import default_cache_dir
+
+    recipe = next((r for r in discover_recipes(args.recipes) if r.name == "triton"), None)
+    if recipe is None:
+        raise PascalForgeError(f"no triton recipe in {args.recipes}")
+    capabilities = args.capability or list(PASCAL_CAPABILITIES)
+    runs = run_stock_and_patched(
+        recipe,
+        args.variant_config,
+        default_cache_dir().parent / "pascal-kernels",
+        capabilities,
+        args.match,
+        args.ptx_dir,
+    )
+    print(format_table(runs, capabilities))
+    return 0 if all(result.as_expected for result in runs[1].results) else 1
 
 
 def _add_build_command(commands: argparse._SubParsersAction) -> None:

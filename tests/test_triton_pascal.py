@@ -1,0 +1,207 @@
+"""Triton 3.6.0 on Pascal: the recipe's patches on the released wheel, proved with a real ptxas.
+
+The compile suite (pascal_forge.pascal_kernels) compiles ~640 kernels for sm_60 and sm_61 with
+the wheel's CUDA 12.8 ptxas, once with the stock wheel and once with the patches applied. The
+stock run must fail exactly the kernels whose patch concern the suite names, which shows the
+suite can fail; the patched run must compile all of them. The table is printed to the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from triton_support import TRITON, atomic_neighbourhood, triton_series, triton_target
+
+from conftest import VARIANT_CONFIG
+from pascal_forge.pascal_kernels.suite import (
+    BUNDLED_PTXAS,
+    PASCAL_CAPABILITIES,
+    SuiteError,
+    SuiteRun,
+    cuda12_ptxas,
+    prepare_tree,
+    run_suite,
+)
+from pascal_forge.pascal_kernels.table import format_table
+from pascal_forge.patches import PatchError, apply_series, check_recipe_patches
+
+pytestmark = pytest.mark.slow
+
+FP8E4NV_REFUSAL = "type fp8e4nv not supported in this architecture"
+
+
+@pytest.fixture(scope="session")
+def trees_dir(upstream_cache: Path) -> Path:
+    return upstream_cache.parent / "pascal-kernels"
+
+
+@pytest.fixture(scope="session")
+def stock_tree(trees_dir: Path, upstream_cache: Path) -> Path:
+    return prepare_tree(triton_target(), [], trees_dir, upstream_cache)
+
+
+@pytest.fixture(scope="session")
+def patched_tree(trees_dir: Path, upstream_cache: Path, stock_tree: Path) -> Path:
+    return prepare_tree(triton_target(), triton_series(), trees_dir, upstream_cache)
+
+
+@pytest.fixture(scope="session")
+def stock_run(stock_tree: Path) -> SuiteRun:
+    return run_suite(stock_tree, "stock", PASCAL_CAPABILITIES)
+
+
+@pytest.fixture(scope="session")
+def patched_run(patched_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+    return run_suite(patched_tree, "patched", PASCAL_CAPABILITIES, ptx_dir=tmp_path_factory.mktemp("ptx"))
+
+
+def test_every_triton_patch_applies_without_fuzz_to_the_released_wheel(upstream_cache: Path) -> None:
+    assert check_recipe_patches(TRITON, VARIANT_CONFIG, upstream_cache) == len(triton_series()) == 4
+
+
+def test_a_stale_patch_names_its_file_and_hunk(stock_tree: Path, tmp_path: Path) -> None:
+    # The real upstream files the eviction patch changes, in a small tree of their own.
+    tree = tmp_path / "tree"
+    for relative in ("triton/language/semantic.py", "triton/backends/nvidia/compiler.py"):
+        (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(stock_tree / relative, tree / relative)
+    eviction = next(p for p in triton_series() if "eviction" in p.name)
+    apply_series([eviction], _copy(tree, tmp_path / "clean"), triton_target().path_map)
+
+    compiler = tree / "triton/backends/nvidia/compiler.py"
+    # Upstream renames a variable the hunk's context shows.
+    compiler.write_text(compiler.read_text().replace("codegen_fns = {", "codegen_functions = {"))
+    with pytest.raises(PatchError) as failure:
+        apply_series([eviction], tree, triton_target().path_map)
+    assert eviction.name in str(failure.value)
+    assert "hunk #1 of triton/backends/nvidia/compiler.py" in str(failure.value)
+
+
+def test_patched_triton_compiles_the_whole_suite_for_pascal(
+    stock_run: SuiteRun, patched_run: SuiteRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with capsys.disabled():
+        print("\n" + format_table([stock_run, patched_run], PASCAL_CAPABILITIES))
+    unexpected = [f"sm_{r.capability} {r.case}: {r.detail}" for r in patched_run.results if not r.as_expected]
+    assert not unexpected, "\n".join(unexpected)
+    assert len(patched_run.results) == 2 * len({r.case for r in patched_run.results}) > 1200
+
+
+def test_stock_triton_fails_exactly_the_kernels_the_patches_fix(stock_run: SuiteRun) -> None:
+    fixed = {r.fixed_by for r in stock_run.results if r.fixed_by}
+    assert fixed == {"eviction-hints", "atomic-memory-order", "atomic-16bit"}
+    wrong = []
+    for result in stock_run.results:
+        must_fail = bool(result.fixed_by or result.refusal or result.known_failure)
+        if (result.status == "fail") != must_fail:
+            wrong.append(f"sm_{result.capability} {result.case}: {result.status} {result.detail}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_fp8e4nv_stays_refused_with_its_message(stock_run: SuiteRun, patched_run: SuiteRun) -> None:
+    for run in (stock_run, patched_run):
+        for capability in PASCAL_CAPABILITIES:
+            result = run.result("convert[fp32->fp8e4nv]", capability)
+            assert result.status == "fail"
+            assert FP8E4NV_REFUSAL in result.detail
+
+
+@pytest.mark.parametrize(
+    ("case", "before", "after"),
+    [
+        ("atomic_add[fp32,relaxed,gpu]", None, None),
+        ("atomic_add[fp32,acquire,gpu]", None, "membar.gl;"),
+        ("atomic_xchg[i64,release,cta]", "membar.cta;", None),
+        ("atomic_max[u32,acq_rel,sys]", "membar.sys;", "membar.sys;"),
+        ("atomic_cas[i32,acq_rel,gpu]", "membar.gl;", "membar.gl;"),
+        ("atomic_add[fp16,acq_rel,cta]", "membar.cta;", "membar.cta;"),
+        ("atomic_cas[bf16,release,sys]", "membar.sys;", None),
+    ],
+)
+def test_pascal_atomics_keep_their_memory_order_as_membar(
+    patched_run: SuiteRun, case: str, before: str | None, after: str | None
+) -> None:
+    for capability in PASCAL_CAPABILITIES:
+        ptx = patched_run.result(case, capability).ptx.read_text()
+        assert not re.search(r"\.(relaxed|acquire|release|acq_rel)\b", ptx)
+        groups = atomic_neighbourhood(ptx)
+        assert groups, f"{case}: no atomic in the PTX"
+        for group in groups:
+            fences = [line.split()[-1] for line in group if "membar" in line]
+            expected = [f for f in (before, after) if f]
+            assert fences == expected, f"{case} sm_{capability}: {group}"
+            first, last = group[0], group[-1]
+            assert (before is not None) == ("membar" in first)
+            assert (after is not None) == ("membar" in last)
+
+
+def test_16bit_atomics_become_a_32bit_cas_loop(patched_run: SuiteRun) -> None:
+    for case in ("atomic_add[fp16,relaxed,gpu]", "atomic_cas[u16,relaxed,cta]"):
+        ptx = patched_run.result(case, 61).ptx.read_text()
+        assert ".b16" not in " ".join(re.findall(r"\batom\.[\w.]+", ptx))
+        scope = "cta" if "cta" in case else "gpu"
+        assert f"atom.{scope}.global.cas.b32" in ptx
+
+
+def test_newer_gpus_keep_hints_and_memory_orders(
+    stock_tree: Path, patched_tree: Path, tmp_path: Path
+) -> None:
+    cases = ("load[evict_last]", "atomic_add[fp16,acq_rel,gpu]")
+    for case in cases:
+        stock = run_suite(stock_tree, "stock", [70, 80], match=case, ptx_dir=tmp_path / "stock")
+        patched = run_suite(patched_tree, "patched", [70, 80], match=case, ptx_dir=tmp_path / "patched")
+        for capability in (70, 80):
+            mine, theirs = patched.result(case, capability), stock.result(case, capability)
+            assert mine.status == theirs.status == "ok", mine.detail
+            assert mine.ptx.read_text() == theirs.ptx.read_text(), f"{case} sm_{capability}: PTX differs"
+    ptx = (tmp_path / "patched" / "sm80").glob("load*.ptx")
+    assert "evict_last" in next(ptx).read_text()
+
+
+def test_a_cuda13_ptxas_is_refused(stock_tree: Path, tmp_path: Path) -> None:
+    assert (
+        "release 12."
+        in subprocess.run([stock_tree / BUNDLED_PTXAS, "--version"], capture_output=True, text=True).stdout
+    )
+    system_ptxas = shutil.which("ptxas")
+    version = (
+        subprocess.run([system_ptxas, "--version"], capture_output=True, text=True).stdout
+        if system_ptxas
+        else ""
+    )
+    if "release 12." in version or not version:
+        pytest.skip("no non-CUDA-12 ptxas on PATH to refuse")
+    with pytest.raises(SuiteError, match="CUDA 13 dropped sm_60/sm_61"):
+        cuda12_ptxas(stock_tree, Path(system_ptxas))
+
+
+@pytest.mark.parametrize("patched", [True, False], ids=["patched", "stock"])
+def test_ptxas_comes_from_the_conda_environment(
+    stock_tree: Path, patched_tree: Path, tmp_path: Path, patched: bool
+) -> None:
+    tree = patched_tree if patched else stock_tree
+    prefix = tmp_path / "env"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "ptxas").symlink_to(stock_tree / BUNDLED_PTXAS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRITON_")}
+    env.update(CONDA_PREFIX=str(prefix), PYTHONPATH=str(tree))
+    found = subprocess.run(
+        [sys.executable, "-c", "from triton import knobs; print(knobs.nvidia.ptxas.path)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    expected = prefix / "bin" / "ptxas" if patched else tree / BUNDLED_PTXAS
+    assert Path(found) == expected
+
+
+def _copy(tree: Path, destination: Path) -> Path:
+    shutil.copytree(tree, destination)
+    return destination
