@@ -136,6 +136,21 @@ def test_force_rebuilds_and_the_index_describes_the_new_file(built, mirror, caps
         assert records[package.name]["sha256"] == sha256(package), package.name
 
 
+def test_the_staging_cache_is_shared_between_variants_and_runs(built, mirror, tmp_path, capsys):
+    """libchain and chain-tools inherit one staging output, as libtorch and pytorch do: its
+    work must not be redone for every output, variant and run (pytorch's is the C++ build)."""
+    recipes, channel, _ = built
+    logs = tmp_path / "build-logs"
+    fresh = [log.name for log in logs.glob("*.log") if "Building new staging cache" in log.read_text()]
+    restored = [log.name for log in logs.glob("*.log") if "Restored 5 files from staging" in log.read_text()]
+    assert len(fresh) < 4 <= len(restored) + len(fresh), (fresh, restored)
+    code, out = run_build(capsys, *build_argv(recipes, channel, mirror, "--only", "libchain", "--force"))
+    assert code == 0, out
+    for log in logs.glob("libchain-*.log"):
+        assert "Building new staging cache" not in log.read_text()
+        assert "Restoring staging cache" in log.read_text()
+
+
 def test_killed_build_leaves_a_channel_that_indexes_solves_installs_and_resumes(tmp_path, mirror, capsys):
     recipes = fixture_recipes(tmp_path)
     channel = tmp_path / "channel"

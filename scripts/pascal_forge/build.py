@@ -153,22 +153,36 @@ def build_channel(
         _clear_finished_packages(options.work_dir)
         prepare_channel(options.channel)
         pending = {b.position for b in pending_builds(builds, options.channel, force=options.force)}
-        not_built: set[int] = set()
-        outcomes: list[BuildOutcome] = []
-        for number, build in enumerate(builds, 1):
-            blockers = [plan.builds[p] for p in build.needs if p in not_built]
-            if blockers:
-                names = ", ".join(f"{b.output.name} {b.output.build_string}" for b in blockers)
-                outcome = BuildOutcome(build, "blocked", message=f"it needs {names}, which was not built")
-            elif build.position not in pending:
-                outcome = BuildOutcome(build, "skipped")
-            else:
-                outcome = _build_one(build, number, len(builds), options, reporter)
-            if outcome.status in ("failed", "blocked"):
-                not_built.add(build.position)
-            outcomes.append(outcome)
-            reporter.build_finished(outcome, number, len(builds))
+        try:
+            outcomes = _build_in_order(plan, builds, pending, options, reporter)
+        finally:
+            remove_scratch(options.channel)
     return BuildReport(options.channel, tuple(outcomes), time.monotonic() - started)
+
+
+def _build_in_order(
+    plan: Plan,
+    builds: Sequence[PlannedBuild],
+    pending: set[int],
+    options: BuildOptions,
+    reporter: BuildReporter,
+) -> list[BuildOutcome]:
+    not_built: set[int] = set()
+    outcomes: list[BuildOutcome] = []
+    for number, build in enumerate(builds, 1):
+        blockers = [plan.builds[p] for p in build.needs if p in not_built]
+        if blockers:
+            names = ", ".join(f"{b.output.name} {b.output.build_string}" for b in blockers)
+            outcome = BuildOutcome(build, "blocked", message=f"it needs {names}, which was not built")
+        elif build.position not in pending:
+            outcome = BuildOutcome(build, "skipped")
+        else:
+            outcome = _build_one(build, number, len(builds), options, reporter)
+        if outcome.status in ("failed", "blocked"):
+            not_built.add(build.position)
+        outcomes.append(outcome)
+        reporter.build_finished(outcome, number, len(builds))
+    return outcomes
 
 
 def _build_one(
@@ -190,6 +204,10 @@ def _build_one(
                 output_dir=options.work_dir,
                 channels=channels,
                 progress_callback=log,
+                # The build id is a timestamp in the build folder's name, and that path is
+                # part of the staging cache key: with it, every output that inherits a
+                # staging output (libtorch, each pytorch) would redo its C++ build.
+                no_build_id=True,
             )
         except Exception as exc:  # rattler-build raises one error type per failing step
             engine = time.monotonic() - engine_started
@@ -206,7 +224,9 @@ def _build_one(
             )
         engine = time.monotonic() - engine_started
         published = [publish_package(Path(p), options.channel, result.platform) for p in result.packages]
-        index_channel(options.channel, [result.platform], replaced=[p.name for p in published])
+        index_channel(
+            options.channel, [result.platform], replaced=[p.name for p in published], keep_scratch=True
+        )
         if output.filename not in {p.name for p in published}:
             written = ", ".join(p.name for p in published)
             log.write(f"WARNING: the plan named {output.filename}, rattler-build wrote {written}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import errno
+import fcntl
 import functools
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,23 +51,33 @@ _INDEXER_SETTLE_SECONDS = 0.005
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 # Scratch names inside the channel start with a dot: indexers and installers ignore them.
 _INDEX_SCRATCH = ".pascal-forge-index"
+_LOCK = ".lock"
 _PARTIAL_PREFIX = ".pascal-forge-partial-"
 
 
-def index_channel(channel_dir: Path, subdirs: Iterable[str] = (), *, replaced: Iterable[str] = ()) -> None:
+def index_channel(
+    channel_dir: Path,
+    subdirs: Iterable[str] = (),
+    *,
+    replaced: Iterable[str] = (),
+    keep_scratch: bool = False,
+) -> None:
     """(Re)write the repodata of `channel_dir` so that it lists exactly the packages on disk.
 
     Readers never see a half-written index: rattler indexes hard links of the packages in a
-    scratch copy of the channel, then each finished index file is swapped in with
-    os.replace. Files named in `replaced` were overwritten since the last index and are
-    read again; every other package keeps its existing record, so adding one package to a
-    channel of large ones reads only that package.
+    dot-named scratch copy of the channel, then each finished repodata.json is swapped in
+    with os.replace. Files named in `replaced` were overwritten since the last index and
+    are read again; every other package keeps its existing record, so adding one package to
+    a channel of large ones reads only that package. A build keeps the scratch copy between
+    packages (`keep_scratch`), since creating and deleting folders is what costs most here.
     """
     channel_dir.mkdir(parents=True, exist_ok=True)
     wanted = {"noarch", *subdirs} | {p.name for p in package_subdirs(channel_dir)}
     replaced = set(replaced)
-    scratch = Path(tempfile.mkdtemp(prefix=_INDEX_SCRATCH, dir=channel_dir))
-    try:
+    scratch = channel_dir / _INDEX_SCRATCH
+    scratch.mkdir(exist_ok=True)
+    with (scratch / _LOCK).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one indexer at a time per channel
         for subdir in sorted(wanted):
             _stage_subdir(channel_dir / subdir, scratch / subdir, replaced)
         try:
@@ -84,8 +94,8 @@ def index_channel(channel_dir: Path, subdirs: Iterable[str] = (), *, replaced: I
                 (channel_dir / subdir / name).unlink(missing_ok=True)
             os.replace(scratch / subdir / REPODATA, channel_dir / subdir / REPODATA)
             shutil.rmtree(channel_dir / subdir / _STALE_SHARDS, ignore_errors=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    if not keep_scratch:
+        remove_scratch(channel_dir)
 
 
 @functools.cache
@@ -105,21 +115,37 @@ def _holds_packages(path: Path) -> bool:
 
 
 def _stage_subdir(subdir: Path, scratch: Path, replaced: set[str]) -> None:
-    """Hard-link the packages of `subdir` into `scratch`, with the old index minus `replaced`."""
-    scratch.mkdir(parents=True)
-    if not subdir.is_dir():
-        return
-    for package in subdir.iterdir():
-        if package.name.endswith(PACKAGE_SUFFIXES) and package.is_file():
-            _link_or_copy(package, scratch / package.name)
+    """Make `scratch` hold links to exactly the packages of `subdir`, and the old index minus
+    the `replaced` records."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    packages = {}
+    if subdir.is_dir():
+        packages = {p.name: p for p in subdir.iterdir() if p.name.endswith(PACKAGE_SUFFIXES) and p.is_file()}
+    for staged in scratch.iterdir():
+        if staged.name.endswith(PACKAGE_SUFFIXES) and not _same_file(staged, packages.get(staged.name)):
+            staged.unlink()
+    for name, package in packages.items():
+        if not (scratch / name).exists():
+            _link_or_copy(package, scratch / name)
     try:
         old = json.loads((subdir / REPODATA).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
+        (scratch / REPODATA).unlink(missing_ok=True)
         return
     for key in ("packages", "packages.conda"):
         for name in replaced & set(old.get(key) or {}):
             del old[key][name]
     (scratch / REPODATA).write_text(json.dumps(old), encoding="utf-8")
+
+
+def _same_file(staged: Path, package: Path | None) -> bool:
+    if package is None:
+        return False
+    if os.path.samefile(staged, package):
+        return True
+    # A copy (no hard links on this file system) is current if size and mtime still match.
+    a, b = staged.stat(), package.stat()
+    return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
