@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rattler_build import ToolConfiguration
 from rich.console import Console
 
 from pascal_forge.build import BuildOptions, build_channel, prepare_channel
@@ -107,15 +108,20 @@ def _rattler_build_run(root: Path, recipes: Path, mirror: Path) -> float:
     """The same outputs, same order, with rattler-build alone: its output folder is the channel.
 
     Rendering goes through make_plan (rattler-build's renderer plus ordering, as a user of
-    the library would do), and so do the per-variant siblings, so the builds are identical.
+    the library would do); siblings, build folders and tests are set as pascal-forge sets
+    them, so the builds and their staging-cache reuse are identical.
     """
     from pascal_forge.build import _for_this_variant
 
     output = root / "output"
+    # rattler-build's own default, and pascal-forge's: test each package after its build.
+    tool_config = ToolConfiguration(test_strategy="native", channel_priority="strict")
     started = time.monotonic()
     plan = make_plan(recipes, VARIANTS, root / "unused")
     for build in plan.builds:
-        _for_this_variant(build).run_build(output_dir=output, channels=[mirror.as_uri()])
+        _for_this_variant(build).run_build(
+            tool_config=tool_config, output_dir=output, channels=[mirror.as_uri()], no_build_id=True
+        )
     return time.monotonic() - started
 
 
@@ -123,13 +129,18 @@ def _report(script_seconds: float, runs: list[Run], bare: list[float]) -> None:
     total = statistics.median(r.total for r in runs)
     engine = statistics.median(r.engine for r in runs)
     inside = statistics.median((r.total - r.engine) / r.engine for r in runs)
-    alone = statistics.median(bare)
-    per_package = (total - engine) / runs[0].packages * 1000
+    per_package = statistics.median((r.total - r.engine) / r.packages for r in runs) * 1000
     label = "as committed" if not script_seconds else f"with {script_seconds:g} s added to each build script"
-    print(f"fixture chain {label}: {runs[0].packages} packages, median of {len(runs)} runs")
-    print(f"  pascal-forge: {total:.3f} s, of which rattler-build builds {engine:.3f} s")
+    print(f"fixture chain {label}: {runs[0].packages} packages, {len(runs)} runs")
+    print(f"  pascal-forge: median {total:.3f} s, of which rattler-build builds {engine:.3f} s")
     print(f"  overhead inside the run: {inside:.1%} ({per_package:.1f} ms per package) (goal: < 5 %)")
-    print(f"  rattler-build alone, same builds: {alone:.3f} s -> end-to-end overhead {total / alone - 1:.1%}")
+    # Other work on the machine moves single runs by tenths of a second: best and median.
+    for name, pick in (("best", min), ("median", statistics.median)):
+        ours, alone = pick(r.total for r in runs), pick(bare)
+        print(
+            f"  {name} run: pascal-forge {ours:.3f} s, rattler-build alone {alone:.3f} s -> "
+            f"end-to-end overhead {ours / alone - 1:.1%}"
+        )
 
 
 if __name__ == "__main__":
