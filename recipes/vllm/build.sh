@@ -14,6 +14,16 @@ if [[ -z "${PASCAL_CUDA_ARCH_LIST:-}" ]]; then
   exit 1
 fi
 
+# CUTLASS comes from the recipe's pinned source, not from a clone at configure time.
+export VLLM_CUTLASS_SRC_DIR="${SRC_DIR}/pascal-deps/cutlass"
+if [[ ! -f "${VLLM_CUTLASS_SRC_DIR}/include/cutlass/cutlass.h" ]]; then
+  echo "CUTLASS headers missing under ${VLLM_CUTLASS_SRC_DIR}: the recipe's cutlass source was not unpacked" >&2
+  exit 1
+fi
+# Any FetchContent download left is an error instead of a network access
+# (patch 0002 skips the external projects that a Pascal build does not need).
+export CMAKE_ARGS="${CMAKE_ARGS:-} -DFETCHCONTENT_FULLY_DISCONNECTED=ON"
+
 # Keep the pytorch we built: vLLM's requirements files would otherwise pull torch from pip.
 "${PYTHON}" use_existing_torch.py
 
