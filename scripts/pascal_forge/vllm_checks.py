@@ -1,0 +1,511 @@
+"""Compile checks of vLLM 0.14.0 for Pascal on its real, patched sources.
+
+Two checks, both against the released sdist with our patch series applied:
+
+- CUDA: vLLM's own CMakeLists.txt is configured offline for TORCH_CUDA_ARCH_LIST
+  "6.0;6.1" with a CUDA 12 nvcc; every source file it selects is then compiled with the
+  exact command CMake wrote to compile_commands.json.
+- Triton: vLLM's own kernel launchers run in a child process that reports compute
+  capability 6.x; each launch compiles the kernel for that target (nothing runs), and the
+  compiled kernel's shared memory is compared with Pascal's 48 KB per block.
+
+Torch's CUDA CMake config cannot run without a full CUDA install, so the configure step
+uses a small Torch package config (TORCH_CONFIG below) that does what torch's does for
+vLLM: the real torch 2.9.1 headers, torch's nvcc flags and one -gencode per listed arch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import PascalForgeError
+from .patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
+from .recipes import Recipe
+from .sources import UpstreamArtifact, fetch
+
+PASCAL_ARCH_LIST = "6.0;6.1"
+PASCAL_CAPABILITIES = (60, 61)
+# Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
+PASCAL_SHARED_MEMORY_BYTES = 49152
+
+# The x86_64 CUDA build of torch 2.9.1 holds the headers a CUDA extension compiles against,
+# generated CUDA config headers included (the macOS wheel lacks c10/cuda/impl/cuda_cmake_macros.h).
+TORCH_WHEEL = UpstreamArtifact(
+    project="torch",
+    filename="torch-2.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
+    sha256="d033ff0ac3f5400df862a51bdde9bad83561f3739ea0046e68f5401ebfa67c1b",
+)
+# CUTLASS headers: vLLM pins v4.2.1 (a git tag); the nearest release on PyPI is 4.2.0, whose
+# include/ differs from v4.2.1 only in version.h and two SM100 epilogue files.
+CUTLASS_WHEEL = UpstreamArtifact(
+    project="nvidia-cutlass",
+    filename="nvidia_cutlass-4.2.0.0-py3-none-any.whl",
+    sha256="f9599ada45c7bcb6bf53f7d3f0a7d154183e53451c01bfa59eecd37dd4a693f6",
+)
+_CUTLASS_SOURCE = "cutlass_library/source"
+
+TORCH_CONFIG = """\
+# What torch 2.9.1's CUDA TorchConfig gives vLLM's CMakeLists: CUDA enabled through
+# CUDAToolkit, torch's nvcc flags (Caffe2/public/cuda.cmake), one -gencode per arch of
+# TORCH_CUDA_ARCH_LIST, CMAKE_CUDA_ARCHITECTURES off, and an interface target `torch`.
+set(Torch_VERSION "2.9.1")
+enable_language(CUDA)
+set(CMAKE_CUDA_ARCHITECTURES OFF)
+find_package(CUDAToolkit REQUIRED)
+set(CUDA_FOUND TRUE)
+set(CUDA_VERSION "${CUDAToolkit_VERSION}")
+get_filename_component(CUDA_TOOLKIT_ROOT_DIR "${CUDAToolkit_BIN_DIR}" DIRECTORY)
+string(REPLACE ";" " " _torch_arch_list "$ENV{TORCH_CUDA_ARCH_LIST}")
+separate_arguments(_torch_arch_list)
+foreach(_arch ${_torch_arch_list})
+  string(REPLACE "." "" _num "${_arch}")
+  string(APPEND CMAKE_CUDA_FLAGS " -gencode arch=compute_${_num},code=sm_${_num}")
+endforeach()
+string(APPEND CMAKE_CUDA_FLAGS " -Xfatbin -compress-all --expt-relaxed-constexpr --expt-extended-lambda")
+add_library(torch INTERFACE IMPORTED)
+set_target_properties(torch PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${TORCH_INCLUDE_ROOT};${TORCH_INCLUDE_ROOT}/torch/csrc/api/include"
+  INTERFACE_COMPILE_DEFINITIONS "_GLIBCXX_USE_CXX11_ABI=1")
+set(TORCH_LIBRARIES torch)
+set(Torch_FOUND TRUE)
+"""
+TORCH_CONFIG_VERSION = 'set(PACKAGE_VERSION "2.9.1")\nset(PACKAGE_VERSION_COMPATIBLE TRUE)\n'
+
+
+class VllmCheckError(PascalForgeError):
+    """A vLLM compile check could not be set up (toolchain, configure step, sources)."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def patched_upstream(recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None) -> Path:
+    """The recipe's `extra: patch-check:` artifact unpacked under `destination`, its series applied."""
+    target = patch_check_target(recipe)
+    if target is None:
+        raise VllmCheckError(f"{recipe.path}: no `extra: patch-check:` artifact to build the check on")
+    tree = unpack_artifact(target, destination, cache_dir)
+    apply_series(recipe_patch_series(recipe, variant_config), tree, target.path_map)
+    return tree
+
+
+def unpack_members(
+    artifact: UpstreamArtifact, prefix: str, destination: Path, cache_dir: Path | None
+) -> Path:
+    """Extract the members of a wheel under `prefix` (once) and return destination/prefix."""
+    root = destination / prefix
+    if root.is_dir():
+        return root
+    destination.mkdir(parents=True, exist_ok=True)
+    # Unpacked aside and renamed, so an interrupted run never leaves a partial tree behind.
+    with tempfile.TemporaryDirectory(dir=destination) as scratch:
+        with zipfile.ZipFile(fetch(artifact, cache_dir)) as wheel:
+            wheel.extractall(scratch, [name for name in wheel.namelist() if name.startswith(prefix)])
+        root.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(scratch) / prefix, root)
+    return root
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@dataclass(frozen=True)
+class CompileCommand:
+    """One entry of CMake's compile_commands.json."""
+
+    source: str  # relative to the vLLM tree
+    command: str
+    directory: str
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    source: str
+    ok: bool
+    seconds: float
+    errors: str
+
+
+def configure_pascal_build(
+    tree: Path,
+    build_dir: Path,
+    cuda_root: Path,
+    torch_include: Path,
+    cutlass_source: Path,
+    arch_list: str = PASCAL_ARCH_LIST,
+) -> tuple[list[CompileCommand], str]:
+    """Configure vLLM's CMakeLists.txt offline for `arch_list`; return its compile commands and log.
+
+    FETCHCONTENT_FULLY_DISCONNECTED makes any FetchContent download an error, so a
+    successful configure also shows that the build downloads nothing.
+    """
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise VllmCheckError("cmake >= 3.26 is not on PATH (pip install cmake ninja)")
+    config_dir = build_dir / "torch-config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "TorchConfig.cmake").write_text(TORCH_CONFIG)
+    (config_dir / "TorchConfigVersion.cmake").write_text(TORCH_CONFIG_VERSION)
+    nvcc = cuda_root / "bin" / "nvcc"
+    args = [
+        cmake,
+        "-S",
+        str(tree),
+        "-B",
+        str(build_dir / "cmake"),
+        "-G",
+        "Ninja",
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+        "-DFETCHCONTENT_FULLY_DISCONNECTED=ON",
+        f"-DVLLM_PYTHON_EXECUTABLE={sys.executable}",
+        f"-DTorch_DIR={config_dir}",
+        f"-DTORCH_INCLUDE_ROOT={torch_include}",
+        f"-DCMAKE_CUDA_COMPILER={nvcc}",
+        f"-DCUDAToolkit_ROOT={cuda_root}",
+        f"-DVLLM_CUTLASS_SRC_DIR={cutlass_source}",
+        f"-DCUTLASS_INCLUDE_DIR={cutlass_source / 'include'}",
+        f"-DCUTLASS_TOOLS_UTIL_INCLUDE_DIR={cutlass_source / 'tools' / 'util' / 'include'}",
+    ]
+    env = {
+        **os.environ,
+        "TORCH_CUDA_ARCH_LIST": arch_list,
+        "PATH": f"{nvcc.parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    log = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise VllmCheckError(f"vLLM's CMake configure for {arch_list} failed:\n{log[-4000:]}")
+    entries = json.loads((build_dir / "cmake" / "compile_commands.json").read_text())
+    commands = [
+        CompileCommand(
+            source=str(Path(entry["file"]).resolve().relative_to(tree.resolve())),
+            command=entry["command"],
+            directory=entry["directory"],
+        )
+        for entry in entries
+    ]
+    return commands, log
+
+
+def compile_sources(commands: Sequence[CompileCommand], jobs: int = 2) -> list[CompileResult]:
+    """Run every compile command (at most `jobs` at a time, largest files first)."""
+
+    def run(command: CompileCommand) -> CompileResult:
+        start = time.monotonic()
+        result = subprocess.run(
+            command.command, shell=True, cwd=command.directory, capture_output=True, text=True, check=False
+        )
+        output = result.stdout + result.stderr
+        errors = "\n".join(line for line in output.splitlines() if "error" in line.lower())
+        return CompileResult(
+            command.source, result.returncode == 0, time.monotonic() - start, errors or output
+        )
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(run, commands))
+
+
+def gencode_archs(command: str) -> list[str]:
+    """The sm_XX targets of one nvcc command line."""
+    return sorted({part.split("code=")[1] for part in command.split() if part.startswith("arch=compute_")})
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    """One kernel compiled (or not) for one compute capability."""
+
+    case: str
+    kernel: str
+    capability: int
+    ok: bool
+    shared: int
+    num_warps: int
+    error: str = ""
+
+    @property
+    def fits(self) -> bool:
+        return self.ok and self.shared <= PASCAL_SHARED_MEMORY_BYTES
+
+
+def triton_tree(
+    triton_recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None
+) -> tuple[Path, Path]:
+    """The stock triton wheel with the triton recipe's patches applied; returns (tree, its ptxas)."""
+    tree = patched_upstream(triton_recipe, variant_config, destination, cache_dir)
+    ptxas = tree / "triton" / "backends" / "nvidia" / "bin" / "ptxas"
+    ptxas.chmod(0o755)
+    return tree, ptxas
+
+
+def run_triton_probe(triton_dir: Path, ptxas: Path, vllm_tree: Path, capability: int) -> list[KernelResult]:
+    """Run vLLM's launchers in a child process that reports `capability`; one result per compiled kernel."""
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-triton-") as scratch:
+        report = Path(scratch) / "report.json"
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("TRITON_", "VLLM_", "CUDA_"))
+        }
+        scripts = Path(__file__).resolve().parent.parent
+        env |= {
+            "PYTHONPATH": os.pathsep.join([str(triton_dir), str(vllm_tree), str(scripts)]),
+            # The wheel's CUDA 12.8 ptxas: a CUDA 13 ptxas refuses sm_60/sm_61.
+            "TRITON_PTXAS_PATH": str(ptxas),
+            "TRITON_CACHE_DIR": str(Path(scratch) / "cache"),
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "pascal_forge.vllm_checks", str(capability), str(report)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if not report.is_file():
+            output = (result.stdout + result.stderr)[-4000:]
+            raise VllmCheckError(f"the Triton probe for capability {capability} died:\n{output}")
+        return [KernelResult(**row) for row in json.loads(report.read_text())]
+
+
+def format_kernel_table(results: Sequence[KernelResult]) -> str:
+    """kernel x capability -> ok/FAIL and shared memory, one row per (case, kernel)."""
+    capabilities = sorted({r.capability for r in results})
+    rows: dict[tuple[str, str], dict[int, KernelResult]] = {}
+    for r in results:
+        rows.setdefault((r.case, r.kernel), {})[r.capability] = r
+    width = max([len(f"{c} / {k}") for c, k in rows] + [10])
+    header = f"{'case / kernel':<{width}}" + "".join(f"  {'sm_' + str(c):>22}" for c in capabilities)
+    lines = [header, "-" * len(header)]
+    for (case, kernel), by_cap in rows.items():
+        cells = []
+        for capability in capabilities:
+            r = by_cap.get(capability)
+            if r is None:
+                cells.append("-")
+            elif not r.ok:
+                cells.append("FAIL (compile)")
+            else:
+                verdict = "ok" if r.fits else "FAIL (>48K)"
+                cells.append(f"{verdict} {r.shared:>6} B")
+        lines.append(f"{case + ' / ' + kernel:<{width}}" + "".join(f"  {cell:>22}" for cell in cells))
+    return "\n".join(lines)
+
+
+# The rest runs inside the child process started by run_triton_probe.
+
+
+@contextmanager
+def _pascal_gpu(capability: int) -> Iterator[None]:
+    """Make torch (and so vLLM's platform code) see one GPU of `capability`.
+
+    Only the device queries are replaced; vLLM's selection code runs unchanged.
+    """
+    import torch
+
+    major, minor = divmod(capability, 10)
+    name = {60: "Tesla P100-PCIE-16GB", 61: "Tesla P40"}.get(capability, f"sm_{capability}")
+    saved = (torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.is_available)
+    torch.cuda.get_device_capability = lambda device=None: (major, minor)
+    torch.cuda.get_device_name = lambda device=None: name
+    torch.cuda.is_available = lambda: True
+    try:
+        yield
+    finally:
+        torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.is_available = saved
+
+
+@contextmanager
+def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
+    """Triton kernel launches compile for `capability` (nothing runs) and are recorded.
+
+    Triton's compiler and vLLM's launchers run unchanged; only the driver's device queries
+    are answered here and the launch itself is replaced by Triton's own warmup path.
+    """
+    import torch
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    class CompileOnlyDriver:
+        def get_current_device(self) -> int:
+            return 0
+
+        def get_current_stream(self, device: int | None = None) -> int:
+            return 0
+
+        def get_current_target(self) -> GPUTarget:
+            return GPUTarget("cuda", capability, 32)
+
+        def get_active_torch_device(self) -> torch.device:
+            return torch.device("cpu")
+
+    launches: list[dict] = []
+    original_run = JITFunction.run
+
+    def compile_only_run(self, *args, grid, warmup, **kwargs):
+        kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+        launches.append({"kernel": self.fn.__name__, "compiled": kernel})
+        return kernel
+
+    # Not driver.reset_active() afterwards: that would create Triton's real CUDA driver,
+    # which needs libcuda.
+    saved_driver = driver._active
+    driver.set_active(CompileOnlyDriver())
+    JITFunction.run = compile_only_run
+    try:
+        yield launches
+    finally:
+        JITFunction.run = original_run
+        driver._active = saved_driver
+
+
+_LIBRARIES: list = []  # torch.library registrations live as long as their Library object
+_CUTLASS_CAPABILITY_QUERIES = (
+    "cutlass_scaled_mm_supports_fp8",
+    "cutlass_scaled_mm_supports_block_fp8",
+    "cutlass_group_gemm_supported",
+    "cutlass_scaled_mm_supports_fp4",
+)
+
+
+def _use_cuda_platform() -> None:
+    """vLLM's CudaPlatform as current_platform (vllm._C, the built extension, is not needed to select)."""
+    import types
+
+    import torch
+
+    sys.modules.setdefault("vllm._C", types.ModuleType("vllm._C"))
+    # Capability queries that vLLM's quantization utils call at import. The real ops
+    # (csrc/quantization/w8a8/cutlass/scaled_mm_entry.cu) answer False below 8.9.
+    library = torch.library.Library("_C", "FRAGMENT")
+    for op in _CUTLASS_CAPABILITY_QUERIES:
+        library.define(f"{op}(int cuda_device_capability) -> bool")
+        library.impl(op, lambda capability: False, "CompositeExplicitAutograd")
+    _LIBRARIES.append(library)
+    import vllm.platforms as platforms
+    from vllm.platforms.cuda import CudaPlatform
+
+    platforms._current_platform = CudaPlatform()
+
+
+def _probe_main(capability: int, report: Path, only: str = "") -> None:
+    from pascal_forge import vllm_kernel_cases
+
+    rows: list[dict] = []
+    with _pascal_gpu(capability), _compile_only_launches(capability) as launches:
+        _use_cuda_platform()
+        for case_name, case in vllm_kernel_cases.CASES.items():
+            if only not in case_name:
+                continue
+            start = len(launches)
+            try:
+                case()
+            except Exception as exc:  # a compile error of this case's kernel; the table shows it
+                message = f"{type(exc).__name__}: {exc}".strip()
+                kernel = launches[-1]["kernel"] if len(launches) > start else "?"
+                rows.append(
+                    asdict(
+                        KernelResult(
+                            case_name, kernel, capability, False, 0, 0, message.splitlines()[0][:300]
+                        )
+                    )
+                )
+                rows[-1]["error"] = message[:2000]
+                continue
+            for launch in launches[start:]:
+                metadata = launch["compiled"].metadata
+                rows.append(
+                    asdict(
+                        KernelResult(
+                            case_name, launch["kernel"], capability, True, metadata.shared, metadata.num_warps
+                        )
+                    )
+                )
+    report.write_text(json.dumps(rows, indent=1))
+
+
+def _refusal(action: Callable[[], object]) -> str:
+    """The message of the exception `action` raises, or "" if it goes through."""
+    try:
+        action()
+    except Exception as exc:  # the refusal is what is reported
+        return str(exc)
+    return ""
+
+
+def _platform_main(capability: int, report: Path) -> None:
+    """vLLM's own selection code on a GPU of `capability`: backends, dtypes, refusals."""
+    import torch
+
+    with _pascal_gpu(capability):
+        _use_cuda_platform()
+        from vllm.config.cache import CacheConfig
+        from vllm.config.model import _resolve_auto_dtype
+        from vllm.platforms import current_platform
+        from vllm.v1.attention.backends.registry import AttentionBackendEnum
+        from vllm.v1.attention.selector import AttentionSelectorConfig
+
+        def backend(use_mla: bool, selected: AttentionBackendEnum | None = None) -> str:
+            head_size = 576 if use_mla else 128
+            config = AttentionSelectorConfig(head_size, torch.float16, "auto", 16, use_mla=use_mla)
+            return current_platform.get_attn_backend_cls(selected, config)
+
+        def check_config(cache_dtype: str) -> None:
+            from types import SimpleNamespace
+
+            vllm_config = SimpleNamespace(
+                parallel_config=SimpleNamespace(worker_cls="auto"),
+                cache_config=CacheConfig(cache_dtype=cache_dtype),
+                model_config=None,
+                scheduler_config=None,
+            )
+            current_platform.check_and_update_config(vllm_config)
+
+        result = {
+            "platform": type(current_platform).__name__,
+            "capability": current_platform.get_device_capability().as_version_str(),
+            "device_name": current_platform.get_device_name(),
+            "backend": backend(False),
+            "mla_refusal": _refusal(lambda: backend(True)),
+            "supported_dtypes": [str(d) for d in current_platform.supported_dtypes],
+            "auto_dtype_for_bf16_model": str(
+                _resolve_auto_dtype("llama", torch.bfloat16, is_pooling_model=False)
+            ),
+            "bf16_refusal": _refusal(lambda: current_platform.check_if_supports_dtype(torch.bfloat16)),
+            "fp16_refusal": _refusal(lambda: current_platform.check_if_supports_dtype(torch.float16)),
+            "fp8_kv_refusal": _refusal(lambda: check_config("fp8")),
+            "fp8_e5m2_kv_refusal": _refusal(lambda: check_config("fp8_e5m2")),
+            "auto_kv_refusal": _refusal(lambda: check_config("auto")),
+            "flash_attn_refusal": _refusal(lambda: backend(False, AttentionBackendEnum.FLASH_ATTN)),
+        }
+    report.write_text(json.dumps(result, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[0] == "platform":
+        _platform_main(int(args[1]), Path(args[2]))
+    else:
+        _probe_main(int(args[0]), Path(args[1]), args[2] if len(args) > 2 else "")
+
+
+CaseFn = Callable[[], None]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+# ruff: noqa: F811  (pytest fixtures imported from vllm_support are parameters here)
+"""vLLM 0.14.0 on Pascal, proved on the released sdist with recipes/vllm's patches applied.
+
+- the series applies without fuzz, and a stale patch names its file and hunk;
+- vLLM's own platform code on a GPU of capability 6.0/6.1 picks TRITON_ATTN and float16
+  and refuses bf16, FP8 KV cache and the 7.0+ backends with the GPU limit named;
+- (slow) vLLM's Triton kernels, launched by vLLM's own launchers, compile for sm_60/sm_61
+  with the patched triton 3.6.0 and its CUDA 12.8 ptxas and fit 48 KB of shared memory;
+- (slow) vLLM's CMake selects a Pascal source set offline, and every file compiles with a
+  CUDA 12 nvcc for sm_60 and sm_61 against the torch 2.9.1 headers.
+Each check has a twin on the unpatched sdist that shows it fails there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from vllm_support import (  # noqa: F401  (fixtures)
+    VARIANT_CONFIG,
+    VLLM_RECIPE,
+    cuda12,
+    cutlass_source,
+    patched_triton,
+    patched_vllm,
+    stock_vllm,
+    torch_include,
+)
+
+from pascal_forge.patches import PatchError, apply_series, check_recipe_patches
+from pascal_forge.vllm_checks import (
+    PASCAL_CAPABILITIES,
+    PASCAL_SHARED_MEMORY_BYTES,
+    VllmCheckError,
+    compile_sources,
+    configure_pascal_build,
+    format_kernel_table,
+    gencode_archs,
+    run_triton_probe,
+)
+
+TRITON_ATTN = "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def test_series_applies_without_fuzz(upstream_cache: Path) -> None:
+    applied = check_recipe_patches(VLLM_RECIPE, VARIANT_CONFIG, upstream_cache)
+    assert applied == len(VLLM_RECIPE.patch_files) == 9
+
+
+def test_stale_patch_names_file_and_hunk(stock_vllm: Path, tmp_path: Path) -> None:
+    # The prefix_prefill patch against a file whose context moved on upstream.
+    patch = VLLM_RECIPE.directory / "patches" / "0005-prefix-prefill-pascal-tiles.patch"
+    stale = tmp_path / patch.name
+    stale.write_text(patch.read_text().replace(" IS_TURING = ", " IS_TURING_GPU = "))
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "ops"
+        (tree / "vllm/v1/attention/ops").mkdir(parents=True)
+        source = "vllm/v1/attention/ops/prefix_prefill.py"
+        (tree / source).write_text((stock_vllm / source).read_text())
+        with pytest.raises(PatchError, match=r"hunk #1 of vllm/v1/attention/ops/prefix_prefill\.py"):
+            apply_series([stale], tree)
+
+
+# --------------------------------------------------------------------------- platform
+
+
+def _platform_report(vllm_tree: Path, capability: int) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "platform.json"
+        scripts = Path(__file__).resolve().parent.parent / "scripts"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+        env |= {"PYTHONPATH": f"{vllm_tree}{os.pathsep}{scripts}", "CUDA_VISIBLE_DEVICES": ""}
+        result = subprocess.run(
+            [sys.executable, "-m", "pascal_forge.vllm_checks", "platform", str(capability), str(report)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert report.is_file(), (result.stdout + result.stderr)[-4000:]
+        return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("capability", PASCAL_CAPABILITIES)
+def test_platform_selects_triton_attn_and_float16(patched_vllm: Path, capability: int) -> None:
+    report = _platform_report(patched_vllm, capability)
+    print(json.dumps(report, indent=1))
+    version = f"{capability // 10}.{capability % 10}"
+    assert report["capability"] == version
+    assert report["backend"] == TRITON_ATTN
+    assert report["supported_dtypes"] == ["torch.float16", "torch.float32"]
+    assert report["auto_dtype_for_bf16_model"] == "torch.float16"
+    assert report["fp16_refusal"] == "" and report["auto_kv_refusal"] == ""
+    # Each refusal names the GPU's capability, the limit and the alternative.
+    assert "at least 8.0" in report["bf16_refusal"] and f"capability {version}" in report["bf16_refusal"]
+    assert "--dtype=half" in report["bf16_refusal"]
+    for key in ("fp8_kv_refusal", "fp8_e5m2_kv_refusal"):
+        assert "7.0 or newer" in report[key] and f"capability {version}" in report[key]
+        assert "--kv-cache-dtype auto" in report[key]
+    for key in ("flash_attn_refusal", "mla_refusal"):
+        assert f"compute capability {version}" in report[key] and "FlashAttention needs 8.0" in report[key]
+        assert "use TRITON_ATTN" in report[key]
+
+
+def test_stock_platform_accepts_fp8_kv_cache_on_pascal(stock_vllm: Path) -> None:
+    """Twin: without the patches FP8 KV cache passes the config check and fails later in Triton."""
+    report = _platform_report(stock_vllm, 61)
+    assert report["fp8_kv_refusal"] == ""
+    assert "use TRITON_ATTN" not in report["flash_attn_refusal"]
+
+
+# --------------------------------------------------------------------------- Triton kernels
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_and_fit_pascal(patched_vllm: Path, patched_triton: tuple[Path, Path]) -> None:
+    triton_dir, ptxas = patched_triton
+    results = []
+    for capability in PASCAL_CAPABILITIES:
+        start = time.monotonic()
+        results += run_triton_probe(triton_dir, ptxas, patched_vllm, capability)
+        print(f"sm_{capability}: Triton probe took {time.monotonic() - start:.0f} s")
+    print(format_kernel_table(results))
+    failed = [r for r in results if not r.fits]
+    assert not failed, "\n".join(
+        f"{r.case} / {r.kernel} sm_{r.capability}: {r.error or r.shared}" for r in failed
+    )
+    # Every case compiled something for both capabilities.
+    assert len({(r.case, r.capability) for r in results}) == 2 * len({r.case for r in results})
+
+
+@pytest.mark.slow
+def test_stock_triton_kernels_overflow_pascal_shared_memory(
+    stock_vllm: Path, patched_triton: tuple[Path, Path]
+) -> None:
+    """Twin: the released prefix prefill needs more than Pascal's 48 KB per block."""
+    triton_dir, ptxas = patched_triton
+    results = run_triton_probe(triton_dir, ptxas, stock_vllm, 61)
+    print(format_kernel_table(results))
+    prefix = [r for r in results if r.case.startswith("prefix_prefill h128")]
+    assert prefix and all(r.ok and r.shared > PASCAL_SHARED_MEMORY_BYTES for r in prefix)
+
+
+# --------------------------------------------------------------------------- CUDA sources
+
+
+@pytest.mark.slow
+def test_cmake_selects_a_pascal_source_set_offline(
+    patched_vllm: Path, tmp_path: Path, cuda12: Path, torch_include: Path, cutlass_source: Path
+) -> None:
+    commands, log = configure_pascal_build(patched_vllm, tmp_path, cuda12, torch_include, cutlass_source)
+    assert "CUDA supported target architectures: 6.0;6.1" in log
+    sources = {c.source for c in commands}
+    assert "csrc/moe/moe_wna16.cu" in sources and "csrc/attention/paged_attention_v1.cu" in sources
+    assert not any("marlin" in s or "machete" in s or "c3x" in s or "flash" in s for s in sources)
+    for command in commands:
+        if command.source.endswith(".cu"):
+            assert gencode_archs(command.command) == ["sm_60", "sm_61"], command.source
+
+
+@pytest.mark.slow
+def test_stock_cmake_drops_pascal_and_fetches(
+    stock_vllm: Path, tmp_path: Path, cuda12: Path, torch_include: Path, cutlass_source: Path
+) -> None:
+    """Twin: the released CMakeLists empties the arch list and wants to clone external projects."""
+    with pytest.raises(VllmCheckError) as failure:
+        configure_pascal_build(stock_vllm, tmp_path, cuda12, torch_include, cutlass_source)
+    message = str(failure.value)
+    assert "CUDA supported target architectures: \n" in message or "triton_kernels" in message
+
+
+@pytest.mark.slow
+def test_every_selected_cuda_source_compiles_for_sm60_sm61(
+    patched_vllm: Path, tmp_path: Path, cuda12: Path, torch_include: Path, cutlass_source: Path
+) -> None:
+    commands, _ = configure_pascal_build(patched_vllm, tmp_path, cuda12, torch_include, cutlass_source)
+    start = time.monotonic()
+    results = compile_sources(commands, jobs=2)
+    total = time.monotonic() - start
+    for r in sorted(results, key=lambda r: -r.seconds):
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.seconds:7.1f} s  {r.source}")
+    print(f"{len(results)} files, {total:.0f} s wall with 2 jobs")
+    failed = [r for r in results if not r.ok]
+    assert not failed, "\n".join(f"{r.source}:\n{r.errors[:1500]}" for r in failed)
+
+
+@pytest.mark.slow
+def test_stock_moe_wna16_does_not_compile_for_pascal(
+    patched_vllm: Path,
+    stock_vllm: Path,
+    tmp_path: Path,
+    cuda12: Path,
+    torch_include: Path,
+    cutlass_source: Path,
+) -> None:
+    """Twin: the released moe_wna16.cu, with the same command, fails on atomicAdd(half*, half)."""
+    commands, _ = configure_pascal_build(patched_vllm, tmp_path, cuda12, torch_include, cutlass_source)
+    (command,) = [c for c in commands if c.source == "csrc/moe/moe_wna16.cu"]
+    stock_command = command.command.replace(str(patched_vllm.resolve()), str(stock_vllm.resolve()))
+    (result,) = compile_sources([type(command)(command.source, stock_command, command.directory)])
+    assert not result.ok and "atomicAdd" in result.errors
