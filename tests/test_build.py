@@ -151,15 +151,18 @@ def test_the_staging_cache_is_shared_between_variants_and_runs(built, mirror, tm
         assert "Restoring staging cache" in log.read_text()
 
 
-def test_killed_build_leaves_a_channel_that_indexes_solves_installs_and_resumes(tmp_path, mirror, capsys):
+def _start_sleeping_build(tmp_path: Path, mirror: Path) -> tuple[Path, Path, str, subprocess.Popen]:
+    """`pascal-forge build` of the fixture chain in a child process, held inside chain-mid's build.
+
+    The sleep goes into the build script, which is not part of the build string's hash, so
+    the package names are those of the unchanged recipe.
+    """
     recipes = fixture_recipes(tmp_path)
     channel = tmp_path / "channel"
     recipe = recipes / "chain-mid" / "recipe.yaml"
     original = recipe.read_text(encoding="utf-8")
-    # The build script (not part of the build string's hash) sleeps so the kill lands mid-build.
     recipe.write_text(original.replace("  script:\n", "  script:\n    - sleep 120\n", 1), encoding="utf-8")
-    log = tmp_path / "killed.out"
-    with log.open("w") as stream:
+    with (tmp_path / "child.out").open("w") as stream:
         process = subprocess.Popen(
             [sys.executable, "-m", "pascal_forge.cli", *build_argv(recipes, channel, mirror)],
             stdout=stream,
@@ -167,23 +170,29 @@ def test_killed_build_leaves_a_channel_that_indexes_solves_installs_and_resumes(
             start_new_session=True,
             cwd=tmp_path,
         )
-    try:
-        _wait_for(lambda: "+ sleep 120" in _read_logs(tmp_path / "build-logs", "chain-mid"), process)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert "building chain-mid" in log.read_text()
+    deadline = time.monotonic() + 60
+    while "+ sleep 120" not in _read_logs(tmp_path / "build-logs", "chain-mid"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the build never reached the sleeping step: {(tmp_path / 'child.out').read_text()}")
+        time.sleep(0.1)
+    return recipes, channel, original, process
 
-    # What the killed run finished is in the channel and listed; nothing else is.
+
+def _read_logs(log_dir: Path, name: str) -> str:
+    return "".join(p.read_text(errors="replace") for p in log_dir.glob(f"{name}-*.log"))
+
+
+def _assert_usable_and_resumable(tmp_path, recipes, channel, original, mirror, capsys) -> None:
+    # What the stopped run finished is in the channel and listed; nothing else is.
     assert {r["name"] for r in listed(channel).values()} == {"libchain", "chain-tools"}
-    assert sorted(p.name for p in (channel / SUBDIR).iterdir() if not p.name.endswith(".conda")) == [
-        "repodata.json"
-    ]
+    leftovers = [p.name for p in (channel / SUBDIR).iterdir() if not p.name.endswith(".conda")]
+    assert leftovers == ["repodata.json"]
     asyncio.run(index_fs(channel, write_shards=False))  # another indexer reads it too
     installed = install_from(channel, ["chain-tools"], tmp_path / "env", tmp_path / "cache")
     assert set(installed) == {"chain-tools", "libchain"}
 
-    recipe.write_text(original, encoding="utf-8")
+    (recipes / "chain-mid" / "recipe.yaml").write_text(original, encoding="utf-8")
     code, out = run_build(capsys, *build_argv(recipes, channel, mirror))
     assert code == 0, out
     assert "4 built, 4 skipped" in out
@@ -193,16 +202,29 @@ def test_killed_build_leaves_a_channel_that_indexes_solves_installs_and_resumes(
     assert "libchain 1.0.0" in run_in(prefix, "chain-mid")
 
 
-def _read_logs(log_dir: Path, name: str) -> str:
-    return "".join(p.read_text(errors="replace") for p in log_dir.glob(f"{name}-*.log"))
+def test_killed_build_leaves_a_channel_that_indexes_solves_installs_and_resumes(tmp_path, mirror, capsys):
+    recipes, channel, original, process = _start_sleeping_build(tmp_path, mirror)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert "building chain-mid" in (tmp_path / "child.out").read_text()
+    _assert_usable_and_resumable(tmp_path, recipes, channel, original, mirror, capsys)
 
 
-def _wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, "the build ended before it could be killed"
-        assert time.monotonic() < deadline, "the build never reached the sleeping step"
-        time.sleep(0.1)
+def test_ctrl_c_stops_at_once_and_says_how_to_resume(tmp_path, mirror, capsys):
+    """rattler-build swallows the KeyboardInterrupt raised in its callback; without the
+    build's own SIGINT handler the child would go on building for minutes."""
+    recipes, channel, original, process = _start_sleeping_build(tmp_path, mirror)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    try:
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert code == 2
+    out = (tmp_path / "child.out").read_text()
+    assert "run the same command again to resume" in out
+    assert "building chain-stack" not in out
+    _assert_usable_and_resumable(tmp_path, recipes, channel, original, mirror, capsys)
 
 
 def test_failing_build_stops_its_dependents_not_its_siblings(tmp_path, mirror, capsys):

@@ -6,6 +6,8 @@ import copy
 import fcntl
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +74,10 @@ class BuildOutcome:
     engine_seconds: float = 0.0
     log: Path | None = None
     message: str = ""
+
+
+class BuildInterrupted(PascalForgeError):
+    """Ctrl-C: the build stopped between packages; the channel is consistent."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,8 @@ def build_channel(
         prepare_channel(options.channel)
         pending = {b.position for b in pending_builds(builds, options.channel, force=options.force)}
         try:
-            outcomes = _build_in_order(plan, builds, pending, options, reporter)
+            with _stop_on_interrupt() as interrupted:
+                outcomes = _build_in_order(plan, builds, pending, options, reporter, interrupted)
         finally:
             remove_scratch(options.channel)
     return BuildReport(options.channel, tuple(outcomes), time.monotonic() - started)
@@ -166,10 +173,17 @@ def _build_in_order(
     pending: set[int],
     options: BuildOptions,
     reporter: BuildReporter,
+    interrupted: threading.Event,
 ) -> list[BuildOutcome]:
     not_built: set[int] = set()
     outcomes: list[BuildOutcome] = []
     for number, build in enumerate(builds, 1):
+        if interrupted.is_set():
+            done = ", ".join(f"{o.build.output.name} {o.build.output.build_string}" for o in outcomes[-1:])
+            raise BuildInterrupted(
+                f"interrupted after {done or 'nothing'}: the channel {options.channel} holds every package "
+                "finished so far; run the same command again to resume."
+            )
         blockers = [plan.builds[p] for p in build.needs if p in not_built]
         if blockers:
             names = ", ".join(f"{b.output.name} {b.output.build_string}" for b in blockers)
@@ -278,6 +292,25 @@ def _clear_finished_packages(work_dir: Path) -> None:
     for subdir in package_subdirs(work_dir):
         if subdir.name not in _KEPT_WORK:
             shutil.rmtree(subdir)
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into "stop after the running build".
+
+    rattler-build holds the GIL while it builds and swallows exceptions raised in its
+    progress callback, so Python's KeyboardInterrupt would be lost and the next build
+    would start. A terminal's Ctrl-C also reaches the build script, which then fails.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
