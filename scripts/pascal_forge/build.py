@@ -7,15 +7,16 @@ import fcntl
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
-from rattler_build import RenderedVariant, ToolConfiguration
+from rattler_build import BuildResult, RenderedVariant, ToolConfiguration
 
 from .channel import (
     channel_url,
@@ -213,16 +214,7 @@ def _build_one(
         log.write(f"channels (strict priority): {', '.join(channels)}")
         engine_started = time.monotonic()
         try:
-            result = _for_this_variant(build).run_build(
-                tool_config=ToolConfiguration(test_strategy=options.test_strategy, channel_priority="strict"),
-                output_dir=options.work_dir,
-                channels=channels,
-                progress_callback=log,
-                # The build id is a timestamp in the build folder's name, and that path is
-                # part of the staging cache key: with it, every output that inherits a
-                # staging output (libtorch, each pytorch) would redo its C++ build.
-                no_build_id=True,
-            )
+            result = _run_engine(build, options, channels, log, stream)
         except Exception as exc:  # rattler-build raises one error type per failing step
             engine = time.monotonic() - engine_started
             reason = " ".join(str(exc).split())
@@ -248,6 +240,22 @@ def _build_one(
     return BuildOutcome(
         build, "built", seconds=time.monotonic() - started, engine_seconds=engine, log=log_path
     )
+
+
+def _run_engine(
+    build: PlannedBuild, options: BuildOptions, channels: list[str], log: BuildLog, stream: IO[str]
+) -> BuildResult:
+    with _stderr_into(stream):
+        return _for_this_variant(build).run_build(
+            tool_config=ToolConfiguration(test_strategy=options.test_strategy, channel_priority="strict"),
+            output_dir=options.work_dir,
+            channels=channels,
+            progress_callback=log,
+            # The build id is a timestamp in the build folder's name, and that path is part
+            # of the staging cache key: with it, every output that inherits a staging output
+            # (libtorch, each pytorch) would redo its C++ build.
+            no_build_id=True,
+        )
 
 
 def _for_this_variant(build: PlannedBuild) -> RenderedVariant:
@@ -292,6 +300,23 @@ def _clear_finished_packages(work_dir: Path) -> None:
     for subdir in package_subdirs(work_dir):
         if subdir.name not in _KEPT_WORK:
             shutil.rmtree(subdir)
+
+
+@contextmanager
+def _stderr_into(stream: IO[str]) -> Iterator[None]:
+    """Send what rattler-build writes to stderr itself into the build's log.
+
+    On a terminal it draws its own progress bars there, through the live view; sent to a
+    file it draws none, and anything else it prints lands in the log with the rest.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextmanager

@@ -94,6 +94,7 @@ class LiveReporter:
     def __init__(self, console: Console, refresh_seconds: float = 0.25) -> None:
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._title = ""
+        self._log = ""
         self._started = 0.0
         self._refresh_seconds = refresh_seconds
         self._refreshed = 0.0
@@ -108,7 +109,8 @@ class LiveReporter:
 
     def build_started(self, build: PlannedBuild, number: int, total: int, log: Path) -> None:
         self._tail.clear()
-        self._title = f"[{number}/{total}] building {describe(build)}  (log: {log})"
+        self._title = f"[{number}/{total}] building {describe(build)}"
+        self._log = str(log)
         self._started = time.monotonic()
         self._refresh(force=True)
 
@@ -131,7 +133,7 @@ class LiveReporter:
         if not self._title:
             return Text("")
         elapsed = time.monotonic() - self._started
-        lines = [Text(f"{self._title}  {_duration(elapsed)}", style="bold")]
+        lines = [Text(f"{self._title}  {_duration(elapsed)}", style="bold"), Text(f"  log: {self._log}")]
         lines += [Text("  " + line, style="dim", overflow="ellipsis", no_wrap=True) for line in self._tail]
         return Group(*lines)
 
