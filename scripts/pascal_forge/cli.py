@@ -22,7 +22,7 @@ from .doctor import diagnose, probe
 from .errors import PascalForgeError
 from .patches import check_recipe_patches
 from .plan import Plan, make_plan
-from .preflight import preflight
+from .preflight import preflight, unbuilt_needs
 from .progress import closing_message, dry_run_table, reporter_for, summary_table
 from .recipes import discover_recipes
 from .rerender import rerender, stale_files, write
@@ -226,6 +226,7 @@ def _run_build(args: argparse.Namespace) -> int:
     prepare_channel(args.channel)
     if not args.no_preflight:
         findings = preflight(pending_builds(selected, args.channel, force=args.force), options.work_dir)
+        findings += unbuilt_needs(plan, selected)
         for finding in findings:
             console.print(f"preflight {finding.severity}: {finding.message}", highlight=False, soft_wrap=True)
         if any(f.severity == "error" for f in findings):

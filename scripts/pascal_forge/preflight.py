@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .plan import PlannedBuild
+from .plan import Plan, PlannedBuild
 from .variants import CUDA_KEY, FIRST_CUDA_WITHOUT_PASCAL
 
 # Recipes declare what their build needs on disk under `extra:`, e.g. `build-disk-gib: 30`.
@@ -53,6 +53,26 @@ def preflight(
     findings = _cuda_findings(builds) + _disk_findings(builds, work_dir)
     if check_sources:
         findings += source_findings(builds, work_dir, timeout=timeout)
+    return findings
+
+
+def unbuilt_needs(plan: Plan, builds: Sequence[PlannedBuild]) -> list[Finding]:
+    """Warnings for what `--only` leaves out: needed packages that are neither being built
+    nor in the channel, so they must come from a source channel (or the build fails)."""
+    chosen = {b.position for b in builds}
+    findings = []
+    for build in builds:
+        for need in build.needs:
+            needed = plan.builds[need]
+            if need not in chosen and not needed.in_channel:
+                findings.append(
+                    Finding(
+                        "warning",
+                        f"recipe {build.output.recipe}: {build.output.name} {build.output.build_string} "
+                        f"needs {needed.output.filename}, which is neither in the channel nor selected; "
+                        "it will be looked for in the source channels.",
+                    )
+                )
     return findings
 
 
