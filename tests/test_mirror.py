@@ -355,7 +355,15 @@ def partial_bytes(dest: Path) -> int:
 def interrupt_mirror(url: str, dest: Path, how: signal.Signals) -> str:
     """Run `pascal-forge mirror` in its own process, signal it once new bytes arrive; return its stderr."""
     command = [sys.executable, "-m", "pascal_forge.cli", "mirror", url, str(dest), "--jobs", "2"]
-    run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        # A shell running the suite as a background job leaves SIGINT ignored in its children;
+        # a user's terminal does not, and that is the case under test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     start, deadline = partial_bytes(dest), time.monotonic() + 60
     while partial_bytes(dest) <= start:
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
