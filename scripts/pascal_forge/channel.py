@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import errno
 import fcntl
-import functools
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from rattler.index import index_fs
 
 from .errors import ChannelError
+from .rattler_run import run_rattler
 
 REPODATA = "repodata.json"
 
@@ -43,11 +40,6 @@ def indexed_files(channel_dir: Path, subdir: str) -> set[str]:
 # deleted; publishing the channel elsewhere is where compression belongs.
 _STALE_INDEX_FILES = (REPODATA + ".zst", "repodata_shards.msgpack.zst")
 _STALE_SHARDS = "shards"
-# rattler's indexer finishes on a tokio thread that still holds a Python thread state for
-# a moment after the awaited result arrives; an interpreter that exits in that moment
-# aborts ("PyGILState_Release: thread state ... must be current"; 14 of 20 bare runs
-# here). Waiting a few milliseconds before the interpreter exits closes the window (0 of 30).
-_INDEXER_SETTLE_SECONDS = 0.005
 PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 # Scratch names inside the channel start with a dot: indexers and installers ignore them.
 _INDEX_SCRATCH = ".pascal-forge-index"
@@ -81,8 +73,7 @@ def index_channel(
         for subdir in sorted(wanted):
             _stage_subdir(channel_dir / subdir, scratch / subdir, replaced)
         try:
-            _settle_indexer_at_exit()
-            asyncio.run(index_fs(scratch, write_zst=False, write_shards=False))
+            run_rattler(index_fs(scratch, write_zst=False, write_shards=False))
         except Exception as exc:  # rattler raises its own error types, and panics as exceptions
             raise ChannelError(
                 f"{channel_dir}: rattler cannot index the channel: {exc}. "
@@ -96,11 +87,6 @@ def index_channel(
             shutil.rmtree(channel_dir / subdir / _STALE_SHARDS, ignore_errors=True)
     if not keep_scratch:
         remove_scratch(channel_dir)
-
-
-@functools.cache
-def _settle_indexer_at_exit() -> None:
-    atexit.register(time.sleep, _INDEXER_SETTLE_SECONDS)
 
 
 def package_subdirs(directory: Path) -> list[Path]:

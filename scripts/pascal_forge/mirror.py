@@ -11,7 +11,6 @@ A failure in phases 1-3 leaves the destination's repodata, and so what installs 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import http.client
@@ -23,14 +22,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from .errors import PascalForgeError
+from .rattler_run import run_rattler
 
 REPODATA = "repodata.json"
 # Indexes derived from repodata.json; a copy left over from an older state would contradict the new one.
@@ -43,8 +43,6 @@ DERIVED_INDEXES = (
 PARTIAL_SUFFIX = ".partial"
 CHUNK = 1 << 20
 HTTP_TIMEOUT = 60.0
-RATTLER_SETTLE_SECONDS = 0.05
-T = TypeVar("T")
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(conda|tar\.bz2)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SUBDIR_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -670,7 +668,7 @@ def solve_closure(
             for name, version, build in virtual
         ]
         try:
-            records = run_settled(
+            records = run_rattler(
                 solve_with_sparse_repodata(
                     request.specs, sparse, virtual_packages=packages, constraints=constraints
                 )
@@ -684,19 +682,6 @@ def solve_closure(
             ) from exc
         base = Path(scratch).as_uri()
     return {(int(r.url[len(base) + 1 :].split("/")[0]), r.subdir, r.file_name) for r in records}
-
-
-def run_settled(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a rattler coroutine, then let its worker thread let go of Python.
-
-    rattler's tokio thread still holds a Python thread state a moment after the result arrives;
-    a process that exits in that moment crashes (SIGSEGV or "PyGILState_Release: thread state
-    must be current"; 1 in 8 CLI runs here, none in 20 with the pause).
-    """
-    try:
-        return asyncio.run(coroutine)
-    finally:
-        time.sleep(RATTLER_SETTLE_SECONDS)
 
 
 # ------------------------------------------------------------------------------------------------ fetch

@@ -31,8 +31,10 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from .channel import index_channel
 from .errors import PascalForgeError
-from .mirror import REPODATA, S3Settings, file_sha256, parse_repodata, run_settled, split_s3_url
+from .mirror import REPODATA, S3Settings, file_sha256, parse_repodata, split_s3_url
+from .rattler_run import run_rattler
 
 KEYRING_SERVICE = "rattler"  # where rattler (and so rattler-build) keeps tokens in the keyring
 
@@ -292,9 +294,9 @@ class _DirectoryStore(_Store):
             os.close(handle)
             shutil.copyfile(package.path, temp)
             os.replace(temp, folder / package.filename)
-        from rattler.index import index_fs
-
-        _run_indexer(index_fs(self.root, write_zst=False, write_shards=False))
+        # The same atomic indexing as a build: readers of the published channel never see
+        # a repodata.json that lists a file not yet there.
+        index_channel(self.root, {package.subdir for package in packages})
 
 
 class _S3Store(_Store):
@@ -353,7 +355,7 @@ class _S3Store(_Store):
 
 def _run_indexer(indexing: Coroutine[Any, Any, None]) -> None:
     try:
-        run_settled(indexing)
+        run_rattler(indexing)
     except Exception as exc:  # rattler raises its own error types
         raise PublishError(f"rattler could not index the published channel: {exc}") from exc
 

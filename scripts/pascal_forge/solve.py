@@ -7,7 +7,6 @@ for the machine described by its virtual packages (`__cuda`, `__cuda_arch`, `__g
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from rattler.exceptions import GatewayError, SolverError
 from .doctor import LAST_PASCAL_DRIVER, MIN_DRIVER_CUDA, version_tuple
 from .errors import PascalForgeError, RecipeError
 from .plan import Plan, make_plan
+from .rattler_run import run_rattler
 from .render import DEFAULT_PLATFORM, RenderedOutput
 
 # Every package name this repository ships. Strict channel priority hides conda-forge's
@@ -186,7 +186,7 @@ def solve(
     wanted = list(specs) + ([f"python {python}.*"] if python else [])
     sources = [_source(c) for c in channels]
     try:
-        records = asyncio.run(
+        records = run_rattler(
             rattler_solve(
                 sources=sources,
                 specs=wanted,
