@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from pascal_forge.mirror import file_sha256, mirror_channel
+from pascal_forge.mirror import mirror_channel
+from pascal_forge.sources import sha256_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mirror_support import PLATFORM, index_channel, synthesize_packages
@@ -83,7 +84,7 @@ def copy_then_check(url: str, names: list[str], dest: Path, jobs: int) -> None:
     """The careful plain copy: download, then sha256 every file (what the mirror does in one pass)."""
     plain_copy(url, names, dest, jobs)
     for name in names:
-        file_sha256(dest / name)
+        sha256_of(dest / name)
 
 
 def throughput(scratch: Path, files: int, mib: int, jobs: int, repeat: int) -> None:

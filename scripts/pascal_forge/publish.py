@@ -33,8 +33,9 @@ import httpx
 
 from .channel import index_channel
 from .errors import PascalForgeError
-from .mirror import REPODATA, S3Settings, file_sha256, parse_repodata, split_s3_url
+from .mirror import REPODATA, S3Settings, parse_repodata, split_s3_url
 from .rattler_run import run_rattler
+from .sources import sha256_of
 
 KEYRING_SERVICE = "rattler"  # where rattler (and so rattler-build) keeps tokens in the keyring
 
@@ -252,7 +253,7 @@ def local_packages(channel: Path) -> list[LocalPackage]:
             path = repodata.parent / entry.filename
             if not path.is_file():
                 problems.append(f"{entry.label}: listed in {repodata} but missing; re-index the channel")
-            elif path.stat().st_size != entry.size or file_sha256(path) != entry.sha256:
+            elif path.stat().st_size != entry.size or sha256_of(path) != entry.sha256:
                 problems.append(f"{entry.label}: differs from its record in {repodata}; re-index the channel")
             else:
                 packages.append(LocalPackage(subdir, entry.filename, path, entry.sha256, entry.size))
@@ -284,7 +285,7 @@ class _DirectoryStore(_Store):
 
     def sha256_of(self, package: LocalPackage) -> str | None:
         path = self.root / package.subdir / package.filename
-        return file_sha256(path) if path.is_file() else None
+        return sha256_of(path) if path.is_file() else None
 
     def upload(self, packages: Sequence[LocalPackage]) -> None:
         for package in packages:

@@ -1,0 +1,98 @@
+"""What a source channel must pass before anything of it is trusted: names, repodata, checksums."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .model import PACKAGE_NAME, REPODATA, SHA256, SUBDIR_NAME, MirrorError, PackageEntry, SubdirIndex
+
+if TYPE_CHECKING:
+    from .endpoints import Source
+
+
+def unsafe_name_reason(name: object) -> str | None:
+    """Why a file name from a repodata must not become a path on our side, or None when it is safe."""
+    if not isinstance(name, str):
+        return "is not a string"
+    if "/" in name or "\\" in name or "\x00" in name:
+        return "contains a path separator"
+    if ".." in name:
+        return "contains '..'"
+    if not PACKAGE_NAME.match(name):
+        return "is not a .conda or .tar.bz2 package file name"
+    return None
+
+
+def parse_repodata(
+    subdir: str, raw: bytes, source_label: str, origin: int = 0
+) -> tuple[SubdirIndex | None, list[str]]:
+    where = f"{source_label}/{subdir}/{REPODATA}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, [f"{where} does not parse as JSON ({exc}); fix or re-index the source channel"]
+    if not isinstance(data, dict):
+        return None, [f"{where} is not a JSON object; fix or re-index the source channel"]
+    problems: list[str] = []
+    entries: dict[str, PackageEntry] = {}
+    for key in ("packages", "packages.conda"):
+        packages = data.get(key) or {}
+        if not isinstance(packages, dict):
+            problems.append(f"{where}: '{key}' is not an object")
+            continue
+        for name, record in packages.items():
+            reason = unsafe_name_reason(name)
+            if reason:
+                problems.append(f"{subdir}/{name!r}: file name {reason}; refusing to write it anywhere")
+                continue
+            sha256 = record.get("sha256") if isinstance(record, dict) else None
+            size = record.get("size") if isinstance(record, dict) else None
+            if not isinstance(sha256, str) or not SHA256.match(sha256):
+                problems.append(f"{subdir}/{name}: no valid sha256 in the source repodata to check against")
+                continue
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                problems.append(f"{subdir}/{name}: no valid size in the source repodata to check against")
+                continue
+            entries[name] = PackageEntry(subdir, name, sha256, size, origin)
+    base_url = (data.get("info") or {}).get("base_url") if isinstance(data.get("info"), dict) else None
+    if base_url:
+        problems.append(f"{where}: packages live under info.base_url {base_url}; mirror that instead")
+    return SubdirIndex(subdir, raw, data, entries), problems
+
+
+def read_source(
+    source: Source, subdirs: Sequence[str] | None, origin: int = 0, explicit: bool | None = None
+) -> dict[str, SubdirIndex]:
+    """Phase 1: every requested subdir's repodata, checked; raises MirrorError listing every problem.
+
+    With `explicit`, a requested subdir the source lacks is a problem (default: when subdirs are named).
+    """
+    explicit = bool(subdirs) if explicit is None else explicit
+    wanted = list(subdirs) if subdirs else source.list_subdirs()
+    problems: list[str] = []
+    indexes: dict[str, SubdirIndex] = {}
+    for subdir in wanted:
+        if not SUBDIR_NAME.match(subdir):
+            problems.append(f"{subdir!r}: not a subdir name (like linux-64 or noarch)")
+            continue
+        try:
+            raw = source.read(f"{subdir}/{REPODATA}")
+        except (OSError, http.client.HTTPException) as exc:
+            problems.append(f"{source.label}/{subdir}/{REPODATA}: could not be read ({exc})")
+            continue
+        if raw is None:
+            if explicit:
+                problems.append(f"{source.label}/{subdir}/{REPODATA}: not found; is {subdir} a subdir of it?")
+            continue
+        index, found = parse_repodata(subdir, raw, source.label, origin)
+        problems.extend(found)
+        if index:
+            indexes[subdir] = index
+    if problems:
+        raise MirrorError(f"refusing the source channel {source.label}", problems)
+    if not indexes:
+        raise MirrorError(f"nothing to mirror from {source.label}", ["no subdir with a repodata.json found"])
+    return indexes

@@ -1,0 +1,301 @@
+"""One mirror run: read and check the sources, plan, fetch and verify, then swap the index in.
+
+A mirror run has four phases, and only the last one changes what a reader of the destination sees:
+1. read and check every source repodata.json (names, sha256, size): any bad input stops the run;
+2. plan: which files the destination lacks (unchanged files are not fetched again);
+3. fetch into hidden partial files, bounded in parallel, each checked against the sha256 and size of
+   the source repodata before it gets its visible name (a partial left by an interrupted run resumes);
+4. if every file arrived intact, swap each subdir's repodata.json in atomically.
+A failure in phases 1-3 leaves the destination's repodata, and so what installs see, as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import PascalForgeError
+from .checks import read_source
+from .closure import solve_closure
+from .endpoints import Destination, Source, open_destination, open_source
+from .model import (
+    CHUNK,
+    ClosureRequest,
+    MirrorError,
+    MirrorInterrupted,
+    MirrorReport,
+    PackageEntry,
+    Progress,
+    S3Settings,
+    SilentProgress,
+    SubdirIndex,
+    merged_repodata,
+)
+
+
+class _Stopped(Exception):
+    pass
+
+
+@dataclass
+class _Fetcher:
+    sources: Sequence[Source]
+    destination: Destination
+    progress: Progress
+    stop: threading.Event
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    fetched_bytes: int = 0
+
+    def fetch(self, entry: PackageEntry) -> Path:
+        """Download into a hidden partial file and check it; return the verified file, raise on damage."""
+        partial = self.destination.partial(entry.subdir, entry.filename)
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > entry.size:
+            partial.unlink()
+            have = 0
+        digest = hashlib.sha256()
+        if have:
+            with open(partial, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+        if have < entry.size or not partial.exists():
+            have, digest = self._download(entry, partial, have, digest)
+        if have != entry.size:
+            raise MirrorError(
+                "download cut short",
+                [f"{entry.label}: got {have} of {entry.size} bytes (truncated); run again to resume it"],
+            )
+        actual = digest.hexdigest()
+        if actual != entry.sha256:
+            partial.unlink()
+            raise MirrorError(
+                "checksum mismatch",
+                [f"{entry.label}: sha256 {actual} does not match the source repodata's {entry.sha256}"],
+            )
+        return partial
+
+    def _download(self, entry: PackageEntry, partial: Path, have: int, digest: Any) -> tuple[int, Any]:
+        receiving = False
+        try:
+            with self.sources[entry.origin].stream(entry.label, have) as (honoured, chunks):
+                receiving = True
+                if honoured != have:  # the source cannot resume: start over
+                    have, digest = 0, hashlib.sha256()
+                with open(partial, "ab" if have else "wb") as out:
+                    for chunk in chunks:
+                        if self.stop.is_set():
+                            raise _Stopped(entry.label)
+                        if have + len(chunk) > entry.size:
+                            raise MirrorError(
+                                "download too long",
+                                [f"{entry.label}: the source sends more than its {entry.size} bytes"],
+                            )
+                        out.write(chunk)
+                        digest.update(chunk)
+                        have += len(chunk)
+                        with self.lock:
+                            self.fetched_bytes += len(chunk)
+                        self.progress.advance(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, urllib.error.URLError) or not receiving:
+                raise MirrorError("download failed", [f"{entry.label}: {exc}"]) from exc
+            # A connection cut mid-body: what arrived stays in the partial file for the next run.
+            return have, digest
+        except Exception as exc:
+            if type(exc).__module__.startswith(("botocore", "urllib3")):
+                raise MirrorError("download failed", [f"{entry.label}: {exc}"]) from exc
+            raise
+        return have, digest
+
+
+def _known_sha256(repodata: bytes | None) -> dict[str, str]:
+    """name -> sha256 the destination's current repodata promises (trusted: we checked them on arrival)."""
+    if not repodata:
+        return {}
+    try:
+        data = json.loads(repodata)
+        return {
+            name: record["sha256"]
+            for key in ("packages", "packages.conda")
+            for name, record in (data.get(key) or {}).items()
+            if isinstance(record, dict) and isinstance(record.get("sha256"), str)
+        }
+    except (ValueError, AttributeError):
+        return {}
+
+
+def plan_transfers(
+    destination: Destination, entries: Sequence[PackageEntry], verify_existing: bool = False
+) -> tuple[list, list, list]:
+    """Split entries into (keep, fetch-new, fetch-replacing): replacing ones change a visible file."""
+    keep: list[PackageEntry] = []
+    new: list[PackageEntry] = []
+    replacing: list[PackageEntry] = []
+    by_subdir: dict[str, list[PackageEntry]] = {}
+    for entry in entries:
+        by_subdir.setdefault(entry.subdir, []).append(entry)
+    for subdir, subdir_entries in by_subdir.items():
+        present = destination.present(subdir)
+        promised = {} if verify_existing else _known_sha256(destination.repodata(subdir))
+        for entry in subdir_entries:
+            size = present.get(entry.filename)
+            if size is None:
+                new.append(entry)
+            elif size == entry.size and (
+                promised.get(entry.filename) == entry.sha256
+                or destination.has_sha256(subdir, entry.filename, entry.sha256)
+            ):
+                keep.append(entry)
+            else:
+                replacing.append(entry)
+    return keep, new, replacing
+
+
+def mirror_channel(
+    source_url: str,
+    destination_url: str,
+    *,
+    subdirs: Sequence[str] | None = None,
+    closure: ClosureRequest | None = None,
+    with_channels: Sequence[str] = (),
+    jobs: int = 4,
+    progress: Progress | None = None,
+    s3: S3Settings | None = None,
+    staging: Path | None = None,
+    verify_existing: bool = False,
+) -> MirrorReport:
+    """Mirror `source_url` into `destination_url`; raises MirrorError with the destination unchanged.
+
+    With `closure`, only what installing its specs needs is copied; `with_channels` (say, a
+    conda-forge mirror) are solved together with the source, after it, and the packages the
+    solution takes from them land in the same destination, so it installs on its own.
+    """
+    if jobs < 1:
+        raise PascalForgeError(f"--jobs {jobs}: at least one download at a time is needed")
+    if with_channels and not closure:
+        raise PascalForgeError("--with adds channels to a closure's solve; add --closure SPEC")
+    progress = progress or SilentProgress()
+    s3 = s3 or S3Settings()
+    started = time.monotonic()
+    sources = [open_source(url, s3) for url in (source_url, *with_channels)]
+    try:
+        if closure and not subdirs:
+            subdirs = [closure.platform, "noarch"]
+        channels = [read_source(sources[0], subdirs)] + [
+            read_source(source, subdirs, origin, explicit=False)
+            for origin, source in enumerate(sources[1:], start=1)
+        ]
+        chosen = solve_closure(channels, closure) if closure else None
+        selected, parts = _select(channels, chosen)
+        destination = open_destination(destination_url, s3, staging)
+        report = MirrorReport(subdirs=sorted(parts), selected=selected)
+        keep, new, replacing = plan_transfers(destination, selected, verify_existing)
+        report.kept = len(keep)
+        verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
+        # Every file is intact: make replacements visible, then swap each repodata in.
+        for entry in replacing:
+            destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
+        for subdir in sorted(parts, key=lambda name: name == "noarch"):
+            destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
+    finally:
+        for source in sources:
+            source.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _select(
+    channels: Sequence[dict[str, SubdirIndex]], chosen: set[tuple[int, str, str]] | None
+) -> tuple[list[PackageEntry], dict[str, list[tuple[SubdirIndex, set[str] | None]]]]:
+    """The entries to copy, and per subdir which records of which channel its repodata lists."""
+    selected: dict[tuple[str, str], PackageEntry] = {}
+    parts: dict[str, list[tuple[SubdirIndex, set[str] | None]]] = {}
+    problems = []
+    for origin, indexes in enumerate(channels):
+        for subdir, index in indexes.items():
+            names = None if chosen is None else {n for o, s, n in chosen if (o, s) == (origin, subdir)}
+            if names is not None and not names and origin:
+                continue
+            parts.setdefault(subdir, []).append((index, names))
+            for entry in index.entries.values():
+                if names is not None and entry.filename not in names:
+                    continue
+                earlier = selected.setdefault((subdir, entry.filename), entry)
+                if earlier.sha256 != entry.sha256:
+                    problems.append(f"{entry.label}: two channels hold different files under this name")
+    if problems:
+        raise MirrorError("the channels disagree", problems)
+    return list(selected.values()), parts
+
+
+def _fetch_all(
+    sources: Sequence[Source],
+    destination: Destination,
+    new: list[PackageEntry],
+    replacing: set[PackageEntry],
+    jobs: int,
+    progress: Progress,
+    report: MirrorReport,
+) -> dict[PackageEntry, Path]:
+    """Phase 3. New files get their visible name at once; replacements wait for the commit phase."""
+    entries = new + sorted(replacing, key=lambda e: e.label)
+    progress.start(len(entries), sum(e.size for e in entries))
+    fetcher = _Fetcher(sources, destination, progress, threading.Event())
+    verified: dict[PackageEntry, Path] = {}
+    problems: list[str] = []
+    in_flight: dict[Future, PackageEntry] = {}
+
+    def settle(future: Future, entry: PackageEntry) -> None:
+        try:
+            path = future.result()
+        except MirrorError as exc:
+            problems.extend(exc.problems)
+            return
+        except _Stopped:
+            return
+        if entry in replacing:
+            verified[entry] = path
+        else:
+            destination.publish_file(entry.subdir, entry.filename, path, entry.sha256)
+        report.fetched.append(entry.label)
+        progress.file_done(entry.label)
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mirror")
+    try:
+        pending = iter(entries)
+        for entry in pending:
+            in_flight[pool.submit(fetcher.fetch, entry)] = entry
+            while len(in_flight) >= jobs * 2:
+                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    settle(future, in_flight.pop(future))
+        while in_flight:
+            done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for future in done:
+                settle(future, in_flight.pop(future))
+    except KeyboardInterrupt:
+        fetcher.stop.set()
+        stopped = sorted(entry.label for future, entry in in_flight.items() if not future.done())
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise MirrorInterrupted(
+            "interrupted",
+            [f"{label}: stopped mid-transfer; its partial file resumes on the next run" for label in stopped]
+            or ["stopped between files; the next run continues where this one ended"],
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    report.fetched_bytes = fetcher.fetched_bytes
+    if problems:
+        origins = ", ".join(source.label for source in sources)
+        raise MirrorError(f"{len(problems)} file(s) did not arrive intact from {origins}", problems)
+    return verified
