@@ -187,7 +187,8 @@ def configure_pascal_build(
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     log = result.stdout + result.stderr
     if result.returncode != 0:
-        raise VllmCheckError(f"vLLM's CMake configure for {arch_list} failed:\n{log[-4000:]}")
+        archs = "\n".join(line for line in log.splitlines() if "target architectures" in line)
+        raise VllmCheckError(f"vLLM's CMake configure for {arch_list} failed:\n{archs}\n...\n{log[-4000:]}")
     entries = json.loads((build_dir / "cmake" / "compile_commands.json").read_text())
     commands = [
         CompileCommand(
@@ -359,8 +360,10 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
     original_run = JITFunction.run
 
     def compile_only_run(self, *args, grid, warmup, **kwargs):
+        # Recorded before compiling, so a compile error is reported against this kernel.
+        launches.append({"kernel": self.fn.__name__, "compiled": None})
         kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
-        launches.append({"kernel": self.fn.__name__, "compiled": kernel})
+        launches[-1]["compiled"] = kernel
         return kernel
 
     # Not driver.reset_active() afterwards: that would create Triton's real CUDA driver,
@@ -407,37 +410,34 @@ def _use_cuda_platform() -> None:
 def _probe_main(capability: int, report: Path, only: str = "") -> None:
     from pascal_forge import vllm_kernel_cases
 
-    rows: list[dict] = []
+    rows: list[KernelResult] = []
     with _pascal_gpu(capability), _compile_only_launches(capability) as launches:
         _use_cuda_platform()
         for case_name, case in vllm_kernel_cases.CASES.items():
             if only not in case_name:
                 continue
             start = len(launches)
+            error = ""
             try:
                 case()
-            except Exception as exc:  # a compile error of this case's kernel; the table shows it
-                message = f"{type(exc).__name__}: {exc}".strip()
-                kernel = launches[-1]["kernel"] if len(launches) > start else "?"
-                rows.append(
-                    asdict(
-                        KernelResult(
-                            case_name, kernel, capability, False, 0, 0, message.splitlines()[0][:300]
-                        )
+            except Exception as exc:  # the table reports it against the kernel being compiled
+                error = f"{type(exc).__name__}: {exc}".strip()[:2000]
+            names = [launch["kernel"] for launch in launches[start:]] or ["?"]
+            for number, name in enumerate(names):
+                # One case may launch a kernel twice (fused MoE: gate/up, then down).
+                label = f"{name} #{names[:number].count(name) + 1}" if names.count(name) > 1 else name
+                compiled = launches[start + number]["compiled"] if launches[start:] else None
+                if compiled is None:
+                    reason = error or "not compiled"
+                    rows.append(KernelResult(case_name, label, capability, False, 0, 0, reason))
+                else:
+                    metadata = compiled.metadata
+                    rows.append(
+                        KernelResult(case_name, label, capability, True, metadata.shared, metadata.num_warps)
                     )
-                )
-                rows[-1]["error"] = message[:2000]
-                continue
-            for launch in launches[start:]:
-                metadata = launch["compiled"].metadata
-                rows.append(
-                    asdict(
-                        KernelResult(
-                            case_name, launch["kernel"], capability, True, metadata.shared, metadata.num_warps
-                        )
-                    )
-                )
-    report.write_text(json.dumps(rows, indent=1))
+            if error and all(row.ok for row in rows[-len(names) :]):
+                rows.append(KernelResult(case_name, "(launcher)", capability, False, 0, 0, error))
+    report.write_text(json.dumps([asdict(row) for row in rows], indent=1))
 
 
 def _refusal(action: Callable[[], object]) -> str:
