@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ from solve_support import UPSTREAM, upstream_repodata
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.cli import main
 from pascal_forge.doctor import MIN_DRIVER_CUDA
+from pascal_forge.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
 from pascal_forge.plan import make_plan
+from pascal_forge.recipes import Recipe
 from pascal_forge.solve import (
     OUR_BUILD_MARK,
     OUR_NAMES,
@@ -40,24 +41,17 @@ from pascal_forge.solve import (
     unmet_requirements,
     write_channel,
 )
-from pascal_forge.sources import UpstreamArtifact, fetch
 
 PASCAL = "6.1"
 DRIVERS = ("12.6", "12.9", "13.0")
 # The CUDA build a solver must pick for each driver: our builds carry `__cuda >=<their CUDA>`.
 EXPECTED_BUILD = {"12.6": "cuda126", "12.9": "cuda129", "13.0": "cuda129"}
-VLLM_SDIST = UpstreamArtifact(
-    project="vllm",
-    filename="vllm-0.14.0.tar.gz",
-    sha256="ed86c6a9d22fbfd059648794493cad88444c71688f3ff6efcb26c5ca353f0e5d",
-)
 # pip evaluates markers for the installing machine: linux-64 with the Python of the env.
 LINUX_312 = {"platform_machine": "x86_64", "sys_platform": "linux", "python_version": "3.12"}
 # vLLM 0.14.0 requirement lines with no conda package in our vllm run list. None serves Pascal
-# (FlashInfer needs sm_75; gRPC and SageMaker entrypoints; Ray for multi-node), so the vllm
-# build must drop them from vLLM's metadata, as use_existing_torch.py drops torch, or
-# `pip check` fails on them.
-DROP_AT_BUILD = {
+# (FlashInfer needs sm_75; gRPC and SageMaker entrypoints; Ray for multi-node); patches 0010 and
+# 0011 of the vllm recipe drop them from vLLM's metadata, or `pip check` fails on them.
+STOCK_PIP_CHECK_GAPS = {
     "flashinfer-python==0.5.3",
     "grpcio>=1.76.0",
     "grpcio-reflection>=1.76.0",
@@ -325,23 +319,32 @@ def test_cli_solve_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert all(OUR_BUILD_MARK in p["build"] and p["channel"] != str(UPSTREAM) for p in family.values())
 
 
-def _vllm_requirement_lines(sdist: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def vllm_trees(upstream_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The 0.14.0 sdist as released, and with the vllm recipe's patch series applied."""
+    recipe = Recipe(name="vllm", directory=RECIPES / "vllm")
+    target = patch_check_target(recipe)
+    assert target is not None
+    stock = unpack_artifact(target, tmp_path_factory.mktemp("stock"), upstream_cache)
+    patched = unpack_artifact(target, tmp_path_factory.mktemp("patched"), upstream_cache)
+    apply_series(recipe_patch_series(recipe, VARIANT_CONFIG), patched, target.path_map)
+    return stock, patched
+
+
+def _vllm_requirement_lines(tree: Path) -> list[str]:
     """requirements/cuda.txt with its `-r` includes, as vLLM's setup.py reads them."""
-    with tarfile.open(sdist) as archive:
 
-        def read(name: str) -> list[str]:
-            member = archive.extractfile(f"vllm-0.14.0/requirements/{name}")
-            assert member is not None
-            lines = []
-            for line in member.read().decode().splitlines():
-                lines += read(line.split()[1]) if line.startswith("-r ") else [line]
-            return lines
+    def read(name: str) -> list[str]:
+        lines = []
+        for line in (tree / "requirements" / name).read_text().splitlines():
+            lines += read(line.split()[1]) if line.startswith("-r ") else [line]
+        return lines
 
-        return read("cuda.txt")
+    return read("cuda.txt")
 
 
-def test_our_versions_satisfy_vllm_requirements(upstream_cache: Path) -> None:
-    lines = _vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache))
+def test_our_versions_satisfy_vllm_requirements(vllm_trees: tuple[Path, Path]) -> None:
+    lines = _vllm_requirement_lines(vllm_trees[0])
     declared = declared_python_versions(make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built")))
     assert declared == {"torch": "2.9.1", "triton": "3.6.0", "vllm": "0.14.0"}
     assert any(line.startswith("torch==2.9.1") for line in lines)
@@ -350,9 +353,9 @@ def test_our_versions_satisfy_vllm_requirements(upstream_cache: Path) -> None:
     assert unmet_requirements(lines, {"torchvision": "0.24.1", "torchaudio": "2.9.1"}, LINUX_312) == []
 
 
-def test_a_git_version_of_torch_fails_vllm_requirements(upstream_cache: Path) -> None:
+def test_a_git_version_of_torch_fails_vllm_requirements(vllm_trees: tuple[Path, Path]) -> None:
     """Twin: the hand-built wheel's `2.9.1a0+gitd38164a` made pip complain; the check must too."""
-    lines = _vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache))
+    lines = _vllm_requirement_lines(vllm_trees[0])
     unmet = unmet_requirements(lines, {"torch": "2.9.1a0+gitd38164a", "triton": "3.6.0"}, LINUX_312)
     assert unmet == ["torch==2.9.1 (our build reports torch 2.9.1a0+gitd38164a)"]
 
@@ -366,20 +369,29 @@ def _vllm_run_specs(planned: dict[str, dict[str, Any]]) -> list[str]:
     return next(r["depends"] for r in planned["linux-64"]["packages.conda"].values() if r["name"] == "vllm")
 
 
-def test_only_lines_the_build_must_drop_lack_a_conda_package(
-    planned: dict[str, dict[str, Any]], upstream_cache: Path
+def test_every_requirement_of_the_patched_vllm_has_a_conda_package(
+    planned: dict[str, dict[str, Any]], vllm_trees: tuple[Path, Path]
 ) -> None:
-    lines = _as_built(_vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache)))
+    """pip check in an installed environment is clean: no line lacks a conda package."""
+    lines = _as_built(_vllm_requirement_lines(vllm_trees[1]))
+    assert requirements_without_conda_package(lines, _vllm_run_specs(planned), LINUX_312) == []
+
+
+def test_the_released_requirements_would_fail_pip_check(
+    planned: dict[str, dict[str, Any]], vllm_trees: tuple[Path, Path]
+) -> None:
+    """Twin: without patches 0010 and 0011 exactly these lines have no conda package."""
+    lines = _as_built(_vllm_requirement_lines(vllm_trees[0]))
     missing = requirements_without_conda_package(lines, _vllm_run_specs(planned), LINUX_312)
-    assert set(missing) == DROP_AT_BUILD
+    assert set(missing) == STOCK_PIP_CHECK_GAPS
 
 
 def test_a_dropped_run_dependency_shows_up_as_a_pip_check_gap(
-    planned: dict[str, dict[str, Any]], upstream_cache: Path
+    planned: dict[str, dict[str, Any]], vllm_trees: tuple[Path, Path]
 ) -> None:
-    lines = _as_built(_vllm_requirement_lines(fetch(VLLM_SDIST, upstream_cache)))
+    lines = _as_built(_vllm_requirement_lines(vllm_trees[1]))
     specs = [s for s in _vllm_run_specs(planned) if not s.startswith(("numpy", "opencv"))]
-    missing = set(requirements_without_conda_package(lines, specs, LINUX_312)) - DROP_AT_BUILD
+    missing = set(requirements_without_conda_package(lines, specs, LINUX_312))
     assert missing == {"numpy", "opencv-python-headless >= 4.11.0"}
 
 
