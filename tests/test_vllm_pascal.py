@@ -52,7 +52,7 @@ TRITON_ATTN = "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"
 
 def test_series_applies_without_fuzz(upstream_cache: Path) -> None:
     applied = check_recipe_patches(VLLM_RECIPE, VARIANT_CONFIG, upstream_cache)
-    assert applied == len(VLLM_RECIPE.patch_files) == 9
+    assert applied == len(VLLM_RECIPE.patch_files) > 0
 
 
 def test_stale_patch_names_file_and_hunk(stock_vllm: Path, tmp_path: Path) -> None:

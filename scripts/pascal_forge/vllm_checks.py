@@ -202,7 +202,7 @@ def configure_pascal_build(
 
 
 def compile_sources(commands: Sequence[CompileCommand], jobs: int = 2) -> list[CompileResult]:
-    """Run every compile command (at most `jobs` at a time, largest files first)."""
+    """Run every compile command, at most `jobs` at a time, in CMake's order."""
 
     def run(command: CompileCommand) -> CompileResult:
         start = time.monotonic()
