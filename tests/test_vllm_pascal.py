@@ -181,6 +181,7 @@ def test_stock_cmake_drops_pascal_and_fetches(
 
 
 @pytest.mark.slow
+@pytest.mark.full_cuda_compile
 def test_every_selected_cuda_source_compiles_for_sm60_sm61(
     patched_vllm: Path, tmp_path: Path, cuda12: Path, torch_include: Path, cutlass_source: Path
 ) -> None:
