@@ -108,8 +108,7 @@ def _add_check_patches_command(commands: argparse._SubParsersAction) -> None:
         help="apply each recipe's patch series, without fuzz, to the released upstream files",
     )
     check.add_argument("names", nargs="*", help="recipes to check (default: all)")
-    check.add_argument("--recipes", type=Path, default=Path("recipes"), help="recipe folder")
-    check.add_argument("--variant-config", "-m", type=Path, default=Path("conda_build_config.yaml"))
+    _add_recipe_arguments(check)
     check.set_defaults(handler=_run_check_patches)
 
 
@@ -129,8 +128,7 @@ def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
         "compile-suite",
         help="compile the Pascal kernel suite for sm_60/sm_61 with the stock and the patched triton wheel",
     )
-    suite.add_argument("--recipes", type=Path, default=Path("recipes"), help="recipe folder")
-    suite.add_argument("--variant-config", "-m", type=Path, default=Path("conda_build_config.yaml"))
+    _add_recipe_arguments(suite)
     suite.add_argument(
         "--capability", type=int, action="append", help="compute capability (default: 60 and 61)"
     )
@@ -450,7 +448,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return 1
 
 
-def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recipes", type=Path, default=Path("recipes"), help="recipe folder (default: recipes/)"
     )
@@ -461,6 +459,10 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("conda_build_config.yaml"),
         help="variant matrix (default: conda_build_config.yaml)",
     )
+
+
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_recipe_arguments(parser)
     parser.add_argument(
         "--channel", type=Path, default=Path("channel"), help="target channel directory (default: ./channel)"
     )
