@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .model import PACKAGE_NAME, REPODATA, SHA256, SUBDIR_NAME, MirrorError, PackageEntry, SubdirIndex
@@ -72,16 +73,24 @@ def read_source(
     """
     explicit = bool(subdirs) if explicit is None else explicit
     wanted = list(subdirs) if subdirs else source.list_subdirs()
-    problems: list[str] = []
-    indexes: dict[str, SubdirIndex] = {}
-    for subdir in wanted:
-        if not SUBDIR_NAME.match(subdir):
-            problems.append(f"{subdir!r}: not a subdir name (like linux-64 or noarch)")
-            continue
+    misnamed = [name for name in wanted if not SUBDIR_NAME.match(name)]
+    problems = [f"{name!r}: not a subdir name (like linux-64 or noarch)" for name in misnamed]
+    wanted = [name for name in wanted if name not in misnamed]
+
+    def fetch(subdir: str) -> bytes | Exception | None:
         try:
-            raw = source.read(f"{subdir}/{REPODATA}")
+            return source.read(f"{subdir}/{REPODATA}")
         except (OSError, http.client.HTTPException) as exc:
-            problems.append(f"{source.label}/{subdir}/{REPODATA}: could not be read ({exc})")
+            return exc
+
+    # A source without channeldata.json is probed for each of 14 known subdirs: asking eight at a
+    # time makes that two round trips to a distant channel instead of fourteen.
+    with ThreadPoolExecutor(max_workers=min(len(wanted), 8) or 1, thread_name_prefix="repodata") as pool:
+        answers = list(pool.map(fetch, wanted))
+    indexes: dict[str, SubdirIndex] = {}
+    for subdir, raw in zip(wanted, answers, strict=True):
+        if isinstance(raw, Exception):
+            problems.append(f"{source.label}/{subdir}/{REPODATA}: could not be read ({raw})")
             continue
         if raw is None:
             if explicit:
