@@ -260,13 +260,29 @@ def test_closure_with_a_dependency_channel_gives_a_mirror_that_installs_alone(
     assert set(solve_and_install(dest, tmp_path)) == CLOSURE_SET
 
 
-def test_a_corrupted_package_is_refused_and_the_mirror_keeps_its_last_good_state(
+# Downloads hash on a second thread through four 1 MiB buffers: 6 MiB makes them go round.
+BUFFERS_RECYCLED = 6 * 1024 * 1024
+
+
+def test_a_package_larger_than_the_download_buffers_arrives_intact(
     source: Path, good_mirror: tuple[Path, dict[str, bytes]]
 ) -> None:
+    dest, _ = good_mirror
+    big = grow(source, count=1, payload_bytes=BUFFERS_RECYCLED)[0]
+    with serve_directory(source) as (url, _):
+        report = mirror_channel(url, str(dest))
+    assert report.fetched == [f"{PLATFORM}/{big.name}"]
+    assert_consistent(dest)
+
+
+@pytest.mark.parametrize("payload_bytes", [256 * 1024, BUFFERS_RECYCLED], ids=["small", "buffers-recycled"])
+def test_a_corrupted_package_is_refused_and_the_mirror_keeps_its_last_good_state(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], payload_bytes: int
+) -> None:
     dest, before = good_mirror
-    corrupted = grow(source)[1]
+    corrupted = grow(source, payload_bytes=payload_bytes)[1]
     data = bytearray(corrupted.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[len(data) * 3 // 4] ^= 0xFF
     corrupted.write_bytes(bytes(data))
 
     with serve_directory(source) as (url, _), pytest.raises(MirrorError) as error:

@@ -16,7 +16,6 @@ from urllib.parse import unquote, urlparse
 from ..errors import PascalForgeError
 from ..sources import sha256_of
 from .model import (
-    CHUNK,
     DERIVED_INDEXES,
     HTTP_TIMEOUT,
     KNOWN_SUBDIRS,
@@ -28,24 +27,28 @@ from .model import (
 )
 
 
+class Body(Protocol):
+    """A response body read into the caller's buffers, so a download allocates nothing per chunk."""
+
+    def readinto(self, buffer: memoryview) -> int: ...
+
+
 class Source(Protocol):
     label: str
 
     def list_subdirs(self) -> list[str]: ...
     def read(self, relpath: str) -> bytes | None: ...
-    def stream(
-        self, relpath: str, offset: int
-    ) -> contextlib.AbstractContextManager[tuple[int, Iterator[bytes]]]:
-        """Yield (offset honoured, chunks): 0 when the source cannot resume."""
+    def stream(self, relpath: str, offset: int) -> contextlib.AbstractContextManager[tuple[int, Body]]:
+        """Yield (offset honoured, body from there): the offset is 0 when the source cannot resume."""
         ...
 
     def close(self) -> None: ...
 
 
 class HttpSource:
-    """Plain urllib: it handles proxies and redirects, and `readinto` a reused buffer keeps the
-    per-byte cost low enough that sha256, not Python, bounds the rate (httpx's chunk iterator ran
-    at half the rate on loopback)."""
+    """Plain urllib: it handles proxies and redirects, and its `readinto` fills the mirror's own
+    buffers, so the per-byte cost stays low enough that sha256, not Python, bounds the rate
+    (httpx's chunk iterator ran at half the rate on loopback)."""
 
     def __init__(self, url: str) -> None:
         self.label = url.rstrip("/")
@@ -75,24 +78,14 @@ class HttpSource:
             raise
 
     @contextlib.contextmanager
-    def stream(self, relpath: str, offset: int) -> Iterator[tuple[int, Iterator[memoryview]]]:
+    def stream(self, relpath: str, offset: int) -> Iterator[tuple[int, Body]]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         with self._open(relpath, headers) as response:
             honoured = offset if offset and response.status == 206 else 0
-            yield honoured, _read_into_buffer(response)
+            yield honoured, response
 
     def close(self) -> None:
         pass
-
-
-def _read_into_buffer(response: Any) -> Iterator[memoryview]:
-    """Chunks of one reused buffer: the consumer must use each before asking for the next."""
-    buffer = memoryview(bytearray(CHUNK))
-    while True:
-        count = response.readinto(buffer)
-        if not count:
-            return
-        yield buffer[:count]
 
 
 class FileSource:
@@ -112,10 +105,10 @@ class FileSource:
             return None
 
     @contextlib.contextmanager
-    def stream(self, relpath: str, offset: int) -> Iterator[tuple[int, Iterator[bytes]]]:
+    def stream(self, relpath: str, offset: int) -> Iterator[tuple[int, Body]]:
         with open(self.root / relpath, "rb") as handle:
             handle.seek(offset)
-            yield offset, iter(lambda: handle.read(CHUNK), b"")
+            yield offset, handle
 
     def close(self) -> None:
         pass
@@ -147,11 +140,11 @@ class S3Source:
             return None
 
     @contextlib.contextmanager
-    def stream(self, relpath: str, offset: int) -> Iterator[tuple[int, Iterator[bytes]]]:
+    def stream(self, relpath: str, offset: int) -> Iterator[tuple[int, Body]]:
         extra = {"Range": f"bytes={offset}-"} if offset else {}
         body = self._s3.get_object(Bucket=self.bucket, Key=self._key(relpath), **extra)["Body"]
         try:
-            yield offset, body.iter_chunks(CHUNK)
+            yield offset, body
         finally:
             body.close()
 
