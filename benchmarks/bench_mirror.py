@@ -1,11 +1,14 @@
 """Mirror throughput against a plain copy of the same files on loopback, and a 1,000-package mirror.
 
-Run from the repository root: python benchmarks/bench_mirror.py [--big-files 24 --big-mib 16 --small 1000]
+Run from the repository root: python benchmarks/bench_mirror.py [--big-files 64 --big-mib 16 --small 1000]
 
 Packages are real .conda files assembled by rattler-build (random payload, stored uncompressed so
 their size is what travels). A separate process serves them with Python's http.server on
-127.0.0.1, so server and client do not share a GIL. Goals: mirror >= 80% of the plain copy's
-rate; the 1,000-package time is reported (first run and the no-op second run).
+127.0.0.1, so server and client do not share a GIL. The default 1 GiB keeps the mirror's fixed
+cost (reading and writing the index) from passing for throughput: a loopback copy moves 400 MB in
+a tenth of a second. Goals: mirror >= 80% of the plain copy's rate; the 1,000-package time is
+reported (first run and the no-op second run). Each run prints the CPU time of client and server:
+where their sum over the cores exceeds the wall time of the copy, the cores, not the mirror, limit.
 """
 
 from __future__ import annotations
@@ -24,17 +27,35 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pascal_forge.mirror import mirror_channel
+from pascal_forge.mirror.model import CHUNK
 from pascal_forge.sources import sha256_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mirror_support import PLATFORM, index_channel, synthesize_packages
 
 
+@dataclass
+class LoopbackServer:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 @contextmanager
-def http_server(root: Path) -> Iterator[str]:
+def http_server(root: Path) -> Iterator[LoopbackServer]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -51,7 +72,7 @@ def http_server(root: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield LoopbackServer(f"http://127.0.0.1:{port}", server.pid)
     finally:
         server.terminate()
         server.wait()
@@ -69,15 +90,25 @@ def plain_copy(url: str, names: list[str], dest: Path, jobs: int) -> None:
         list(pool.map(fetch, names))
 
 
-def best_seconds(run: Callable[[Path], None], scratch: Path, repeat: int) -> float:
+@dataclass
+class Timing:
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+
+
+def best_run(run: Callable[[Path], object], scratch: Path, server: LoopbackServer, repeat: int) -> Timing:
+    """The fastest of `repeat` runs, with the CPU time client and server spent in it."""
     timings = []
     for attempt in range(repeat):
         target = scratch / f"run-{attempt}"
+        client, served = client_cpu_seconds(), server.cpu_seconds()
         start = time.perf_counter()
         run(target)
-        timings.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        timings.append(Timing(seconds, client_cpu_seconds() - client, server.cpu_seconds() - served))
         shutil.rmtree(target)
-    return min(timings)
+    return min(timings, key=lambda timing: timing.seconds)
 
 
 def copy_then_check(url: str, names: list[str], dest: Path, jobs: int) -> None:
@@ -93,29 +124,44 @@ def throughput(scratch: Path, files: int, mib: int, jobs: int, repeat: int) -> N
     index_channel(channel)
     names = [p.name for p in packages]
     total = sum(p.stat().st_size for p in packages)
-    print(f"throughput: {files} packages, {total / 1e6:.0f} MB in all, served by http.server on 127.0.0.1")
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"throughput: {files} packages, {total / 1e6:.0f} MB in all, served by http.server on 127.0.0.1; "
+        f"{cores} cores shared by client and server"
+    )
     mirror_label = f"pascal-forge mirror, {jobs} jobs"
-    with http_server(channel) as url:
-        rates = {}
+    with http_server(channel) as server:
+        url = server.url
+        results = {}
         for label, run in (
             ("plain copy, 1 stream", lambda t: plain_copy(url, names, t, 1)),
             (f"plain copy, {jobs} streams", lambda t: plain_copy(url, names, t, jobs)),
             (f"plain copy, {jobs} streams, then sha256", lambda t: copy_then_check(url, names, t, jobs)),
             (mirror_label, lambda t: mirror_channel(url, str(t), jobs=jobs)),
         ):
-            seconds = best_seconds(run, scratch, repeat)
-            rates[label] = total / seconds
-            print(f"  {label:40s} {seconds:6.2f} s  {total / seconds / 1e6:7.1f} MB/s (best of {repeat})")
-    for label, rate in rates.items():
+            timing = results[label] = best_run(run, scratch, server, repeat)
+            print(
+                f"  {label:40s} {timing.seconds:6.2f} s  {total / timing.seconds / 1e6:7.1f} MB/s "
+                f"(best of {repeat}); CPU s: client {timing.client_cpu:.2f}, server {timing.server_cpu:.2f}"
+            )
+    mirror = results[mirror_label]
+    for label, timing in results.items():
         if label != mirror_label:
-            print(f"  mirror / {label}: {rates[mirror_label] / rate:.0%} (goal: >= 80%)")
-    sample = os.urandom(64 * 1024 * 1024)
+            print(f"  mirror / {label}: {timing.seconds / mirror.seconds:.0%} (goal: >= 80%)")
+    # In the chunks the mirror hashes: each one is still in the cache from its download.
+    chunk = memoryview(os.urandom(CHUNK))
+    rounds = 256
     start = time.perf_counter()
-    hashlib.sha256(sample).hexdigest()
-    hash_rate = len(sample) / (time.perf_counter() - start) / 1e6
+    digest = hashlib.sha256()
+    for _ in range(rounds):
+        digest.update(chunk)
+    hash_seconds = (time.perf_counter() - start) * total / (rounds * CHUNK)
+    # When client + server need more CPU than the cores give, the CPU is the limit, not the mirror's design.
+    floor = (mirror.client_cpu + mirror.server_cpu) / cores
     print(
-        f"  for scale: sha256 runs at {hash_rate:.0f} MB/s on one core here, and this machine has "
-        f"{os.cpu_count()} cores, one of them busy serving"
+        f"  sha256 of {total / 1e6:.0f} MB takes {hash_seconds:.2f} CPU s on one core here; the mirror's "
+        f"client + server CPU ({mirror.client_cpu + mirror.server_cpu:.2f} s) over {cores} cores allows "
+        f"no less than {floor:.2f} s"
     )
     shutil.rmtree(channel)
 
@@ -128,7 +174,8 @@ def many_packages(scratch: Path, count: int, jobs: int) -> None:
     made = time.perf_counter() - start
     total = sum(p.stat().st_size for p in packages)
     print(f"{count} packages ({total / 1e6:.1f} MB) assembled and indexed in {made:.1f} s")
-    with http_server(channel) as url:
+    with http_server(channel) as server:
+        url = server.url
         dest = scratch / "many-mirror"
         first = mirror_channel(url, str(dest), jobs=jobs)
         second = mirror_channel(url, str(dest), jobs=jobs)
@@ -145,7 +192,7 @@ def many_packages(scratch: Path, count: int, jobs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--big-files", type=int, default=24)
+    parser.add_argument("--big-files", type=int, default=64)
     parser.add_argument("--big-mib", type=int, default=16)
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=4)
