@@ -97,18 +97,15 @@ class Timing:
     server_cpu: float
 
 
-def best_run(run: Callable[[Path], object], scratch: Path, server: LoopbackServer, repeat: int) -> Timing:
-    """The fastest of `repeat` runs, with the CPU time client and server spent in it."""
-    timings = []
-    for attempt in range(repeat):
-        target = scratch / f"run-{attempt}"
-        client, served = client_cpu_seconds(), server.cpu_seconds()
-        start = time.perf_counter()
-        run(target)
-        seconds = time.perf_counter() - start
-        timings.append(Timing(seconds, client_cpu_seconds() - client, server.cpu_seconds() - served))
-        shutil.rmtree(target)
-    return min(timings, key=lambda timing: timing.seconds)
+def timed_run(run: Callable[[Path], object], target: Path, server: LoopbackServer) -> Timing:
+    """One run into `target` (removed after), with the CPU time client and server spent in it."""
+    client, served = client_cpu_seconds(), server.cpu_seconds()
+    start = time.perf_counter()
+    run(target)
+    seconds = time.perf_counter() - start
+    timing = Timing(seconds, client_cpu_seconds() - client, server.cpu_seconds() - served)
+    shutil.rmtree(target)
+    return timing
 
 
 def copy_then_check(url: str, names: list[str], dest: Path, jobs: int) -> None:
@@ -132,18 +129,23 @@ def throughput(scratch: Path, files: int, mib: int, jobs: int, repeat: int) -> N
     mirror_label = f"pascal-forge mirror, {jobs} jobs"
     with http_server(channel) as server:
         url = server.url
-        results = {}
-        for label, run in (
-            ("plain copy, 1 stream", lambda t: plain_copy(url, names, t, 1)),
-            (f"plain copy, {jobs} streams", lambda t: plain_copy(url, names, t, jobs)),
-            (f"plain copy, {jobs} streams, then sha256", lambda t: copy_then_check(url, names, t, jobs)),
-            (mirror_label, lambda t: mirror_channel(url, str(t), jobs=jobs)),
-        ):
-            timing = results[label] = best_run(run, scratch, server, repeat)
-            print(
-                f"  {label:40s} {timing.seconds:6.2f} s  {total / timing.seconds / 1e6:7.1f} MB/s "
-                f"(best of {repeat}); CPU s: client {timing.client_cpu:.2f}, server {timing.server_cpu:.2f}"
-            )
+        methods = {
+            "plain copy, 1 stream": lambda t: plain_copy(url, names, t, 1),
+            f"plain copy, {jobs} streams": lambda t: plain_copy(url, names, t, jobs),
+            f"plain copy, {jobs} streams, then sha256": lambda t: copy_then_check(url, names, t, jobs),
+            mirror_label: lambda t: mirror_channel(url, str(t), jobs=jobs),
+        }
+        # Round-robin, so a neighbour's load or a clock change hits every method alike.
+        timings: dict[str, list[Timing]] = {label: [] for label in methods}
+        for _ in range(repeat):
+            for label, run in methods.items():
+                timings[label].append(timed_run(run, scratch / "run", server))
+    results = {label: min(runs, key=lambda timing: timing.seconds) for label, runs in timings.items()}
+    for label, timing in results.items():
+        print(
+            f"  {label:40s} {timing.seconds:6.2f} s  {total / timing.seconds / 1e6:7.1f} MB/s "
+            f"(best of {repeat}); CPU s: client {timing.client_cpu:.2f}, server {timing.server_cpu:.2f}"
+        )
     mirror = results[mirror_label]
     for label, timing in results.items():
         if label != mirror_label:
@@ -196,7 +198,7 @@ def main() -> None:
     parser.add_argument("--big-mib", type=int, default=16)
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-mirror-") as scratch:
         throughput(Path(scratch), args.big_files, args.big_mib, args.jobs, args.repeat)
