@@ -3,7 +3,8 @@
 
 - the series applies without fuzz, and a stale patch names its file and hunk;
 - vLLM's own platform code on a GPU of capability 6.0/6.1 picks TRITON_ATTN and float16
-  and refuses bf16, FP8 KV cache and the 7.0+ backends with the GPU limit named;
+  and refuses bf16, FP8 KV cache, the 7.0+ backends and AWQ checkpoints with the GPU limit
+  named (and for AWQ, what runs instead), while GPTQ passes;
 - (slow) vLLM's Triton kernels, launched by vLLM's own launchers, compile for sm_60/sm_61
   with the patched triton 3.6.0 and its CUDA 12.8 ptxas and fit 48 KB of shared memory;
 - (slow) vLLM's CMake selects a Pascal source set offline, and every file compiles with a
@@ -78,6 +79,7 @@ def _platform_report(vllm_tree: Path, capability: int) -> dict:
         scripts = Path(__file__).resolve().parent.parent / "scripts"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
         env |= {"PYTHONPATH": f"{vllm_tree}{os.pathsep}{scripts}", "CUDA_VISIBLE_DEVICES": ""}
+        env |= {"HF_HUB_OFFLINE": "1"}  # nothing here may wait on the network
         result = subprocess.run(
             [sys.executable, "-m", "pascal_forge.vllm_checks", "platform", str(capability), str(report)],
             env=env,
@@ -108,6 +110,10 @@ def test_platform_selects_triton_attn_and_float16(patched_vllm: Path, capability
     for key in ("flash_attn_refusal", "mla_refusal"):
         assert f"compute capability {version}" in report[key] and "FlashAttention needs 8.0" in report[key]
         assert "use TRITON_ATTN" in report[key]
+    # A checkpoint quantized for newer GPUs is refused with what runs on 6.x; GPTQ passes.
+    assert f"Current capability: {capability}." in report["awq_refusal"]
+    assert "run GPTQ (--quantization gptq) and GGUF" in report["awq_refusal"]
+    assert report["gptq_refusal"] == ""
 
 
 def test_stock_platform_accepts_fp8_kv_cache_on_pascal(stock_vllm: Path) -> None:
@@ -115,6 +121,8 @@ def test_stock_platform_accepts_fp8_kv_cache_on_pascal(stock_vllm: Path) -> None
     report = _platform_report(stock_vllm, 61)
     assert report["fp8_kv_refusal"] == ""
     assert "use TRITON_ATTN" not in report["flash_attn_refusal"]
+    # The AWQ refusal stops at the capabilities and leaves the user to guess what would run.
+    assert report["awq_refusal"].endswith("Current capability: 61.")
 
 
 # --------------------------------------------------------------------------- Triton kernels

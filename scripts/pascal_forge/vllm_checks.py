@@ -466,6 +466,20 @@ def _platform_main(capability: int, report: Path) -> None:
             config = AttentionSelectorConfig(head_size, torch.float16, "auto", 16, use_mla=use_mla)
             return current_platform.get_attn_backend_cls(selected, config)
 
+        def check_quantization(method: str, checkpoint_config: dict) -> None:
+            """vLLM's own check of a checkpoint's quantization against the GPU, on float16."""
+            from types import SimpleNamespace
+
+            from vllm.config.vllm import VllmConfig
+
+            model_config = SimpleNamespace(
+                model="pascal-forge/quantization-probe",
+                quantization=method,
+                hf_config=SimpleNamespace(quantization_config=checkpoint_config),
+                dtype=torch.float16,
+            )
+            VllmConfig._get_quantization_config(model_config, load_config=None)
+
         def check_config(cache_dtype: str) -> None:
             from types import SimpleNamespace
 
@@ -493,6 +507,22 @@ def _platform_main(capability: int, report: Path) -> None:
             "fp8_e5m2_kv_refusal": _refusal(lambda: check_config("fp8_e5m2")),
             "auto_kv_refusal": _refusal(lambda: check_config("auto")),
             "flash_attn_refusal": _refusal(lambda: backend(False, AttentionBackendEnum.FLASH_ATTN)),
+            # Checkpoint configs as AutoAWQ and AutoGPTQ write them into config.json.
+            "awq_refusal": _refusal(
+                lambda: check_quantization("awq", {"bits": 4, "group_size": 128, "zero_point": True})
+            ),
+            # Naming the quantized modules keeps vLLM from asking the Hub for the checkpoint's files.
+            "gptq_refusal": _refusal(
+                lambda: check_quantization(
+                    "gptq",
+                    {
+                        "bits": 4,
+                        "group_size": 128,
+                        "desc_act": False,
+                        "modules_in_block_to_quantize": [["self_attn.q_proj", "mlp.down_proj"]],
+                    },
+                )
+            ),
         }
     report.write_text(json.dumps(result, indent=1))
 
