@@ -65,11 +65,16 @@ def parse_repodata(
 
 
 def read_source(
-    source: Source, subdirs: Sequence[str] | None, origin: int = 0, explicit: bool | None = None
+    source: Source,
+    subdirs: Sequence[str] | None,
+    origin: int = 0,
+    explicit: bool | None = None,
+    jobs: int = 4,
 ) -> dict[str, SubdirIndex]:
     """Phase 1: every requested subdir's repodata, checked; raises MirrorError listing every problem.
 
     With `explicit`, a requested subdir the source lacks is a problem (default: when subdirs are named).
+    At most `jobs` requests are open at a time, as for the downloads.
     """
     explicit = bool(subdirs) if explicit is None else explicit
     wanted = list(subdirs) if subdirs else source.list_subdirs()
@@ -83,9 +88,10 @@ def read_source(
         except (OSError, http.client.HTTPException) as exc:
             return exc
 
-    # A source without channeldata.json is probed for each of 14 known subdirs: asking eight at a
-    # time makes that two round trips to a distant channel instead of fourteen.
-    with ThreadPoolExecutor(max_workers=min(len(wanted), 8) or 1, thread_name_prefix="repodata") as pool:
+    # A source without channeldata.json is probed for each of 14 known subdirs: asking `jobs` at a
+    # time makes that four round trips to a distant channel instead of fourteen.
+    workers = max(1, min(len(wanted), jobs))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="repodata") as pool:
         answers = list(pool.map(fetch, wanted))
     indexes: dict[str, SubdirIndex] = {}
     for subdir, raw in zip(wanted, answers, strict=True):

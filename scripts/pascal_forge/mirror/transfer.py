@@ -254,8 +254,8 @@ def mirror_channel(
     try:
         if closure and not subdirs:
             subdirs = [closure.platform, "noarch"]
-        channels = [read_source(sources[0], subdirs)] + [
-            read_source(source, subdirs, origin, explicit=False)
+        channels = [read_source(sources[0], subdirs, jobs=jobs)] + [
+            read_source(source, subdirs, origin, explicit=False, jobs=jobs)
             for origin, source in enumerate(sources[1:], start=1)
         ]
         chosen = solve_closure(channels, closure) if closure else None
