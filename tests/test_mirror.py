@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -34,6 +37,7 @@ from pascal_forge.mirror import (
     mirror_channel,
     unsafe_name_reason,
 )
+from pascal_forge.mirror.transfer import _BackgroundDigest
 
 CLOSURE_SET = {
     f"{PLATFORM}/vllm-pascal-0.14.0-cuda128_py312_0.conda",
@@ -260,8 +264,20 @@ def test_closure_with_a_dependency_channel_gives_a_mirror_that_installs_alone(
     assert set(solve_and_install(dest, tmp_path)) == CLOSURE_SET
 
 
-# Downloads hash on a second thread through four 1 MiB buffers: 6 MiB makes them go round.
+# Downloads go through four 1 MiB buffers, hashed beside the download where a core is free for it
+# (one job on two or more cores): 6 MiB makes the buffers go round.
 BUFFERS_RECYCLED = 6 * 1024 * 1024
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["inline", "beside"])
+def test_the_download_digest_covers_every_byte_in_order(beside: bool) -> None:
+    data = os.urandom(BUFFERS_RECYCLED + 12345)
+    body = io.BytesIO(data)
+    digest = hashlib.sha256()
+    with _BackgroundDigest(digest, len(data), beside, depth=2) as hashing:
+        while count := body.readinto(buffer := hashing.free_buffer()):
+            hashing.update(buffer, count)
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_a_package_larger_than_the_download_buffers_arrives_intact(
@@ -270,7 +286,7 @@ def test_a_package_larger_than_the_download_buffers_arrives_intact(
     dest, _ = good_mirror
     big = grow(source, count=1, payload_bytes=BUFFERS_RECYCLED)[0]
     with serve_directory(source) as (url, _):
-        report = mirror_channel(url, str(dest))
+        report = mirror_channel(url, str(dest), jobs=1)
     assert report.fetched == [f"{PLATFORM}/{big.name}"]
     assert_consistent(dest)
 
@@ -286,7 +302,7 @@ def test_a_corrupted_package_is_refused_and_the_mirror_keeps_its_last_good_state
     corrupted.write_bytes(bytes(data))
 
     with serve_directory(source) as (url, _), pytest.raises(MirrorError) as error:
-        mirror_channel(url, str(dest))
+        mirror_channel(url, str(dest), jobs=1)
     assert f"{PLATFORM}/{corrupted.name}: sha256" in str(error.value)
     assert repodata_bytes(dest) == before
     assert f"{PLATFORM}/{corrupted.name}" not in visible_packages(dest)
