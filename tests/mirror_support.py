@@ -105,8 +105,30 @@ class Misbehaviour:
 
     truncate: set[str] = field(default_factory=set)  # file names whose body is cut in half
     seconds_per_chunk: float = 0.0  # slows every body down, so a run can be interrupted mid-file
+    # The first package asked for waits until this many other package bodies went out whole (or
+    # `hold_seconds` passed), as a slow download would: shows whether one holds the others back.
+    hold_first_until_served: int = 0
+    hold_seconds: float = 0.0
+    held: str | None = None
+    served: list[str] = field(default_factory=list)  # package bodies sent whole, in order
     requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _release: threading.Event = field(default_factory=threading.Event)
+
+    def hold_if_first(self, name: str) -> None:
+        if not self.hold_first_until_served:
+            return
+        with self.lock:
+            if self.held is not None:
+                return
+            self.held = name
+        self._release.wait(self.hold_seconds)
+
+    def body_served(self, name: str) -> None:
+        with self.lock:
+            self.served.append(name)
+            if name != self.held and len(self.served) >= self.hold_first_until_served:
+                self._release.set()
 
 
 class ChannelRequestHandler(SimpleHTTPRequestHandler):
@@ -141,6 +163,9 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(size - start))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        package = path.name.endswith((".conda", ".tar.bz2"))
+        if package:
+            self.misbehaviour.hold_if_first(path.name)
         limit = size
         if path.name in self.misbehaviour.truncate:
             limit = size // 2
@@ -159,6 +184,8 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
                 position += len(data)
                 if self.misbehaviour.seconds_per_chunk:
                     time.sleep(self.misbehaviour.seconds_per_chunk)
+        if package and position == size:
+            self.misbehaviour.body_served(path.name)
 
 
 @contextlib.contextmanager

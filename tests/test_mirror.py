@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from mirror_support import (
     PLATFORM,
+    Misbehaviour,
     build_fixture_channel,
     index_channel,
     moto_s3,
@@ -288,6 +289,24 @@ def test_a_package_larger_than_the_download_buffers_arrives_intact(
     with serve_directory(source) as (url, _):
         report = mirror_channel(url, str(dest), jobs=1)
     assert report.fetched == [f"{PLATFORM}/{big.name}"]
+    assert_consistent(dest)
+
+
+def test_one_slow_download_does_not_hold_back_the_others(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    # The server holds the first body it is asked for until all the others went out. A run that
+    # waits for a whole batch of downloads before starting the next stalls at each batch until the
+    # hold gives up: 24 small files, two jobs, that is 8 stalls of 0.5 s, past the 3 s hold.
+    dest, _ = good_mirror
+    others = len(grow(source, count=25, payload_bytes=1024)) - 1
+    with serve_directory(source, Misbehaviour(hold_first_until_served=others, hold_seconds=3)) as (
+        url,
+        server,
+    ):
+        report = mirror_channel(url, str(dest), jobs=2)
+    assert len(report.fetched) == others + 1
+    assert server.served[-1] == server.held, f"{server.held} went out before: {server.served}"
     assert_consistent(dest)
 
 

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,11 +345,11 @@ def _fetch_all(
         for entry in pending:
             in_flight[pool.submit(fetcher.fetch, entry)] = entry
             while len(in_flight) >= jobs * 2:
-                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_EXCEPTION)
+                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     settle(future, in_flight.pop(future))
         while in_flight:
-            done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_EXCEPTION)
+            done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 settle(future, in_flight.pop(future))
     except KeyboardInterrupt:
