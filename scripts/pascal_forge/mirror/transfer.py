@@ -324,6 +324,14 @@ def _fetch_all(
     problems: list[str] = []
     in_flight: dict[Future, PackageEntry] = {}
 
+    def fetch_and_publish(entry: PackageEntry) -> Path:
+        path = fetcher.fetch(entry)
+        if entry not in replacing:
+            # On the worker, so a destination that takes its time (an S3 upload) also takes `jobs`
+            # files at a time, rather than one at a time on the thread that hands out the work.
+            destination.publish_file(entry.subdir, entry.filename, path, entry.sha256)
+        return path
+
     def settle(future: Future, entry: PackageEntry) -> None:
         try:
             path = future.result()
@@ -334,8 +342,6 @@ def _fetch_all(
             return
         if entry in replacing:
             verified[entry] = path
-        else:
-            destination.publish_file(entry.subdir, entry.filename, path, entry.sha256)
         report.fetched.append(entry.label)
         progress.file_done(entry.label)
 
@@ -343,7 +349,7 @@ def _fetch_all(
     try:
         pending = iter(entries)
         for entry in pending:
-            in_flight[pool.submit(fetcher.fetch, entry)] = entry
+            in_flight[pool.submit(fetch_and_publish, entry)] = entry
             while len(in_flight) >= jobs * 2:
                 done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
