@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
+import ipaddress
 import os
 import re
 import shutil
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -190,21 +193,87 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serve_directory(
-    root: Path, misbehaviour: Misbehaviour | None = None
+    root: Path, misbehaviour: Misbehaviour | None = None, tls: ssl.SSLContext | None = None
 ) -> Iterator[tuple[str, Misbehaviour]]:
-    """Serve `root` over HTTP on 127.0.0.1; yields (base URL, the switches)."""
+    """Serve `root` over HTTP (HTTPS with `tls`) on 127.0.0.1; yields (base URL, the switches)."""
     misbehaviour = misbehaviour or Misbehaviour()
     handler = partial(ChannelRequestHandler, directory=str(root), misbehaviour=misbehaviour)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", misbehaviour
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}", misbehaviour
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def server_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A TLS context for 127.0.0.1 signed by a throwaway CA; returns it and the CA's PEM file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def certificate(subject: str, key, issuer: str, issuer_key, ca: bool) -> x509.Certificate:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            )
+        )
+        if ca:
+            usage = dict.fromkeys(
+                ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement"), False
+            )
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                    **usage,
+                ),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("pascal-forge test CA", ca_key, "pascal-forge test CA", ca_key, ca=True)
+    leaf = certificate("127.0.0.1", server_key, "pascal-forge test CA", ca_key, ca=False)
+    ca_file, chain_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server-key.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain_file, key_file)
+    return context, ca_file
 
 
 # -------------------------------------------------------------------------------------------- S3 server

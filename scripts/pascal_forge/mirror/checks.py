@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from .endpoints import describe_transport_error, is_transport_error
 from .model import PACKAGE_NAME, REPODATA, SHA256, SUBDIR_NAME, MirrorError, PackageEntry, SubdirIndex
 
 if TYPE_CHECKING:
@@ -77,7 +77,13 @@ def read_source(
     At most `jobs` requests are open at a time, as for the downloads.
     """
     explicit = bool(subdirs) if explicit is None else explicit
-    wanted = list(subdirs) if subdirs else source.list_subdirs()
+    try:
+        wanted = list(subdirs) if subdirs else source.list_subdirs()
+    except Exception as exc:
+        if not is_transport_error(exc):
+            raise
+        problem = describe_transport_error(f"{source.label}: listing its subdirs", exc)
+        raise MirrorError(f"cannot read the source channel {source.label}", [problem]) from exc
     misnamed = [name for name in wanted if not SUBDIR_NAME.match(name)]
     problems = [f"{name!r}: not a subdir name (like linux-64 or noarch)" for name in misnamed]
     wanted = [name for name in wanted if name not in misnamed]
@@ -85,7 +91,9 @@ def read_source(
     def fetch(subdir: str) -> bytes | Exception | None:
         try:
             return source.read(f"{subdir}/{REPODATA}")
-        except (OSError, http.client.HTTPException) as exc:
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
             return exc
 
     # A source without channeldata.json is probed for each of 14 known subdirs: asking `jobs` at a
@@ -96,7 +104,7 @@ def read_source(
     indexes: dict[str, SubdirIndex] = {}
     for subdir, raw in zip(wanted, answers, strict=True):
         if isinstance(raw, Exception):
-            problems.append(f"{source.label}/{subdir}/{REPODATA}: could not be read ({raw})")
+            problems.append(describe_transport_error(f"{source.label}/{subdir}/{REPODATA}", raw))
             continue
         if raw is None:
             if explicit:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import ssl
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -45,6 +48,44 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def is_transport_error(exc: BaseException) -> bool:
+    """An error of the network or the other end (refused, timed out, untrusted, denied), not a bug."""
+    return isinstance(exc, OSError | http.client.HTTPException) or type(exc).__module__.startswith(
+        ("botocore", "urllib3")
+    )
+
+
+def describe_transport_error(where: str, exc: BaseException) -> str:
+    """`where: what went wrong`, with what to do where the cause is a certificate we cannot check."""
+    reason = getattr(exc, "reason", exc)
+    text = f"{where}: {reason}"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        text += "; if your own CA signed the channel's certificate, set SSL_CERT_FILE to a bundle holding it"
+    return text
+
+
+class _SharedTLSContext(urllib.request.HTTPSHandler):
+    """HTTPS with one TLS context per source, made at its first https:// request.
+
+    urllib's handler makes a context for every connection (Python 3.11) or when the opener is built
+    (3.12), and each loads the CA bundle: 20 ms on a Debian or Ubuntu machine. 200 small packages
+    over https took 4.9 s instead of 0.8 s, and an http:// source paid it for nothing.
+    """
+
+    def __init__(self) -> None:
+        # Not HTTPSHandler.__init__: on 3.12 that loads the CA bundle at once.
+        urllib.request.AbstractHTTPHandler.__init__(self)
+        self._made = threading.Lock()
+        self._context: ssl.SSLContext | None = None
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        with self._made:
+            if self._context is None:
+                self._context = ssl.create_default_context()
+                self._context.set_alpn_protocols(["http/1.1"])
+        return self.do_open(http.client.HTTPSConnection, req, context=self._context)
+
+
 class HttpSource:
     """Plain urllib: it handles proxies and redirects, and its `readinto` fills the mirror's own
     buffers, so the per-byte cost stays low enough that sha256, not Python, bounds the rate
@@ -52,7 +93,7 @@ class HttpSource:
 
     def __init__(self, url: str) -> None:
         self.label = url.rstrip("/")
-        self._opener = urllib.request.build_opener()
+        self._opener = urllib.request.build_opener(_SharedTLSContext())
         self._opener.addheaders = [("User-Agent", "pascal-forge-mirror"), ("Accept-Encoding", "identity")]
 
     def _open(self, relpath: str, headers: dict[str, str]) -> Any:
