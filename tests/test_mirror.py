@@ -332,6 +332,23 @@ def test_a_corrupted_package_is_refused_and_the_mirror_keeps_its_last_good_state
     assert_consistent(dest)
 
 
+def test_a_full_disk_is_named_as_the_destinations_fault_not_a_cut_download(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    package = grow(source, count=1)[0]
+    # The kernel's own full disk: every write to /dev/full fails with ENOSPC.
+    partial = dest / PLATFORM / f".{package.name}.partial"
+    partial.symlink_to("/dev/full")
+    with serve_directory(source) as (url, _), pytest.raises(MirrorError) as error:
+        mirror_channel(url, str(dest))
+    assert "cannot write the destination" in str(error.value)
+    assert f"{partial}: No space left on device" in str(error.value)
+    assert "truncated" not in str(error.value)
+    assert repodata_bytes(dest) == before
+    assert_consistent(dest)
+
+
 def test_a_truncated_download_is_refused_then_resumed(
     source: Path, good_mirror: tuple[Path, dict[str, bytes]]
 ) -> None:

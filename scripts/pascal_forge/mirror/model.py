@@ -54,6 +54,10 @@ class MirrorError(PascalForgeError):
         super().__init__(f"{headline}; the destination keeps its last good state:\n{lines}")
 
 
+class MirrorDestinationError(MirrorError):
+    """The destination refused a write (disk full, read-only, permissions): no other file can land."""
+
+
 class MirrorInterrupted(MirrorError):
     """The run was stopped (Ctrl-C); verified files stay, partial ones resume on the next run."""
 

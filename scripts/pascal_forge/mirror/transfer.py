@@ -11,6 +11,7 @@ A failure in phases 1-3 leaves the destination's repodata, and so what installs 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -20,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,18 @@ from typing import Any
 from ..errors import PascalForgeError
 from .checks import read_source
 from .closure import solve_closure
-from .endpoints import Destination, Source, open_destination, open_source
+from .endpoints import (
+    Destination,
+    Source,
+    describe_transport_error,
+    is_transport_error,
+    open_destination,
+    open_source,
+)
 from .model import (
     CHUNK,
     ClosureRequest,
+    MirrorDestinationError,
     MirrorError,
     MirrorInterrupted,
     MirrorReport,
@@ -96,7 +105,7 @@ class _Fetcher:
                 if honoured != have:  # the source cannot resume: start over
                     have, digest = 0, hashlib.sha256()
                 with (
-                    open(partial, "ab" if have else "wb") as out,
+                    _PartialFile(partial, append=bool(have)) as out,
                     _BackgroundDigest(digest, entry.size - have, self.hash_beside) as hashing,
                 ):
                     while True:
@@ -116,19 +125,49 @@ class _Fetcher:
                         have += count
                         received += count
                         self.progress.advance(count)
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, urllib.error.URLError) or not receiving:
-                raise MirrorError("download failed", [f"{entry.label}: {exc}"]) from exc
-            # A connection cut mid-body: what arrived stays in the partial file for the next run.
-            return have, digest
         except Exception as exc:
-            if type(exc).__module__.startswith(("botocore", "urllib3")):
-                raise MirrorError("download failed", [f"{entry.label}: {exc}"]) from exc
-            raise
+            if not is_transport_error(exc):
+                raise
+            cut_mid_body = isinstance(exc, OSError | http.client.HTTPException) and not isinstance(
+                exc, urllib.error.URLError
+            )
+            if receiving and cut_mid_body:
+                # What arrived stays in the partial file for the next run.
+                return have, digest
+            raise MirrorError("download failed", [describe_transport_error(entry.label, exc)]) from exc
         finally:
             with self.lock:
                 self.fetched_bytes += received
         return have, digest
+
+
+class _PartialFile:
+    """The hidden file a download goes to. An OSError here (disk full, read-only, permissions) is
+    the destination's, and says so: told as a cut connection, it would send the user to run again."""
+
+    def __init__(self, path: Path, append: bool) -> None:
+        self.path = path
+        with self._refusals():
+            self._file = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed in __exit__)
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise MirrorDestinationError("cannot write the destination", [f"{self.path}: {reason}"]) from exc
+
+    def write(self, data: memoryview) -> None:
+        with self._refusals():
+            self._file.write(data)
+
+    def __enter__(self) -> _PartialFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._refusals():
+            self._file.close()
 
 
 class _BackgroundDigest:
@@ -335,6 +374,8 @@ def _fetch_all(
     def settle(future: Future, entry: PackageEntry) -> None:
         try:
             path = future.result()
+        except MirrorDestinationError:
+            raise
         except MirrorError as exc:
             problems.extend(exc.problems)
             return
@@ -358,6 +399,9 @@ def _fetch_all(
             done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 settle(future, in_flight.pop(future))
+    except MirrorDestinationError:
+        fetcher.stop.set()
+        raise
     except KeyboardInterrupt:
         fetcher.stop.set()
         stopped = sorted(entry.label for future, entry in in_flight.items() if not future.done())
