@@ -349,6 +349,15 @@ def test_a_full_disk_is_named_as_the_destinations_fault_not_a_cut_download(
     assert_consistent(dest)
 
 
+def test_a_destination_that_cannot_be_a_directory_is_named(source: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(MirrorError) as error:
+        mirror_channel(str(source), str(blocker / "mirror"))
+    assert "cannot use the destination" in str(error.value)
+    assert f"{blocker / 'mirror'}: [Errno 20] Not a directory" in str(error.value)
+
+
 def test_a_truncated_download_is_refused_then_resumed(
     source: Path, good_mirror: tuple[Path, dict[str, bytes]]
 ) -> None:

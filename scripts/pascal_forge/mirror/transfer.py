@@ -305,14 +305,21 @@ def mirror_channel(
         selected, parts = _select(channels, chosen)
         destination = open_destination(destination_url, s3, staging)
         report = MirrorReport(subdirs=sorted(parts), selected=selected)
-        keep, new, replacing = plan_transfers(destination, selected, verify_existing)
-        report.kept = len(keep)
-        verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
-        # Every file is intact: make replacements visible, then swap each repodata in.
-        for entry in replacing:
-            destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
-        for subdir in sorted(parts, key=lambda name: name == "noarch"):
-            destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
+        try:
+            keep, new, replacing = plan_transfers(destination, selected, verify_existing)
+            report.kept = len(keep)
+            verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
+            # Every file is intact: make replacements visible, then swap each repodata in.
+            for entry in replacing:
+                destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
+            for subdir in sorted(parts, key=lambda name: name == "noarch"):
+                destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
+        except Exception as exc:
+            # The downloads name the source's failures themselves; what is left is the destination's.
+            if isinstance(exc, PascalForgeError) or not is_transport_error(exc):
+                raise
+            problem = describe_transport_error(destination.label, exc)
+            raise MirrorDestinationError("cannot use the destination", [problem]) from exc
     finally:
         for source in sources:
             source.close()
