@@ -116,7 +116,7 @@ class Misbehaviour:
     served: list[str] = field(default_factory=list)  # package bodies sent whole, in order
     requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _release: threading.Event = field(default_factory=threading.Event)
+    _release: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def hold_if_first(self, name: str) -> None:
         if not self.hold_first_until_served:
@@ -239,17 +239,17 @@ def server_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
             )
         )
         if ca:
-            usage = dict.fromkeys(
-                ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement"), False
-            )
             builder = builder.add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
                     key_cert_sign=True,
                     crl_sign=True,
                     encipher_only=False,
                     decipher_only=False,
-                    **usage,
                 ),
                 critical=True,
             )

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
-from .endpoints import describe_transport_error, is_transport_error
+from .endpoints import Source, describe_transport_error, is_transport_error
 from .model import PACKAGE_NAME, REPODATA, SHA256, SUBDIR_NAME, MirrorError, PackageEntry, SubdirIndex
-
-if TYPE_CHECKING:
-    from .endpoints import Source
 
 
 def unsafe_name_reason(name: object) -> str | None:

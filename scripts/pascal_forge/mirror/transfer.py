@@ -316,7 +316,7 @@ def mirror_channel(
                 destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
         except Exception as exc:
             # The downloads name the source's failures themselves; what is left is the destination's.
-            if isinstance(exc, PascalForgeError) or not is_transport_error(exc):
+            if not is_transport_error(exc):
                 raise
             problem = describe_transport_error(destination.label, exc)
             raise MirrorDestinationError("cannot use the destination", [problem]) from exc
