@@ -26,7 +26,12 @@ class Recipe:
 
     @property
     def patch_files(self) -> list[Path]:
-        return sorted((self.directory / PATCH_DIR).glob("*.patch"))
+        """Every patch file of every version (patches/<version>/NNNN-what.patch)."""
+        return sorted((self.directory / PATCH_DIR).glob("**/*.patch"))
+
+    def patch_dir(self, version: str) -> Path:
+        """Where the series of one upstream version lives."""
+        return self.directory / PATCH_DIR / version
 
 
 def discover_recipes(recipes_dir: Path) -> list[Recipe]:
@@ -51,19 +56,22 @@ def parse_recipe(recipe: Recipe) -> Stage0Recipe:
         raise RecipeError(f"{recipe.path}: cannot be parsed: {_one_line(exc)}") from exc
 
 
-def check_patch_list(recipe: Recipe, listed: set[str]) -> None:
-    """A listed patch must exist, and every patch file must be listed.
+def check_patch_list(recipe: Recipe, listed: set[str], versions: set[str]) -> None:
+    """A listed patch must exist, and every patch file of a rendered version must be listed.
 
     `listed` holds the patch paths, relative to the recipe folder, that any rendered
-    variant names, so a patch applied under a selector still counts as listed.
+    variant names, so a patch applied under a selector still counts as listed. Series of
+    versions that a narrowed matrix does not render (patches/<version>/) are not judged.
     """
     missing = sorted(p for p in listed if not (recipe.directory / p).is_file())
     if missing:
         raise RecipeError(f"{recipe.path}: lists patches that do not exist: {', '.join(missing)}")
+    patch_root = recipe.directory / PATCH_DIR
     unlisted = sorted(
         str(p.relative_to(recipe.directory))
         for p in recipe.patch_files
         if str(p.relative_to(recipe.directory)) not in listed
+        and (p.parent == patch_root or p.parent.name in versions)
     )
     if unlisted:
         raise RecipeError(
