@@ -31,6 +31,8 @@ class PlannedBuild:
 class Plan:
     channel: Path
     builds: tuple[PlannedBuild, ...]
+    # The conda_build_config.yaml the plan was rendered from.
+    variant_config: Path | None = None
 
     def to_json(self) -> str:
         return json.dumps([_as_record(b) for b in self.builds], indent=2)
@@ -62,7 +64,7 @@ def make_plan(
         )
         for i, output in enumerate(ordered)
     )
-    return Plan(channel=channel, builds=builds)
+    return Plan(channel=channel, builds=builds, variant_config=variant_config)
 
 
 def _order(rendered: dict[str, list[RenderedOutput]]) -> list[RenderedOutput]:
