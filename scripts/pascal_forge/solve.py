@@ -421,6 +421,9 @@ def _requirements(
             yield text, requirement
 
 
+# conda-forge packages that install a program but no Python distribution metadata, so
+# `pip check` reports a requirement on them as missing whatever conda installed.
+WITHOUT_PYTHON_METADATA = frozenset({"ninja"})
 # PyPI distributions whose conda-forge package has another name.
 CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv", "ray": "ray-cgraph"}
 
@@ -432,7 +435,7 @@ def requirements_without_conda_package(
 
     `pip check` in the installed environment fails on each of them.
     """
-    provided = {canonicalize_name(spec.split()[0]) for spec in run_specs}
+    provided = {canonicalize_name(spec.split()[0]) for spec in run_specs} - WITHOUT_PYTHON_METADATA
     missing = []
     for text, requirement in _requirements(lines, environment):
         name = canonicalize_name(requirement.name)
