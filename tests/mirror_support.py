@@ -117,9 +117,11 @@ class Misbehaviour:
     requests: list[str] = field(default_factory=list)
     # (path, Authorization header or None) of every request, to see where a credential went.
     authorizations: list[tuple[str, str | None]] = field(default_factory=list)
+    api_keys: list[tuple[str, str | None]] = field(default_factory=list)  # quetz's X-API-Key
     forbid_missing: bool = False  # 403 instead of 404 for what is not there (S3 behind a CDN does)
     status: dict[str, tuple[int, str]] = field(default_factory=dict)  # path suffix -> (code, reason)
-    redirect_to: str | None = None  # 302 every package request to this base URL
+    redirect_to: str | None = None  # 302 every request for a `redirected` file to this base URL
+    redirected: tuple[str, ...] = (".conda", ".tar.bz2")
     require_authorization: str | None = None  # 401 unless the Authorization header is exactly this
     lock: threading.Lock = field(default_factory=threading.Lock)
     _release: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -158,13 +160,14 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         with rules.lock:
             rules.requests.append(self.path)
             rules.authorizations.append((self.path, self.headers.get("Authorization")))
+            rules.api_keys.append((self.path, self.headers.get("X-API-Key")))
         if rules.require_authorization and self.headers.get("Authorization") != rules.require_authorization:
             return self._answer(401, "Unauthorized")
         for suffix, (code, reason) in rules.status.items():
             if self.path.endswith(suffix):
                 return self._answer(code, reason)
         path = Path(self.translate_path(self.path))
-        if rules.redirect_to and path.name.endswith((".conda", ".tar.bz2")):
+        if rules.redirect_to and path.name.endswith(rules.redirected):
             self.send_response(302)
             self.send_header("Location", f"{rules.redirect_to}{self.path}")
             self.send_header("Content-Length", "0")
