@@ -26,7 +26,9 @@ class Recipe:
 
     @property
     def patch_files(self) -> list[Path]:
-        return sorted((self.directory / PATCH_DIR).glob("*.patch"))
+        # GNU patch takes either suffix, and so do recipes: an unlisted .diff is as forgotten as a .patch.
+        folder = self.directory / PATCH_DIR
+        return sorted([*folder.glob("*.patch"), *folder.glob("*.diff")])
 
 
 def discover_recipes(recipes_dir: Path) -> list[Recipe]:
