@@ -861,14 +861,21 @@ def test_one_name_in_both_package_lists_with_two_records_is_refused(
     assert repodata_bytes(dest) == before
 
 
+def without_a_field(raw: bytes, field: str) -> bytes:
+    data = json.loads(raw)
+    del next(iter(data["packages.conda"].values()))[field]
+    return json.dumps(data).encode()
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         lambda raw: raw.replace(b'"sha256":', b'"size":1,"sha256":', 1),
         lambda raw: raw.decode().encode("utf-16"),
         lambda raw: raw[:-1] + b',"x":NaN}',
+        lambda raw: without_a_field(raw, "build"),
     ],
-    ids=["duplicate-key", "utf-16", "nan"],
+    ids=["duplicate-key", "utf-16", "nan", "record-without-build"],
 )
 def test_repodata_that_rattler_cannot_read_is_refused(
     source: Path, good_mirror: tuple[Path, dict[str, bytes]], damage: Callable[[bytes], bytes]

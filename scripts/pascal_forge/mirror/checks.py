@@ -174,8 +174,6 @@ def read_source(
             continue
         index, found = parse_repodata(subdir, raw, source.label, origin)
         problems.extend(found)
-        if index and not found:
-            problems.extend(_rattler_reads(raw, f"{source.label}/{subdir}/{REPODATA}"))
         if index:
             indexes[subdir] = index
     if problems:
@@ -188,7 +186,7 @@ def read_source(
     return indexes
 
 
-def _rattler_reads(raw: bytes, where: str) -> list[str]:
+def rattler_problems(raw: bytes, where: str) -> list[str]:
     """What rattler (and so every installer built on it) finds wrong with a repodata.json, if anything."""
     from rattler import RepoData
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PascalForgeError
-from .checks import read_source
+from .checks import rattler_problems, read_source
 from .closure import solve_closure
 from .endpoints import (
     NOFOLLOW,
@@ -44,6 +44,7 @@ from .endpoints import (
 from .model import (
     CHUNK,
     MAX_REPODATA_BYTES,
+    REPODATA,
     ClosureRequest,
     MirrorDestinationError,
     MirrorError,
@@ -404,10 +405,11 @@ def mirror_channel(
         report = MirrorReport(subdirs=sorted(parts), selected=selected)
         try:
             with destination.lock():
+                indexes = _new_indexes(destination, parts)
                 keep, new, replacing = plan_transfers(destination, selected, verify_existing)
                 report.kept = len(keep)
                 verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
-                _commit(destination, parts, replacing, verified)
+                _commit(destination, indexes, replacing, verified)
         except Exception as exc:
             # The downloads name the source's failures themselves; what is left is the destination's.
             if not is_transport_error(exc):
@@ -421,9 +423,27 @@ def mirror_channel(
     return report
 
 
+def _new_indexes(
+    destination: Destination, parts: dict[str, list[tuple[SubdirIndex, set[str] | None]]]
+) -> dict[str, bytes]:
+    """Each subdir's repodata.json as the run will write it, each one that changes read by rattler
+    first: Python's parser takes what rattler refuses, and a mirror whose index no installer can
+    read is no mirror. One the destination already serves was read when it was written."""
+    indexes = {subdir: merged_repodata(parts[subdir]) for subdir in parts}
+    problems = [
+        problem
+        for subdir, data in sorted(indexes.items())
+        if data != destination.repodata(subdir)
+        for problem in rattler_problems(data, f"the source's {subdir}/{REPODATA}")
+    ]
+    if problems:
+        raise MirrorError("refusing the source channel", problems)
+    return indexes
+
+
 def _commit(
     destination: Destination,
-    parts: dict[str, list[tuple[SubdirIndex, set[str] | None]]],
+    indexes: dict[str, bytes],
     replacing: Sequence[PackageEntry],
     verified: dict[PackageEntry, Path],
 ) -> None:
@@ -439,8 +459,8 @@ def _commit(
             destination.publish_repodata(subdir, withdrawn)
     for entry in replacing:
         destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
-    for subdir in sorted(parts, key=lambda name: name == "noarch"):
-        destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
+    for subdir in sorted(indexes, key=lambda name: name == "noarch"):
+        destination.publish_repodata(subdir, indexes[subdir])
 
 
 def _select(
