@@ -457,3 +457,25 @@ def test_a_ctrl_c_while_publish_starts_is_one_line(
         listener.close()
     assert run.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err and SECRET not in err
+
+
+@pytest.mark.parametrize("after_seconds", [0.25, 0.5, 1.0])
+def test_a_ctrl_c_at_any_moment_of_start_up_is_never_a_traceback(
+    channel: Path, tmp_path: Path, after_seconds: float
+) -> None:
+    # `python -m pascal_forge` is what the `pascal-forge` command runs: importing the command line
+    # takes about half a second, and a Ctrl-C lands in it, in argument parsing or in the work.
+    # (Python's own first ~50 ms, before any of our code runs, are out of reach.)
+    command = ["publish", "--channel", str(channel), "--to", str(tmp_path / "t")]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pascal_forge", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(after_seconds)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert (run.returncode == 130 and "error: interrupted" in err) or run.returncode == 0, err
