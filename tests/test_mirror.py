@@ -708,17 +708,6 @@ def test_a_linked_subdir_is_refused_not_followed(
     assert sorted(p.name for p in elsewhere.iterdir()) == before
 
 
-def test_a_replaced_file_keeps_its_old_record_out_of_sight(
-    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
-) -> None:
-    dest, _ = good_mirror
-    replace_in_source(source, REPLACED, b"second build, same name")
-    report = mirror_channel(str(source), str(dest))
-    assert report.fetched == [REPLACED]
-    assert records_of(dest) == records_of(source)
-    assert_consistent(dest)
-
-
 def test_markup_and_terminal_escapes_from_a_server_are_printed_literally(
     source: Path, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
