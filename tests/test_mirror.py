@@ -694,11 +694,18 @@ def test_a_link_planted_at_a_partial_or_package_name_is_never_written_through(
     assert_consistent(dest)
 
 
+@pytest.mark.parametrize("new_files", [1, 0], ids=["with-a-download", "index-only"])
 def test_a_linked_subdir_is_refused_not_followed(
-    source: Path, good_mirror: tuple[Path, dict[str, bytes]], tmp_path: Path
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], tmp_path: Path, new_files: int
 ) -> None:
     dest, _ = good_mirror
-    grow(source, count=1)
+    if new_files:
+        grow(source, count=new_files)
+    else:  # nothing to fetch, but a new index to write
+        repodata_path = source / PLATFORM / "repodata.json"
+        data = json.loads(repodata_path.read_text())
+        data["removed"] = ["pf-old-0.1-0.conda"]
+        repodata_path.write_text(json.dumps(data))
     elsewhere = tmp_path / "elsewhere"
     shutil.move(dest / PLATFORM, elsewhere)
     (dest / PLATFORM).symlink_to(elsewhere)

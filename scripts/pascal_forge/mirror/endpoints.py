@@ -456,12 +456,13 @@ class DirectoryDestination:
         os.replace(verified, self.root / subdir / name)
 
     def publish_repodata(self, subdir: str, data: bytes) -> None:
+        folder = _real_folder(self.root / subdir)  # also where nothing was fetched into it
         # Derived indexes first: clients prefer them, and until the new repodata.json is in,
         # an old one would list a replaced file under its old sha256.
         for derived in DERIVED_INDEXES:
             with contextlib.suppress(FileNotFoundError):
-                (self.root / subdir / derived).unlink()
-        write_atomically(self.root / subdir / REPODATA, data)
+                (folder / derived).unlink()
+        write_atomically(folder / REPODATA, data)
 
 
 class S3Destination:
