@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .build import (
     DEFAULT_SOURCE_CHANNELS,
@@ -18,6 +19,7 @@ from .build import (
     prepare_channel,
     select_builds,
 )
+from .display import printable, redact_urls
 from .doctor import diagnose, probe
 from .errors import PascalForgeError
 from .patches import check_recipe_patches, patch_check_targets
@@ -44,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except PascalForgeError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return 2
+    except KeyboardInterrupt:
+        _print_error("interrupted (Ctrl-C); run the command again to finish")
+        return 130
+
+
+def _print_error(message: str) -> None:
+    # Messages quote servers and file names: shown literally, never as markup or terminal controls.
+    text = Text.assemble(("error:", "bold red"), " ", redact_urls(printable(message)))
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -284,7 +295,7 @@ def _run_publish(args: argparse.Namespace) -> int:
     for label in report.uploaded:
         print(f"{verb} {label}")
     skipped = len(report.skipped)
-    print(f"{args.to}: {verb} {len(report.uploaded)} package(s); {skipped} already there, identical")
+    print(f"{report.target}: {verb} {len(report.uploaded)} package(s); {skipped} already there, identical")
     return 0
 
 

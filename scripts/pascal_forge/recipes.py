@@ -26,8 +26,13 @@ class Recipe:
 
     @property
     def patch_files(self) -> list[Path]:
-        """Every patch file of every version (patches/<version>/NNNN-what.patch)."""
-        return sorted((self.directory / PATCH_DIR).glob("**/*.patch"))
+        """Every patch file of every version (patches/<version>/NNNN-what.patch).
+
+        GNU patch takes either suffix, and so do recipes: an unlisted .diff is as forgotten as
+        a .patch.
+        """
+        folder = self.directory / PATCH_DIR
+        return sorted([*folder.glob("**/*.patch"), *folder.glob("**/*.diff")])
 
     def patch_dir(self, version: str) -> Path:
         """Where the series of one upstream version lives."""

@@ -21,8 +21,10 @@ def load_variant_config(path: Path, overrides: dict[str, str] | None = None) -> 
     """Read a conda_build_config.yaml, narrow it to `overrides`, and check it serves Pascal."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise VariantError(f"{path}: cannot read the variant configuration: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise VariantError(f"{path}: holds a {type(raw).__name__}, not a mapping of keys")
     if overrides:
         raw = select_variant(raw, overrides, source=path)
     check_pascal(raw, source=path)
@@ -34,6 +36,8 @@ def load_variant_config(path: Path, overrides: dict[str, str] | None = None) -> 
 
 def check_pascal(raw: dict, *, source: Path | str = "conda_build_config.yaml") -> None:
     """Raise VariantError naming the key and value of any variant that cannot serve Pascal."""
+    if not _as_list(raw.get(CUDA_KEY)):
+        raise VariantError(f'{source}: {CUDA_KEY} is missing: set it to a CUDA 12.x version, e.g. "12.9".')
     for version in _as_list(raw.get(CUDA_KEY)):
         text = str(version)
         if text == "None":
