@@ -30,6 +30,7 @@ from .errors import PascalForgeError
 from .plan import Plan, PlannedBuild, _compatible
 from .progress import BuildLog, BuildReporter
 from .render import SUMMARY_KEYS
+from .solvability import failed_channel_note
 
 DEFAULT_SOURCE_CHANNELS = ("conda-forge",)
 Status = Literal["built", "skipped", "failed", "blocked"]
@@ -75,6 +76,8 @@ class BuildOutcome:
     engine_seconds: float = 0.0
     log: Path | None = None
     message: str = ""
+    # For a fetch or solve failure: the channel that could not be read (or those that were).
+    channel_note: str = ""
 
 
 class BuildInterrupted(PascalForgeError):
@@ -218,6 +221,8 @@ def _build_one(
         except Exception as exc:  # rattler-build raises one error type per failing step
             engine = time.monotonic() - engine_started
             reason = " ".join(str(exc).split())
+            note = failed_channel_note(reason, channels)
+            reason += f"; {note}" if note else ""
             log.write(f"FAILED: {reason}")
             _clear_finished_packages(options.work_dir)
             return BuildOutcome(
@@ -227,6 +232,7 @@ def _build_one(
                 engine_seconds=engine,
                 log=log_path,
                 message=f"recipe {output.recipe}, variant {variant_text(build)}: {reason} (log: {log_path})",
+                channel_note=note,
             )
         engine = time.monotonic() - engine_started
         published = [publish_package(Path(p), options.channel, result.platform) for p in result.packages]
