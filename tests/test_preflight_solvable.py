@@ -323,3 +323,28 @@ def test_a_failed_build_names_the_channel_that_could_not_be_read(tmp_path, capsy
     # Twin: a failure of the build script itself is no channel's fault.
     assert not is_channel_error("Script failed with status 3")
     assert failed_channel_note("Script failed with status 3", [url]) == ""
+
+
+def test_a_version_there_with_other_builds_says_the_build_string_is_the_problem(tmp_path):
+    """`--only vllm` without our pytorch: conda-forge has pytorch 2.9.1, but not a _pascal_ build."""
+    from solve_support import UPSTREAM
+
+    recipes = tmp_path / "recipes" / "needs-torch"
+    recipes.mkdir(parents=True)
+    (recipes / "recipe.yaml").write_text(
+        'package: {name: needs-torch, version: "1.0"}\n'
+        "build: {string: cuda129_pascal_0, script: [echo]}\n"
+        'requirements: {host: ["pytorch ==2.9.1 cuda129_pascal_*"]}\n',
+        encoding="utf-8",
+    )
+    variants = tmp_path / "cbc.yaml"
+    variants.write_text('cuda_compiler_version: ["12.9"]\ncuda_arch_list: ["6.0;6.1"]\n', encoding="utf-8")
+    plan = make_plan(recipes.parent, variants, tmp_path / "channel")
+    [finding] = check_solvable(plan, plan.builds, tmp_path / "channel", [str(UPSTREAM)]).findings()
+    print(finding.message)
+    assert (
+        f"host: pytorch ==2.9.1 cuda129_pascal_*: no channel has it; {UPSTREAM} has 2.9.1, 2.10.0 ("
+        in finding.message
+    )
+    assert "(==2.9.1 is there, but as builds cuda129_generic_" in finding.message
+    assert finding.message.endswith("none matching cuda129_pascal_*)")

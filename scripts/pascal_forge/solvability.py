@@ -132,6 +132,9 @@ class SolvabilityReport:
     unreachable: tuple[UnreachableChannel, ...] = ()
     environments: int = 0
     distinct: int = 0
+    # Distinct environments handed to the solver (a run environment whose package's test
+    # environment solved needs no solve of its own).
+    solved: int = 0
     outputs: int = 0
     channels: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -148,7 +151,7 @@ class SolvabilityReport:
         problems = len(group_failures(self.failures))
         return (
             f"solvability: {self.environments} environments of {self.outputs} package(s), "
-            f"{self.distinct} distinct, solved against {len(self.channels)} channel(s) in "
+            f"{self.distinct} distinct, {self.solved} solves against {len(self.channels)} channel(s) in "
             f"{self.seconds:.1f} s (repodata {self.fetch_seconds:.1f} s): "
             + (f"{problems} problem(s)" if problems else "all solvable")
         )
@@ -187,6 +190,21 @@ def check_solvable(
     distinct: dict[tuple, Environment] = {}
     for _, env in environments:
         distinct.setdefault(env.key(), env)
+    # A test environment holds the package, so its run dependencies: where it solves, the
+    # run environment does too. It is solved only to say which one failed.
+    tests_of: dict[int, set[tuple]] = {}
+    for build, env in environments:
+        if env.kind == "test":
+            tests_of.setdefault(build.position, set()).add(env.key())
+    deferred: dict[tuple, set[tuple]] = {}
+    needed_now: set[tuple] = set()
+    for build, env in environments:
+        if env.kind == "run" and build.position in tests_of:
+            deferred.setdefault(env.key(), set()).update(tests_of[build.position])
+        else:
+            needed_now.add(env.key())
+    first = [env for key, env in distinct.items() if key in needed_now]
+    later = [(distinct[key], tests) for key, tests in deferred.items() if key not in needed_now]
     with tempfile.TemporaryDirectory(prefix="pascal-forge-preflight-") as scratch:
         planned = builds if available is None else available
         ours = write_channel(_available_repodata(plan, planned, channel), Path(scratch))
@@ -194,8 +212,8 @@ def check_solvable(
         labels = [f"the target channel {channel}", *(channel_label(c) for c in source_channels)]
         names = sorted({MatchSpec(s).name.normalized for env in distinct.values() for s in env.specs})
         names = [n for n in names if not n.startswith("__")]
-        unreachable, fetched, outcome = run_rattler(
-            _solve_all(sources, labels, names, list(distinct.values()), [platform, "noarch"], timeout)
+        unreachable, fetched, outcome, solved = run_rattler(
+            _solve_all(sources, labels, names, first, later, [platform, "noarch"], timeout)
         )
     severity = "error" if tests else "warning"
     failures = tuple(
@@ -206,6 +224,7 @@ def check_solvable(
         unreachable=tuple(unreachable),
         environments=len(environments),
         distinct=len(distinct),
+        solved=solved,
         outputs=len(builds),
         channels=tuple(labels),
         seconds=time.monotonic() - started,
@@ -314,22 +333,30 @@ async def _solve_all(
     sources: list[str],
     labels: list[str],
     names: list[str],
-    distinct: list[Environment],
+    first: list[Environment],
+    later: list[tuple[Environment, set[tuple]]],
     platforms: list[str],
     timeout: float,
-) -> tuple[list[UnreachableChannel], float, dict[tuple, Unsolvable]]:
+) -> tuple[list[UnreachableChannel], float, dict[tuple, Unsolvable], int]:
+    """Fetch once, then solve `first`, then those of `later` whose test environments failed."""
     gateway = Gateway()
     fetch_started = time.monotonic()
     unreachable = await _unreachable(gateway, sources, labels, names, platforms, timeout)
     fetched = time.monotonic() - fetch_started
     if unreachable:
-        return unreachable, fetched, {}
-    results = await asyncio.gather(*(_solve_one(gateway, sources, env, platforms) for env in distinct))
+        return unreachable, fetched, {}, 0
     outcome: dict[tuple, Unsolvable] = {}
-    for env, error in zip(distinct, results, strict=True):
-        if error is not None:
-            outcome[env.key()] = await _explain(gateway, sources, labels, env, error, platforms)
-    return [], fetched, outcome
+    pending = first
+    solved = 0
+    while pending:
+        solved += len(pending)
+        results = await asyncio.gather(*(_solve_one(gateway, sources, env, platforms) for env in pending))
+        for env, error in zip(pending, results, strict=True):
+            if error is not None:
+                outcome[env.key()] = await _explain(gateway, sources, labels, env, error, platforms)
+        pending = [env for env, tests in later if tests & outcome.keys()]
+        later = []
+    return [], fetched, outcome, solved
 
 
 async def _unreachable(
@@ -446,7 +473,20 @@ def availability(
             f"{listed}; {later[0]} has a match, but strict channel priority takes {name} "
             f"only from {first_label}"
         )
-    return f"no channel has it; {listed}"
+    return f"no channel has it; {listed}{_build_mismatch(match, name, having)}"
+
+
+def _build_mismatch(match: MatchSpec, name: str, having: list[tuple[str, Sequence[RepoDataRecord]]]) -> str:
+    """When the version is there and only the build string differs, say so: the versions
+    alone would read as if the spec were satisfied."""
+    if match.build is None or match.version is None:
+        return ""
+    version_only = MatchSpec(f"{name} {match.version}")
+    builds = [str(r.build) for _, records in having for r in records if version_only.matches(r)]
+    if not builds:
+        return ""
+    shown = ", ".join(sorted(set(builds))[:3]) + (", ..." if len(set(builds)) > 3 else "")
+    return f" ({match.version} is there, but as builds {shown}, none matching {match.build})"
 
 
 def _versions(records: Iterable[RepoDataRecord]) -> str:
@@ -519,7 +559,7 @@ def _tree(explanation: str) -> bool:
 
 def describe_variant(output: RenderedOutput) -> str:
     parts = [f"cuda {output.cuda}" if output.cuda else "", f"python {output.python}" if output.python else ""]
-    return ", ".join(p for p in parts if p) or "one variant"
+    return ", ".join(p for p in parts if p) or "default variant"
 
 
 def indent(text: str, prefix: str) -> str:
