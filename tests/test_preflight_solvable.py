@@ -15,13 +15,10 @@ from typing import Any
 import pytest
 from build_support import build_argv, fixture_recipes, offline_mirror, run_build, serving
 
+from pascal_forge.environments import environments_of
 from pascal_forge.plan import make_plan
-from pascal_forge.solvability import (
-    check_solvable,
-    environments_of,
-    failed_channel_note,
-    is_channel_error,
-)
+from pascal_forge.reachability import failed_channel_note, is_channel_error
+from pascal_forge.solvability import check_solvable
 from pascal_forge.solve import write_channel
 
 SUBDIR = "linux-64"

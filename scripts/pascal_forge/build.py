@@ -29,8 +29,8 @@ from .channel import (
 from .errors import PascalForgeError
 from .plan import Plan, PlannedBuild, _compatible
 from .progress import BuildLog, BuildReporter
+from .reachability import failed_channel_note
 from .render import SUMMARY_KEYS
-from .solvability import failed_channel_note
 
 DEFAULT_SOURCE_CHANNELS = ("conda-forge",)
 Status = Literal["built", "skipped", "failed", "blocked"]

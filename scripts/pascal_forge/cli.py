@@ -192,7 +192,9 @@ def _add_build_command(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="rebuild packages the channel already has")
     build.add_argument(
-        "--dry-run", action="store_true", help="print the ordered plan and what would be built, build nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the ordered plan, what would be built and the preflight's findings; build nothing",
     )
     build.add_argument(
         "--source-channel",

@@ -17,41 +17,26 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from rattler import (
-    Channel,
     Gateway,
-    GenericVirtualPackage,
     MatchSpec,
     RepoDataRecord,
 )
 from rattler import solve as rattler_solve
-from rattler.exceptions import GatewayError, SolverError
+from rattler.exceptions import SolverError
 
+from .environments import Environment, Kind, environments_of
 from .plan import Plan, PlannedBuild
 from .preflight import Finding
 from .rattler_run import run_rattler
+from .reachability import DEFAULT_TIMEOUT, UnreachableChannel, channel_label, fetch_channels
 from .render import DEFAULT_PLATFORM, RenderedOutput
-from .solve import System, _source, planned_record, planned_repodata, write_channel
+from .solve import _source, planned_repodata, write_channel
 
-Kind = Literal["build", "host", "run", "test"]
-# The sysroot our packages are built against: what they promise about the user's glibc.
-DEFAULT_GLIBC = "2.17"
-LINUX = "5.10"
-DEFAULT_TIMEOUT = 20.0
 # Versions shown per channel when a spec is not found; the newest ones matter most.
 SHOWN_VERSIONS = 8
-# rattler-build's messages when the repodata of a channel could not be fetched or a solve failed.
-_CHANNEL_ERROR_MARKS = (
-    "failed to resolve dependencies",
-    "error sending request",
-    "could not find subdir",
-    "repodata",
-    "http status",
-    "dns error",
-    "connection refused",
-)
 _NOT_FOUND = (
     re.compile(r"No candidates were found for (.+?)\.\s*$", re.MULTILINE),
     re.compile(r"[├└]─ (.+?), for which no candidates were found\.", re.MULTILINE),
@@ -61,29 +46,6 @@ _NOT_FOUND = (
 )
 _ABSENT_MARK = "no channel has a package named {name}"
 _SOLVER_PREFIX = "Cannot solve the request because of: "
-
-
-@dataclass(frozen=True)
-class Environment:
-    """One environment rattler-build would create for an output."""
-
-    kind: Kind
-    specs: tuple[str, ...]
-    # Where it comes from beyond the output itself, e.g. a staging output's name.
-    origin: str = ""
-    cuda: str | None = None
-    glibc: str = DEFAULT_GLIBC
-
-    @property
-    def label(self) -> str:
-        return f"{self.origin} {self.kind}" if self.origin else self.kind
-
-    def key(self) -> tuple:
-        return (tuple(sorted(self.specs)), self.cuda, self.glibc)
-
-    def virtual_packages(self) -> list[GenericVirtualPackage]:
-        # A build machine needs no GPU: __cuda only where the package is installed and tested.
-        return System(cuda=self.cuda, glibc=self.glibc, linux=LINUX).virtual_packages()
 
 
 @dataclass(frozen=True)
@@ -110,20 +72,6 @@ class Failure:
     build: PlannedBuild
     environment: Environment
     reason: Unsolvable
-
-
-@dataclass(frozen=True)
-class UnreachableChannel:
-    url: str
-    reason: str
-
-    @property
-    def line(self) -> str:
-        return (
-            f"source channel {self.url} is unreachable: {self.reason}. Nothing was solved or built; "
-            "check the URL, the network or proxy (or pass --source-channel with a mirror), or pass "
-            "--no-preflight to skip this check."
-        )
 
 
 @dataclass(frozen=True)
@@ -233,82 +181,6 @@ def check_solvable(
     )
 
 
-def environments_of(build: PlannedBuild) -> list[Environment]:
-    """The environments rattler-build creates for this output, as specs after the variant."""
-    output = build.output
-    if output.rendered is None:
-        return []
-    stage1 = output.rendered.recipe.to_dict()
-    variant = output.variant
-    glibc = str(variant.get("c_stdlib_version") or DEFAULT_GLIBC)
-    envs: list[Environment] = []
-    sections = [
-        (f"staging {c.get('name', '')}".strip(), c.get("requirements") or {}) for c in _staging(stage1)
-    ]
-    sections.append(("", stage1.get("requirements") or {}))
-    for origin, requirements in sections:
-        for kind in ("build", "host"):
-            specs = [_build_time_spec(s, variant) for s in requirements.get(kind) or []]
-            if specs:
-                envs.append(Environment(kind, tuple(specs), origin=origin, glibc=glibc))
-    run = planned_record(output)["depends"]
-    if run:
-        envs.append(Environment("run", tuple(run), cuda=output.cuda, glibc=glibc))
-    itself = f"{output.name} =={output.version} {output.build_string}"
-    for specs in _test_specs(stage1.get("tests") or []):
-        envs.append(Environment("test", (itself, *specs), cuda=output.cuda, glibc=glibc))
-    return list({(e.label, e.key()): e for e in envs}.values())
-
-
-def _staging(stage1: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(stage1.get("staging_caches") or [])
-
-
-def _build_time_spec(spec: Any, variant: dict[str, str]) -> str:
-    """A build or host spec as rattler-build applies the variant to it (apply_variant)."""
-    if isinstance(spec, dict):
-        if "pin_subpackage" in spec:
-            pin = spec["pin_subpackage"]
-            pinned = variant.get(pin["name"])
-            if not pinned:
-                return str(pin["name"])
-            version, _, build = pinned.partition(" ")
-            return f"{pin['name']} =={version} {build}" if pin.get("exact") else f"{pin['name']} >={version}"
-        if "pin_compatible" in spec:
-            return str(spec["pin_compatible"]["name"])  # pinned to what the host gets: any here
-        raise ValueError(f"unknown requirement {spec!r}")
-    text = str(spec).strip()
-    if " " in text or any(c in text for c in "=<>!~*["):
-        return text
-    value = _variant_value(variant, text)
-    if value is None:
-        return text
-    # A bare version means "starts with", as rattler-build reads it.
-    return f"{text} ={value}" if all(c.isalnum() or c == "." for c in value) else f"{text} {value}"
-
-
-def _variant_value(variant: dict[str, str], name: str) -> str | None:
-    wanted = _normalized(name)
-    return next((v for k, v in variant.items() if _normalized(k) == wanted), None)
-
-
-def _normalized(key: str) -> str:
-    return key.lower().replace("-", "_").replace(".", "_")
-
-
-def _test_specs(tests: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """What each test adds to the package in its test environment (rattler-build's run_test)."""
-    found: list[tuple[str, ...]] = []
-    for test in tests:
-        if "python" in test:
-            python = test["python"] or {}
-            found.append(("python", "pip") if python.get("pip_check", True) else ("python",))
-        elif "script" in test:
-            requirements = test.get("requirements") or {}
-            found.append(tuple(str(s) for s in requirements.get("run") or []))
-    return list(dict.fromkeys(found))
-
-
 def _available_repodata(
     plan: Plan, builds: Sequence[PlannedBuild], channel: Path
 ) -> dict[str, dict[str, Any]]:
@@ -341,7 +213,7 @@ async def _solve_all(
     """Fetch once, then solve `first`, then those of `later` whose test environments failed."""
     gateway = Gateway()
     fetch_started = time.monotonic()
-    unreachable = await _unreachable(gateway, sources, labels, names, platforms, timeout)
+    unreachable = await fetch_channels(gateway, sources, labels, names, platforms, timeout)
     fetched = time.monotonic() - fetch_started
     if unreachable:
         return unreachable, fetched, {}, 0
@@ -357,36 +229,6 @@ async def _solve_all(
         pending = [env for env, tests in later if tests & outcome.keys()]
         later = []
     return [], fetched, outcome, solved
-
-
-async def _unreachable(
-    gateway: Gateway,
-    sources: list[str],
-    labels: list[str],
-    names: list[str],
-    platforms: list[str],
-    timeout: float,
-) -> list[UnreachableChannel]:
-    """Fetch every channel's repodata for `names` (and what they need), one channel at a time
-    so that an error names its channel; what is fetched stays in the gateway for the solves."""
-
-    async def fetch(source: str) -> str | None:
-        try:
-            await asyncio.wait_for(
-                gateway.query([source], platforms, names or ["python"], recursive=True), timeout
-            )
-        except TimeoutError:
-            return f"no answer within {timeout:g} s"
-        except GatewayError as exc:
-            return gateway_reason(str(exc))
-        return None
-
-    reasons = await asyncio.gather(*(fetch(s) for s in sources))
-    return [
-        UnreachableChannel(label, reason)
-        for label, reason in zip(labels, reasons, strict=True)
-        if reason is not None
-    ]
 
 
 async def _solve_one(
@@ -564,65 +406,3 @@ def describe_variant(output: RenderedOutput) -> str:
 
 def indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line for line in text.removeprefix(_SOLVER_PREFIX).strip().splitlines())
-
-
-def gateway_reason(text: str) -> str:
-    """The last cause of a rattler fetch error, in one line with credentials removed."""
-    causes = [line.removeprefix("Caused by:").strip() for line in text.strip().splitlines() if line.strip()]
-    reason = causes[-1] if causes else "unknown error"
-    reason = re.sub(r"\s*for url \((\S+)\)", lambda m: f" for {m.group(1)}", reason)
-    if "lookup address" in reason or "dns error" in text:
-        reason = f"DNS lookup failed ({reason})"
-    return scrub(reason)
-
-
-def channel_label(channel: str) -> str:
-    """A channel as the user gave it, with the URL a bare name stands for."""
-    source = _source(channel)
-    if Path(source).is_absolute() or "://" in source:
-        return scrub(channel)
-    try:
-        url = Channel(source).base_url
-    except Exception:  # rattler refuses names it cannot turn into a URL; show the name alone
-        return scrub(channel)
-    return f"{scrub(channel)} ({scrub(url)})"
-
-
-def scrub(text: str) -> str:
-    """`text` without the credentials a channel URL may hold (user:password@, /t/<token>/)."""
-    text = re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
-    return re.sub(r"/t/[^/\s]+", "/t/***", text)
-
-
-def is_channel_error(message: str) -> bool:
-    lowered = message.lower()
-    return any(mark in lowered for mark in _CHANNEL_ERROR_MARKS)
-
-
-def unreachable_channels(
-    channels: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT
-) -> list[UnreachableChannel]:
-    """Which of `channels` cannot be read now: for naming the culprit after a build failed."""
-
-    async def probe() -> list[UnreachableChannel]:
-        return await _unreachable(
-            Gateway(),
-            [_source(c) for c in channels],
-            [channel_label(c) for c in channels],
-            [],
-            [DEFAULT_PLATFORM, "noarch"],
-            timeout,
-        )
-
-    return run_rattler(probe())
-
-
-def failed_channel_note(message: str, channels: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> str:
-    """For a build that failed fetching or solving: which channel could not be read, or
-    which channels were read, so the summary names a URL instead of bare retries."""
-    if not is_channel_error(message):
-        return ""
-    unreachable = unreachable_channels(channels, timeout=timeout)
-    if unreachable:
-        return "; ".join(f"channel {u.url} is unreachable: {u.reason}" for u in unreachable)
-    return f"channels read: {', '.join(scrub(c) for c in channels)}"
