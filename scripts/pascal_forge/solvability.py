@@ -157,7 +157,7 @@ def check_solvable(
         planned = builds if available is None else available
         ours = write_channel(_available_repodata(plan, planned, channel), Path(scratch))
         sources = [str(ours), *(_source(c) for c in source_channels)]
-        labels = [f"the target channel {channel}", *(channel_label(c) for c in source_channels)]
+        labels = [f"the target channel {channel.resolve()}", *(channel_label(c) for c in source_channels)]
         names = sorted({MatchSpec(s).name.normalized for env in distinct.values() for s in env.specs})
         names = [n for n in names if not n.startswith("__")]
         unreachable, fetched, outcome, solved = run_rattler(
