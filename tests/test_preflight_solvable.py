@@ -363,6 +363,33 @@ def test_a_version_there_with_other_builds_says_the_build_string_is_the_problem(
     assert "(==2.9.1 is there, but as builds cuda129_generic_" in finding.message
     assert finding.message.endswith("none matching cuda129_pascal_*)")
 
+    # Twin: with our pytorch in the target channel the same plan solves.
+    ours = tmp_path / "ours"
+    record = _record("pytorch", "2.9.1", "cuda129_pascal_py312_h0000000_200", [])
+    write_channel(
+        {
+            SUBDIR: {
+                "info": {"subdir": SUBDIR},
+                "packages": {},
+                "packages.conda": {"pytorch-2.9.1-x.conda": record},
+            },
+            "noarch": {"info": {"subdir": "noarch"}, "packages": {}, "packages.conda": {}},
+        },
+        ours,
+    )
+    plan = make_plan(recipes.parent, variants, ours)
+    assert check_solvable(plan, plan.builds, ours, [str(UPSTREAM)]).findings() == []
+
+
+def test_a_target_channel_whose_index_is_broken_is_named_as_the_target(project, tmp_path):
+    ours = tmp_path / "channel"
+    (ours / "noarch").mkdir(parents=True)
+    (ours / "noarch" / "repodata.json").write_text('{"packages": {"bad.conda": {}}}', encoding="utf-8")
+    channel = upstream(tmp_path / "upstream", xgrammar=("0.1.29",))
+    [finding] = _check(project, ours, [str(channel)]).findings()
+    print(finding.message)
+    assert finding.message.startswith(f"the target channel {ours} is unreachable: "), finding.message
+
 
 def _build_section(readme: str) -> str:
     return readme.split("### Building the channel", 1)[1].split("\n### ", 1)[0]

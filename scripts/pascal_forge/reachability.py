@@ -31,13 +31,14 @@ _CHANNEL_ERROR_MARKS = (
 
 @dataclass(frozen=True)
 class UnreachableChannel:
-    url: str
+    # The channel as the line names it: "source channel URL", "the target channel PATH".
+    channel: str
     reason: str
 
     @property
     def line(self) -> str:
         return (
-            f"source channel {self.url} is unreachable: {self.reason}. Nothing was solved or built; "
+            f"{self.channel} is unreachable: {self.reason}. Nothing was solved or built; "
             "check the URL, the network or proxy (or pass --source-channel with a mirror), or pass "
             "--no-preflight to skip this check."
         )
@@ -116,7 +117,7 @@ def unreachable_channels(
         return await fetch_channels(
             Gateway(),
             [_source(c) for c in channels],
-            [channel_label(c) for c in channels],
+            [f"channel {channel_label(c)}" for c in channels],
             [],
             [DEFAULT_PLATFORM, "noarch"],
             timeout,
@@ -132,5 +133,5 @@ def failed_channel_note(message: str, channels: Sequence[str], *, timeout: float
         return ""
     unreachable = unreachable_channels(channels, timeout=timeout)
     if unreachable:
-        return "; ".join(f"channel {u.url} is unreachable: {u.reason}" for u in unreachable)
+        return "; ".join(f"{u.channel} is unreachable: {u.reason}" for u in unreachable)
     return f"channels read: {', '.join(scrub(c) for c in channels)}"

@@ -213,7 +213,8 @@ async def _solve_all(
     """Fetch once, then solve `first`, then those of `later` whose test environments failed."""
     gateway = Gateway()
     fetch_started = time.monotonic()
-    unreachable = await fetch_channels(gateway, sources, labels, names, platforms, timeout)
+    named = [labels[0], *(f"source channel {label}" for label in labels[1:])]
+    unreachable = await fetch_channels(gateway, sources, named, names, platforms, timeout)
     fetched = time.monotonic() - fetch_started
     if unreachable:
         return unreachable, fetched, {}, 0
