@@ -32,6 +32,7 @@ from .errors import PascalForgeError
 from .forge_config import read_yaml_mapping
 from .plan import Plan, PlannedBuild, _compatible
 from .progress import BuildLog, BuildReporter
+from .reachability import failed_channel_note
 from .render import SUMMARY_KEYS, RenderedOutput
 from .variants import select_variant
 
@@ -81,6 +82,8 @@ class BuildOutcome:
     engine_seconds: float = 0.0
     log: Path | None = None
     message: str = ""
+    # For a fetch or solve failure: the channel that could not be read (or those that were).
+    channel_note: str = ""
 
 
 class BuildInterrupted(PascalForgeError):
@@ -229,6 +232,8 @@ def _build_one(
         except Exception as exc:  # rattler-build raises one error type per failing step
             engine = time.monotonic() - engine_started
             reason = " ".join(str(exc).split())
+            note = failed_channel_note(reason, channels)
+            reason += f"; {note}" if note else ""
             log.write(f"FAILED: {reason}")
             _clear_finished_packages(options.work_dir)
             return BuildOutcome(
@@ -238,6 +243,7 @@ def _build_one(
                 engine_seconds=engine,
                 log=log_path,
                 message=f"recipe {output.recipe}, variant {variant_text(build)}: {reason} (log: {log_path})",
+                channel_note=note,
             )
         engine = time.monotonic() - engine_started
         published = [publish_package(p, options.channel, result.platform) for p in result.packages]

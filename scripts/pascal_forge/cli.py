@@ -28,6 +28,7 @@ from .preflight import preflight, unbuilt_needs
 from .progress import closing_message, dry_run_table, reporter_for, summary_table
 from .recipes import discover_recipes
 from .rerender import rerender, stale_files, write
+from .solvability import check_solvable
 from .solve import (
     PRIORITIES,
     Solution,
@@ -202,7 +203,9 @@ def _add_build_command(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="rebuild packages the channel already has")
     build.add_argument(
-        "--dry-run", action="store_true", help="print the ordered plan and what would be built, build nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the ordered plan, what would be built and the preflight's findings; build nothing",
     )
     build.add_argument(
         "--source-channel",
@@ -224,7 +227,10 @@ def _add_build_command(commands: argparse._SubParsersAction) -> None:
         help="run each recipe's tests after its build (default: native)",
     )
     build.add_argument(
-        "--no-preflight", action="store_true", help="skip the checks of sources, disk space and CUDA version"
+        "--no-preflight",
+        action="store_true",
+        help="skip the checks before building: can every environment be solved, are the source "
+        "channels and sources reachable, is there disk space, no CUDA 13",
     )
     build.set_defaults(handler=_run_build)
 
@@ -243,20 +249,36 @@ def _run_build(args: argparse.Namespace) -> int:
     selected = select_builds(plan, args.only, args.up_to)
     if args.dry_run:
         console.print(dry_run_table(plan, selected, force=args.force))
-        return 0
+        if args.no_preflight or _preflight_passes(console, plan, selected, options):
+            return 0
+        console.print(
+            "preflight found problems (listed above): the build would stop before building anything"
+        )
+        return 1
     prepare_channel(args.channel)
-    if not args.no_preflight:
-        findings = preflight(pending_builds(selected, args.channel, force=args.force), options.work_dir)
-        findings += unbuilt_needs(plan, selected)
-        for finding in findings:
-            console.print(f"preflight {finding.severity}: {finding.message}", highlight=False, soft_wrap=True)
-        if any(f.severity == "error" for f in findings):
-            raise PascalForgeError("preflight found problems (listed above); nothing was built")
+    if not args.no_preflight and not _preflight_passes(console, plan, selected, options):
+        raise PascalForgeError("preflight found problems (listed above); nothing was built")
     with reporter_for(console) as reporter:
         report = build_channel(plan, selected, options, reporter)
     console.print(summary_table(report))
     console.print(closing_message(report), highlight=False, soft_wrap=True)
     return 0 if report.ok else 1
+
+
+def _preflight_passes(console: Console, plan: Plan, selected: list, options: BuildOptions) -> bool:
+    """Run every pre-build check, print what it found; False when an error would stop the build."""
+    pending = pending_builds(selected, options.channel, force=options.force)
+    findings = preflight(pending, options.work_dir) + unbuilt_needs(plan, selected)
+    tests = options.test_strategy == "native"
+    report = check_solvable(
+        plan, pending, options.channel, options.source_channels, available=selected, tests=tests
+    )
+    for finding in findings + report.findings():
+        console.print(
+            f"preflight {finding.severity}: {finding.message}", markup=False, highlight=False, soft_wrap=True
+        )
+    console.print(report.summary, markup=False, highlight=False)
+    return not any(f.severity == "error" for f in findings + report.findings())
 
 
 def _add_publish_command(commands: argparse._SubParsersAction) -> None:

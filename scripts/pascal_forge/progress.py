@@ -189,9 +189,11 @@ def reporter_for(console: Console) -> Iterator[BuildReporter]:
 
 def closing_message(report: BuildReport) -> str:
     if report.count("failed") or report.count("blocked"):
+        notes = dict.fromkeys(o.channel_note for o in report.outcomes if o.channel_note)
         return (
             f"{report.count('failed')} build(s) failed and {report.count('blocked')} were not built because "
             "they need one that failed; see the logs named above."
+            + "".join(f"\nfetching or solving failed: {note}" for note in notes)
         )
     if not report.count("built"):
         return (
