@@ -11,6 +11,9 @@ from .errors import RecipeError
 
 RECIPE_FILE = "recipe.yaml"
 PATCH_DIR = "patches"
+# What `pascal-forge bump` writes where it cannot know a value (a source it cannot fetch
+# from here). Any recipe that still holds it is refused, so nothing is built on a guess.
+PLACEHOLDER = "PASCAL-FORGE-FILL-IN"
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,25 @@ def discover_recipes(recipes_dir: Path) -> list[Recipe]:
 
 def parse_recipe(recipe: Recipe) -> Stage0Recipe:
     """Parse a recipe with rattler-build; a YAML or schema error names the file."""
+    check_placeholders(recipe)
     try:
         return Stage0Recipe.from_file(recipe.path)
     except Exception as exc:  # rattler-build raises several unrelated error types
         raise RecipeError(f"{recipe.path}: cannot be parsed: {_one_line(exc)}") from exc
+
+
+def check_placeholders(recipe: Recipe) -> None:
+    """Refuse a recipe in which `bump` left a value for a person to fill in, naming each."""
+    unfilled = [
+        f"line {number}: {line.strip().split(':', 1)[0].lstrip('- ')}"
+        for number, line in enumerate(recipe.path.read_text(encoding="utf-8").splitlines(), start=1)
+        if PLACEHOLDER in line and not line.lstrip().startswith("#")
+    ]
+    if unfilled:
+        raise RecipeError(
+            f"{recipe.path}: values to fill in before anything is built ({'; '.join(unfilled)}); "
+            f"replace each {PLACEHOLDER} value with the real one"
+        )
 
 
 def check_patch_list(recipe: Recipe, listed: set[str]) -> None:
