@@ -258,7 +258,8 @@ def test_real_metapackages_build_offline(tmp_path, mirror, capsys):
     channel = tmp_path / "channel"
     argv = ["build", "--recipes", str(RECIPES), "--variant-config", str(VARIANT_CONFIG)]
     argv += ["--channel", str(channel), "--source-channel", mirror.as_uri(), "--test", "skip"]
-    argv += ["--variant", "cuda_compiler_version=12.9", "--only", "vllm-pascal", "--only", "pytorch-gpu"]
+    argv += ["--variant", "cuda_compiler_version=12.9", "--variant", "vllm_version=0.14.0"]
+    argv += ["--only", "vllm-pascal", "--only", "pytorch-gpu"]
     code, out = run_build(capsys, *argv)
     assert code == 0, out
     # --only leaves out what they need at run time; the operator is told so, and it is not fatal.
@@ -296,7 +297,7 @@ def test_dry_run_prints_the_full_ordered_plan_of_the_real_recipes(tmp_path, caps
     assert code == 0, out
     plan = make_plan(RECIPES, VARIANT_CONFIG, channel)
     rows = [line for line in out.splitlines() if line.startswith("│")]
-    assert len(rows) == len(plan.builds) == 30
+    assert len(rows) == len(plan.builds) == 60
     for row, build in zip(rows, plan.builds, strict=True):
         cells = [cell.strip() for cell in row.strip("│").split("│")]
         assert cells[0] == str(build.position + 1)

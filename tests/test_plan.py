@@ -17,7 +17,12 @@ from pascal_forge.plan import make_plan
 from pascal_forge.variants import load_variant_config
 
 CUDA_VERSIONS = {"12.6", "12.9"}
-PYTHONS = {"3.10", "3.11", "3.12", "3.13"}
+# Each stack's releases and Pythons (the seed stack, then the current one).
+STACKS = {
+    "seed": ({"triton": "3.6.0", "pytorch": "2.9.1", "vllm": "0.14.0"}, {"3.10", "3.11", "3.12", "3.13"}),
+    "current": ({"triton": "3.8.0", "pytorch": "2.14.0", "vllm": "0.33.0"}, {"3.11", "3.12", "3.13", "3.14"}),
+}
+VERSION_OF = {"libtorch": "pytorch", "pytorch-gpu": "pytorch", "vllm-pascal": "vllm"}
 PYTHON_OUTPUTS = {"triton", "pytorch", "vllm"}
 CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm-pascal"}
 
@@ -34,15 +39,25 @@ def test_every_recipe_renders_for_every_variant(plan):
 
 
 @pytest.mark.parametrize("name", sorted(PYTHON_OUTPUTS))
-def test_python_outputs_cover_two_cuda_times_four_python(plan, name):
-    combos = [(b.output.cuda, b.output.python) for b in plan.builds if b.output.name == name]
-    assert sorted(combos) == sorted(product(CUDA_VERSIONS, PYTHONS))
+def test_python_outputs_cover_each_stack_times_two_cuda_times_its_pythons(plan, name):
+    combos = [
+        (b.output.version, b.output.cuda, b.output.python) for b in plan.builds if b.output.name == name
+    ]
+    expected = [
+        (versions[name], cuda, python)
+        for versions, pythons in STACKS.values()
+        for cuda, python in product(CUDA_VERSIONS, pythons)
+    ]
+    assert sorted(combos) == sorted(expected)
 
 
 @pytest.mark.parametrize("name", sorted(CUDA_ONLY_OUTPUTS))
-def test_python_independent_outputs_are_built_once_per_cuda(plan, name):
+def test_python_independent_outputs_are_built_once_per_stack_and_cuda(plan, name):
     builds = [b.output for b in plan.builds if b.output.name == name]
-    assert sorted(o.cuda for o in builds) == sorted(CUDA_VERSIONS)
+    expected = [
+        (versions[VERSION_OF[name]], cuda) for versions, _ in STACKS.values() for cuda in CUDA_VERSIONS
+    ]
+    assert sorted((o.version, o.cuda) for o in builds) == sorted(expected)
     assert all(o.python is None for o in builds)
 
 
@@ -70,17 +85,20 @@ def test_every_build_comes_after_what_it_needs(plan):
         assert all(need < build.position for need in build.needs), build.output.filename
 
 
-def test_needs_follow_the_variant(plan):
-    """vllm for CUDA 12.9 / Python 3.12 needs pytorch for 12.9 / 3.12, not another variant."""
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_needs_follow_the_variant(plan, stack):
+    """vllm for CUDA 12.9 / Python 3.12 needs its own stack's pytorch for 12.9 / 3.12, nothing else."""
+    versions, _ = STACKS[stack]
     vllm = next(
         b
         for b in plan.builds
-        if b.output.name == "vllm" and (b.output.cuda, b.output.python) == ("12.9", "3.12")
+        if b.output.name == "vllm"
+        and (b.output.version, b.output.cuda, b.output.python) == (versions["vllm"], "12.9", "3.12")
     )
     needed = [plan.builds[i].output for i in vllm.needs]
-    assert {(o.name, o.cuda, o.python) for o in needed} == {
-        ("triton", "12.9", "3.12"),
-        ("pytorch", "12.9", "3.12"),
+    assert {(o.name, o.version, o.cuda, o.python) for o in needed} == {
+        ("triton", versions["triton"], "12.9", "3.12"),
+        ("pytorch", versions["pytorch"], "12.9", "3.12"),
     }
 
 
@@ -137,7 +155,16 @@ def test_variant_override_narrows_zipped_keys_together():
     config = load_variant_config(VARIANT_CONFIG, {"cuda_compiler_version": "12.6", "python": "3.12"})
     assert config["cuda_compiler_version"] == ["12.6"]
     assert config["cxx_compiler_version"] == ["13"]
-    assert config["python"] == ["3.12.* *_cpython"]
+    # Python 3.12 is in both stacks, so both stay.
+    assert config["python"] == ["3.12.* *_cpython", "3.12.* *_cpython"]
+    assert config["pytorch_version"] == ["2.9.1", "2.14.0"]
+
+
+def test_variant_override_picks_one_stack_by_any_of_its_versions():
+    config = load_variant_config(VARIANT_CONFIG, {"vllm_version": "0.33.0"})
+    assert config["python"] == ["3.11.* *_cpython", "3.12.* *_cpython", "3.13.* *_cp313", "3.14.* *_cp314"]
+    assert set(config["triton_version"]) == {"3.8.0"}
+    assert set(config["pytorch_version"]) == {"2.14.0"}
 
 
 def test_variant_override_with_unknown_value_names_it():
@@ -216,7 +243,7 @@ def test_cli_prints_table_and_json(capsys, monkeypatch, tmp_path):
     assert "vllm-pascal" in table and "cuda129_pascal_py312_h" in table
     assert main(["plan", "--json", *args]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert len(records) == 30
+    assert len(records) == 60
     assert {"order", "name", "version", "build", "cuda", "python", "in_channel"} <= records[0].keys()
 
 

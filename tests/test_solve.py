@@ -145,8 +145,9 @@ def test_priority_disabled_never_mixes(ours: str, cuda: str) -> None:
 def test_stock_pytorch_moves_to_ours_in_one_solve(
     ours: str, stock_env: list[RepoDataRecord], priority: str
 ) -> None:
+    # The stock environment is conda-forge's 2.9 family, so the seed stack replaces it.
     solution = solve(
-        ["vllm-pascal"],
+        ["vllm-pascal 0.14.*"],
         [ours, str(UPSTREAM)],
         System(cuda="12.9", cuda_arch=PASCAL),
         priority=priority,
@@ -208,7 +209,7 @@ def test_check_catches_stock_vllm_on_our_pytorch(planned: dict[str, dict[str, An
     vllm on our pytorch, and the consistency check must say so."""
     broken = str(write_channel(_without_family_constraints(planned), tmp_path))
     solution = solve(
-        ["vllm"],
+        ["vllm 0.14.*"],
         [broken, str(UPSTREAM)],
         System(cuda="12.9", cuda_arch=PASCAL),
         priority="disabled",
@@ -323,11 +324,11 @@ def test_cli_solve_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def vllm_trees(upstream_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The 0.14.0 sdist as released, and with the vllm recipe's patch series applied."""
     recipe = Recipe(name="vllm", directory=RECIPES / "vllm")
-    target = patch_check_target(recipe)
+    target = patch_check_target(recipe, "0.14.0")
     assert target is not None
     stock = unpack_artifact(target, tmp_path_factory.mktemp("stock"), upstream_cache)
     patched = unpack_artifact(target, tmp_path_factory.mktemp("patched"), upstream_cache)
-    apply_series(recipe_patch_series(recipe, VARIANT_CONFIG), patched, target.path_map)
+    apply_series(recipe_patch_series(recipe, VARIANT_CONFIG, "0.14.0"), patched, target.path_map)
     return stock, patched
 
 
@@ -345,7 +346,8 @@ def _vllm_requirement_lines(tree: Path) -> list[str]:
 
 def test_our_versions_satisfy_vllm_requirements(vllm_trees: tuple[Path, Path]) -> None:
     lines = _vllm_requirement_lines(vllm_trees[0])
-    declared = declared_python_versions(make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built")))
+    seed = make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built"), overrides={"vllm_version": "0.14.0"})
+    declared = declared_python_versions(seed)
     assert declared == {"torch": "2.9.1", "triton": "3.6.0", "vllm": "0.14.0"}
     assert any(line.startswith("torch==2.9.1") for line in lines)
     assert unmet_requirements(lines, declared, LINUX_312) == []

@@ -31,6 +31,7 @@ from pascal_forge.sources import fetch
 pytestmark = pytest.mark.slow
 
 PYTORCH = Recipe(name="pytorch", directory=RECIPES / "pytorch")
+SEED_TORCH = "2.9.1"
 # Any torch that installs here lends its runtime; the gates under test are 2.9.1's files.
 RUNTIME_TORCH = "torch==2.13.0"
 GATE_FILES = (
@@ -47,7 +48,7 @@ TOO_OLD = "which is too old to be supported by the triton GPU compiler"
 @pytest.fixture(scope="session")
 def stock_gates(upstream_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """torch 2.9.1's gate files, from the released wheel."""
-    target = patch_check_target(PYTORCH)
+    target = patch_check_target(PYTORCH, SEED_TORCH)
     assert target is not None
     tree = tmp_path_factory.mktemp("torch-2.9.1-stock")
     with zipfile.ZipFile(fetch(target.artifact, upstream_cache)) as wheel:
@@ -62,7 +63,11 @@ def patched_gates(stock_gates: Path, tmp_path_factory: pytest.TempPathFactory) -
     for name in GATE_FILES:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_bytes((stock_gates / name).read_bytes())
-    apply_series(recipe_patch_series(PYTORCH, VARIANT_CONFIG), tree, patch_check_target(PYTORCH).path_map)
+    apply_series(
+        recipe_patch_series(PYTORCH, VARIANT_CONFIG, SEED_TORCH),
+        tree,
+        patch_check_target(PYTORCH, SEED_TORCH).path_map,
+    )
     return tree
 
 
@@ -83,7 +88,7 @@ def triton_on_path(upstream_cache: Path) -> Path:
     """has_triton() imports triton first: the stock triton 3.6.0 wheel, unpacked."""
     triton = Recipe(name="triton", directory=RECIPES / "triton")
     return prepare_tree(
-        patch_check_target(triton), [], upstream_cache.parent / "pascal-kernels", upstream_cache
+        patch_check_target(triton, "3.6.0"), [], upstream_cache.parent / "pascal-kernels", upstream_cache
     )
 
 
@@ -113,7 +118,7 @@ def test_a_stale_pytorch_patch_names_its_file_and_hunk(stock_gates: Path, tmp_pa
     scheduler = tree / "torch/_inductor/scheduler.py"
     scheduler.write_text(scheduler.read_text().replace("if not has_triton():", "if not has_triton(device):"))
     with pytest.raises(PatchError, match=r"hunk #1 of torch/_inductor/scheduler\.py"):
-        apply_series(recipe_patch_series(PYTORCH, VARIANT_CONFIG), tree)
+        apply_series(recipe_patch_series(PYTORCH, VARIANT_CONFIG, SEED_TORCH), tree)
 
 
 @pytest.mark.parametrize(

@@ -9,17 +9,18 @@ from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.patches import PatchCheckTarget, patch_check_target, recipe_patch_series
 from pascal_forge.recipes import Recipe
 
+SEED_TRITON = "3.6.0"
 TRITON = Recipe(name="triton", directory=RECIPES / "triton")
 
 
-def triton_target() -> PatchCheckTarget:
-    target = patch_check_target(TRITON)
+def triton_target(version: str = SEED_TRITON) -> PatchCheckTarget:
+    target = patch_check_target(TRITON, version)
     assert target is not None, "recipes/triton/recipe.yaml lost its extra: patch-check:"
     return target
 
 
-def triton_series() -> list[Path]:
-    return recipe_patch_series(TRITON, VARIANT_CONFIG)
+def triton_series(version: str = SEED_TRITON) -> list[Path]:
+    return recipe_patch_series(TRITON, VARIANT_CONFIG, version)
 
 
 def atomic_neighbourhood(ptx: str) -> list[list[str]]:

@@ -23,6 +23,9 @@ from pascal_forge.vllm_checks import (
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
+# The seed stack's releases, which these checks were written for.
+SEED_VLLM = "0.14.0"
+SEED_TRITON = "3.6.0"
 VLLM_RECIPE = Recipe(name="vllm", directory=REPO / "recipes" / "vllm")
 TRITON_RECIPE = Recipe(name="triton", directory=REPO / "recipes" / "triton")
 SETUP_CUDA12 = REPO / "scripts" / "setup-cuda12.sh"
@@ -33,14 +36,14 @@ HEADERS_CACHE = REPO / ".cache" / "vllm-headers"
 def patched_vllm(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -> Path:
     """The vLLM 0.14.0 sdist with recipes/vllm's series applied."""
     return patched_upstream(
-        VLLM_RECIPE, VARIANT_CONFIG, tmp_path_factory.mktemp("vllm-patched"), upstream_cache
+        VLLM_RECIPE, VARIANT_CONFIG, tmp_path_factory.mktemp("vllm-patched"), upstream_cache, SEED_VLLM
     )
 
 
 @pytest.fixture(scope="session")
 def stock_vllm(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -> Path:
     """The vLLM 0.14.0 sdist as released (the twin that shows the checks can fail)."""
-    target = patch_check_target(VLLM_RECIPE)
+    target = patch_check_target(VLLM_RECIPE, SEED_VLLM)
     assert target is not None
     return unpack_artifact(target, tmp_path_factory.mktemp("vllm-stock"), upstream_cache)
 
@@ -48,7 +51,9 @@ def stock_vllm(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -
 @pytest.fixture(scope="session")
 def patched_triton(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -> tuple[Path, Path]:
     """The stock triton 3.6.0 wheel with recipes/triton's patches; (tree, its CUDA 12.8 ptxas)."""
-    return triton_tree(TRITON_RECIPE, VARIANT_CONFIG, tmp_path_factory.mktemp("triton"), upstream_cache)
+    return triton_tree(
+        TRITON_RECIPE, VARIANT_CONFIG, tmp_path_factory.mktemp("triton"), upstream_cache, SEED_TRITON
+    )
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from pascal_forge.recipes import Recipe
 from pascal_forge.sources import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
+# The device's own triton is 3.6.0, so its Pascal form uses that version's series.
+TRITON_VERSION = "3.6.0"
 CAPABILITY = 61
 CASES = [
     *(
@@ -50,7 +52,9 @@ def main(out_dir: Path) -> int:
     recipe = Recipe("triton", REPO / "recipes" / "triton")
     cache = default_cache_dir().parent / "pascal-kernels"
     tree = prepare_tree(
-        patch_check_target(recipe), recipe_patch_series(recipe, REPO / "conda_build_config.yaml"), cache
+        patch_check_target(recipe, TRITON_VERSION),
+        recipe_patch_series(recipe, REPO / "conda_build_config.yaml", TRITON_VERSION),
+        cache,
     )
     shutil.rmtree(out_dir, ignore_errors=True)
     manifest = {}

@@ -21,7 +21,7 @@ from .build import (
 )
 from .doctor import diagnose, probe
 from .errors import PascalForgeError
-from .patches import check_recipe_patches
+from .patches import check_recipe_patches, patch_check_targets
 from .plan import Plan, make_plan
 from .preflight import preflight, unbuilt_needs
 from .progress import closing_message, dry_run_table, reporter_for, summary_table
@@ -122,8 +122,8 @@ def _run_check_patches(args: argparse.Namespace) -> int:
     if unknown:
         raise PascalForgeError(f"no recipe named {', '.join(sorted(unknown))} in {args.recipes}")
     for recipe in recipes:
-        applied = check_recipe_patches(recipe, args.variant_config)
-        print(f"{recipe.name}: {applied} patch(es) apply without fuzz")
+        for version, applied in check_recipe_patches(recipe, args.variant_config).items():
+            print(f"{recipe.name} {version}: {applied} patch(es) apply without fuzz")
     return 0
 
 
@@ -175,6 +175,12 @@ def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
         "--capability", type=int, action="append", help="compute capability (default: 60 and 61)"
     )
     suite.add_argument("--match", default="", help="only kernels whose name contains this text")
+    suite.add_argument(
+        "--triton-version",
+        action="append",
+        metavar="VERSION",
+        help="triton release to compile with (repeatable; default: every version of the recipe)",
+    )
     suite.add_argument("--ptx-dir", type=Path, help="write the patched tree's PTX here")
     suite.set_defaults(handler=_run_compile_suite)
 
@@ -188,16 +194,22 @@ def _run_compile_suite(args: argparse.Namespace) -> int:
     if recipe is None:
         raise PascalForgeError(f"no triton recipe in {args.recipes}")
     capabilities = args.capability or list(PASCAL_CAPABILITIES)
-    runs = run_stock_and_patched(
-        recipe,
-        args.variant_config,
-        default_cache_dir().parent / "pascal-kernels",
-        capabilities,
-        args.match,
-        args.ptx_dir,
-    )
-    print(format_table(runs, capabilities))
-    return 0 if all(result.as_expected for result in runs[1].results) else 1
+    versions = args.triton_version or list(patch_check_targets(recipe))
+    all_expected = True
+    for version in versions:
+        runs = run_stock_and_patched(
+            recipe,
+            args.variant_config,
+            default_cache_dir().parent / "pascal-kernels",
+            version,
+            capabilities,
+            args.match,
+            args.ptx_dir,
+        )
+        print(f"triton {version}")
+        print(format_table(runs, capabilities))
+        all_expected &= all(result.as_expected for result in runs[1].results)
+    return 0 if all_expected else 1
 
 
 def _add_build_command(commands: argparse._SubParsersAction) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from packaging.version import Version
 
 from .errors import PascalForgeError
 from .recipes import Recipe
@@ -43,17 +44,33 @@ class PatchCheckTarget:
     strip_prefix: str = ""
 
 
-def patch_check_target(recipe: Recipe) -> PatchCheckTarget | None:
-    """The recipe's `extra: patch-check:` entry, or None if it declares none."""
+def patch_check_targets(recipe: Recipe) -> dict[str, PatchCheckTarget]:
+    """The recipe's `extra: patch-check:` entries by upstream version, oldest first."""
     extra = (yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}).get("extra") or {}
-    entry = extra.get(PATCH_CHECK_KEY)
-    if not entry:
-        return None
-    return PatchCheckTarget(
-        artifact=UpstreamArtifact(project=entry["pypi"], filename=entry["file"], sha256=entry["sha256"]),
-        path_map=entry.get("path-map") or {},
-        strip_prefix=entry.get("strip-prefix") or "",
-    )
+    entries = extra.get(PATCH_CHECK_KEY) or {}
+    if not isinstance(entries, dict) or any(not isinstance(e, dict) for e in entries.values()):
+        raise PatchError(
+            f"{recipe.path}: `extra: {PATCH_CHECK_KEY}:` must map each version to its artifact "
+            '(e.g. "3.6.0": {pypi: triton, file: ..., sha256: ...})'
+        )
+    targets = {}
+    for version, entry in entries.items():
+        missing = [key for key in ("pypi", "file", "sha256") if not entry.get(key)]
+        if missing:
+            raise PatchError(
+                f"{recipe.path}: `extra: {PATCH_CHECK_KEY}: {version}:` lacks {', '.join(missing)}"
+            )
+        targets[str(version)] = PatchCheckTarget(
+            artifact=UpstreamArtifact(project=entry["pypi"], filename=entry["file"], sha256=entry["sha256"]),
+            path_map=entry.get("path-map") or {},
+            strip_prefix=entry.get("strip-prefix") or "",
+        )
+    return dict(sorted(targets.items(), key=lambda item: Version(item[0])))
+
+
+def patch_check_target(recipe: Recipe, version: str) -> PatchCheckTarget | None:
+    """The artifact that the series of `version` is checked on, or None if it declares none."""
+    return patch_check_targets(recipe).get(version)
 
 
 def unpack_artifact(target: PatchCheckTarget, destination: Path, cache_dir: Path | None = None) -> Path:
@@ -140,33 +157,45 @@ def _describe_failure(patch: Path, output: str) -> str:
     return f"{patch.name} does not apply without fuzz: {detail}. Refresh it against the new upstream files."
 
 
-def recipe_patch_series(recipe: Recipe, variant_config_path: Path) -> list[Path]:
-    """The recipe's patches in application order, over all variants (selector-guarded ones too)."""
+def recipe_patch_series(recipe: Recipe, variant_config_path: Path, version: str) -> list[Path]:
+    """The patches of one upstream version in application order, over all its variants."""
     from .render import render_recipe
     from .variants import load_variant_config
 
     outputs = render_recipe(recipe, load_variant_config(variant_config_path))
-    ordered = dict.fromkeys(p for output in outputs for p in output.patches)
+    ordered = dict.fromkeys(p for output in outputs if output.version == version for p in output.patches)
     return [recipe.directory / p for p in ordered]
 
 
-def check_recipe_patches(recipe: Recipe, variant_config_path: Path, cache_dir: Path | None = None) -> int:
-    """Apply the recipe's whole series to its upstream artifact; return how many patches applied."""
-    series = recipe_patch_series(recipe, variant_config_path)
-    target = patch_check_target(recipe)
-    if target is None:
-        if series:
-            raise PatchError(
-                f"{recipe.path}: has patches but no `extra: {PATCH_CHECK_KEY}:` to check them on"
-            )
-        return 0
-    with tempfile.TemporaryDirectory(prefix=f"pascal-forge-{recipe.name}-") as scratch:
-        tree = unpack_artifact(target, Path(scratch), cache_dir)
-        try:
-            apply_series(series, tree, target.path_map)
-        except PatchError as exc:
-            raise PatchError(f"{recipe.name} ({target.artifact.filename}): {exc}") from exc
-    return len(series)
+def check_recipe_patches(
+    recipe: Recipe, variant_config_path: Path, cache_dir: Path | None = None
+) -> dict[str, int]:
+    """Apply each version's whole series to its upstream artifact; patches applied per version."""
+    from .render import render_recipe
+    from .variants import load_variant_config
+
+    targets = patch_check_targets(recipe)
+    versions = {o.version for o in render_recipe(recipe, load_variant_config(variant_config_path))}
+    applied: dict[str, int] = {}
+    for version in sorted(versions | targets.keys(), key=Version):
+        series = recipe_patch_series(recipe, variant_config_path, version)
+        target = targets.get(version)
+        if target is None:
+            if series:
+                raise PatchError(
+                    f"{recipe.path}: version {version} has patches but no "
+                    f"`extra: {PATCH_CHECK_KEY}: {version}:` artifact to check them on"
+                )
+            applied[version] = 0
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"pascal-forge-{recipe.name}-") as scratch:
+            tree = unpack_artifact(target, Path(scratch), cache_dir)
+            try:
+                apply_series(series, tree, target.path_map)
+            except PatchError as exc:
+                raise PatchError(f"{recipe.name} {version} ({target.artifact.filename}): {exc}") from exc
+        applied[version] = len(series)
+    return applied
 
 
 # --- assessing a series against a new release (pascal-forge bump) ---------------------------

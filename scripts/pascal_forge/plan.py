@@ -122,7 +122,13 @@ def _compatible(a: dict[str, str], b: dict[str, str]) -> bool:
 
 
 def _variant_sort_key(output: RenderedOutput) -> tuple:
-    return (_version_key(output.cuda), _version_key(output.python), output.build_string)
+    """One stack after the other (oldest release first), then CUDA, then Python."""
+    return (
+        _version_key(output.version),
+        _version_key(output.cuda),
+        _version_key(output.python),
+        output.build_string,
+    )
 
 
 def _version_key(version: str | None) -> tuple[int, ...]:

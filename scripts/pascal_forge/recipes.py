@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from rattler_build import Stage0Recipe
 
 from .errors import RecipeError
@@ -29,7 +30,22 @@ class Recipe:
 
     @property
     def patch_files(self) -> list[Path]:
-        return sorted((self.directory / PATCH_DIR).glob("*.patch"))
+        """Every patch file of every version (patches/<version>/NNNN-what.patch)."""
+        return sorted((self.directory / PATCH_DIR).glob("**/*.patch"))
+
+    def patch_dir(self, version: str) -> Path:
+        """Where the series of one upstream version lives."""
+        return self.directory / PATCH_DIR / version
+
+    def patch_series(self, version: str) -> list[Path]:
+        """The patches of `version` in the order its `if: version == "X"` source block lists them.
+
+        Read from the recipe text, not a render, so a version the variant matrix does not
+        select yet (one `bump` just added) has its series too.
+        """
+        data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        listed = _version_patches(data, f'version == "{version}"')
+        return [self.directory / p for p in dict.fromkeys(listed)]
 
 
 def discover_recipes(recipes_dir: Path) -> list[Recipe]:
@@ -69,25 +85,41 @@ def check_placeholders(recipe: Recipe) -> None:
         )
 
 
-def check_patch_list(recipe: Recipe, listed: set[str]) -> None:
-    """A listed patch must exist, and every patch file must be listed.
+def check_patch_list(recipe: Recipe, listed: set[str], versions: set[str]) -> None:
+    """A listed patch must exist, and every patch file of a rendered version must be listed.
 
     `listed` holds the patch paths, relative to the recipe folder, that any rendered
-    variant names, so a patch applied under a selector still counts as listed.
+    variant names, so a patch applied under a selector still counts as listed. Series of
+    versions that a narrowed matrix does not render (patches/<version>/) are not judged.
     """
     missing = sorted(p for p in listed if not (recipe.directory / p).is_file())
     if missing:
         raise RecipeError(f"{recipe.path}: lists patches that do not exist: {', '.join(missing)}")
+    patch_root = recipe.directory / PATCH_DIR
     unlisted = sorted(
         str(p.relative_to(recipe.directory))
         for p in recipe.patch_files
         if str(p.relative_to(recipe.directory)) not in listed
+        and (p.parent == patch_root or p.parent.name in versions)
     )
     if unlisted:
         raise RecipeError(
             f"{recipe.path}: patch files that no source lists (add them or delete them): "
             f"{', '.join(unlisted)}"
         )
+
+
+def _version_patches(node: object, condition: str) -> list[str]:
+    """Patch paths of every `if: <condition>` block anywhere in the recipe (outputs too)."""
+    if isinstance(node, list):
+        return [p for item in node for p in _version_patches(item, condition)]
+    if not isinstance(node, dict):
+        return []
+    if str(node.get("if", "")).replace("'", '"').strip() == condition:
+        sources = node.get("then") or []
+        sources = [sources] if isinstance(sources, dict) else sources
+        return [str(p) for s in sources if isinstance(s, dict) for p in s.get("patches") or []]
+    return [p for value in node.values() for p in _version_patches(value, condition)]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -76,7 +76,7 @@ def render_recipe(
             rendered=variant,
         )
         outputs.setdefault((output.name, output.build_string), output)
-    check_patch_list(recipe, listed_patches)
+    check_patch_list(recipe, listed_patches, {o.version for o in outputs.values()})
     return list(outputs.values())
 
 

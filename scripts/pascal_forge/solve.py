@@ -368,7 +368,10 @@ _DISTRIBUTIONS = {
 
 
 def declared_python_versions(plan: Plan) -> dict[str, str]:
-    """The versions our builds give their Python distributions: what `pip check` compares."""
+    """The versions our builds give their Python distributions: what `pip check` compares.
+
+    A plan of one stack (narrowed with e.g. `vllm_version`) has one version per distribution.
+    """
     versions: dict[str, str] = {}
     for build in plan.builds:
         output = build.output
@@ -381,7 +384,7 @@ def declared_python_versions(plan: Plan) -> dict[str, str]:
         if versions.setdefault(distribution, version) != version:
             raise RecipeError(
                 f"recipes/{output.recipe}/recipe.yaml: {distribution} reports {version} in one "
-                f"variant and {versions[distribution]} in another"
+                f"variant and {versions[distribution]} in another; narrow the plan to one stack"
             )
     return versions
 

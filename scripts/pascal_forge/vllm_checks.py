@@ -91,13 +91,17 @@ class VllmCheckError(PascalForgeError):
 # --------------------------------------------------------------------------- sources
 
 
-def patched_upstream(recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None) -> Path:
-    """The recipe's `extra: patch-check:` artifact unpacked under `destination`, its series applied."""
-    target = patch_check_target(recipe)
+def patched_upstream(
+    recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None, version: str
+) -> Path:
+    """One version's `extra: patch-check:` artifact unpacked under `destination`, its series applied."""
+    target = patch_check_target(recipe, version)
     if target is None:
-        raise VllmCheckError(f"{recipe.path}: no `extra: patch-check:` artifact to build the check on")
+        raise VllmCheckError(
+            f"{recipe.path}: no `extra: patch-check: {version}:` artifact to build the check on"
+        )
     tree = unpack_artifact(target, destination, cache_dir)
-    apply_series(recipe_patch_series(recipe, variant_config), tree, target.path_map)
+    apply_series(recipe_patch_series(recipe, variant_config, version), tree, target.path_map)
     return tree
 
 
@@ -245,10 +249,10 @@ class KernelResult:
 
 
 def triton_tree(
-    triton_recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None
+    triton_recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None, version: str
 ) -> tuple[Path, Path]:
-    """The stock triton wheel with the triton recipe's patches applied; returns (tree, its ptxas)."""
-    tree = patched_upstream(triton_recipe, variant_config, destination, cache_dir)
+    """One stock triton wheel with that version's patches applied; returns (tree, its ptxas)."""
+    tree = patched_upstream(triton_recipe, variant_config, destination, cache_dir, version)
     ptxas = tree / "triton" / "backends" / "nvidia" / "bin" / "ptxas"
     ptxas.chmod(0o755)
     return tree, ptxas

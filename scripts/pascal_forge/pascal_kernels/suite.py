@@ -191,15 +191,16 @@ def run_stock_and_patched(
     recipe: Recipe,
     variant_config: Path,
     trees_dir: Path,
+    version: str,
     capabilities: Sequence[int] = PASCAL_CAPABILITIES,
     match: str = "",
     ptx_dir: Path | None = None,
 ) -> tuple[SuiteRun, SuiteRun]:
-    """The suite on the recipe's released wheel, without and with the recipe's patch series."""
-    target = patch_check_target(recipe)
+    """The suite on one version's released wheel, without and with that version's patch series."""
+    target = patch_check_target(recipe, version)
     if target is None:
-        raise SuiteError(f"{recipe.path}: no `extra: patch-check:` wheel to compile with")
-    series = recipe_patch_series(recipe, variant_config)
+        raise SuiteError(f"{recipe.path}: no `extra: patch-check: {version}:` wheel to compile with")
+    series = recipe_patch_series(recipe, variant_config, version)
     stock = run_suite(prepare_tree(target, [], trees_dir), "stock", capabilities, match=match)
     patched_tree = prepare_tree(target, series, trees_dir)
     patched = run_suite(patched_tree, "patched", capabilities, match=match, ptx_dir=ptx_dir)
