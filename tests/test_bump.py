@@ -95,9 +95,7 @@ def world(tmp_path, monkeypatch):
     """An index with demo 1.0.0 and 1.1.0 (and basepkg), a recipes folder carrying demo 1.0.0."""
     dist = tmp_path / "dist"
     demo_old = make_wheel(dist, "demo", "1.0.0", {"demo/core.py": OLD_CORE}, ["basepkg==1.0.0"])
-    demo_new = make_wheel(
-        dist, "demo", "1.1.0", {"demo/core.py": NEW_CORE}, ["basepkg==2.0.0", "newdep>=1"]
-    )
+    demo_new = make_wheel(dist, "demo", "1.1.0", {"demo/core.py": NEW_CORE}, ["basepkg==2.0.0", "newdep>=1"])
     sdists = {}
     for version in ("1.0.0", "1.1.0"):
         sdists[version] = dist / f"demo-{version}.tar.gz"
@@ -114,9 +112,7 @@ def world(tmp_path, monkeypatch):
         (demo / "patches" / "1.0.0" / name).write_text(textwrap.dedent(body).lstrip())
     (demo / "recipe.yaml").write_text(_recipe_text("1.0.0", demo_old, sdists["1.0.0"], "demo", list(PATCHES)))
     (recipes / "base" / "patches" / "1.0.0").mkdir(parents=True)
-    (recipes / "base" / "recipe.yaml").write_text(
-        _recipe_text("1.0.0", base, sdists["1.0.0"], "basepkg", [])
-    )
+    (recipes / "base" / "recipe.yaml").write_text(_recipe_text("1.0.0", base, sdists["1.0.0"], "basepkg", []))
     monkeypatch.setenv("PASCAL_FORGE_CACHE", str(tmp_path / "cache"))
     with serve_index(tmp_path / "index") as url:
         monkeypatch.setenv(INDEX_ENV, url)
@@ -149,14 +145,19 @@ def test_version_defaults_to_the_newest_release_on_the_index(world):
 def test_pins_on_our_recipes_and_new_requirement_lines_are_reported(world):
     report = check_bump(world, "demo", "1.1.0")
     [pin] = report.pins
-    assert (pin.requirement, pin.recipe, pin.carried, pin.satisfied) == ("basepkg==2.0.0", "base", ("1.0.0",), False)
+    assert (pin.requirement, pin.recipe, pin.carried, pin.satisfied) == (
+        "basepkg==2.0.0",
+        "base",
+        ("1.0.0",),
+        False,
+    )
     assert report.also_bump == (pin,)
     assert report.new_requirements == ("basepkg==2.0.0", "newdep>=1")
 
 
 def test_twin_a_pin_the_recipes_already_meet_asks_for_no_other_bump(world):
     base = world / "base" / "recipe.yaml"
-    base.write_text(base.read_text().replace("basepkg==", "").replace('"1.0.0"', '"2.0.0"'))
+    base.write_text(base.read_text().replace('"1.0.0"', '"2.0.0"'))
     report = check_bump(world, "demo", "1.1.0")
     assert [p.satisfied for p in report.pins] == [True]
     assert report.also_bump == ()
@@ -217,6 +218,14 @@ def test_a_release_the_index_lacks_is_a_usage_error_naming_it(world, capsys):
 
 def test_twin_a_release_the_index_has_is_checked(world):
     assert _bump(world, "demo", "1.1.0", "--check") == 1
+
+
+def test_a_version_the_recipe_already_has_is_nothing_to_bump(world, tmp_path, capsys):
+    report = tmp_path / "report.md"
+    assert _bump(world, "demo", "1.0.0", "--check", "--report", str(report)) == 0
+    assert "nothing to bump" in capsys.readouterr().out
+    # The weekly workflow files no issue when there is no report.
+    assert not report.exists()
 
 
 def test_an_unreachable_index_gives_one_line_naming_it(world, monkeypatch, capsys):

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # One table row of the Markdown report: number, patch, and one of the four statuses.
 ROW = re.compile(
     r"^\| \d+ \| `\d{4}-[\w.-]+\.patch` \| (applies|applies with offset -?\d+ \(refreshed\)"
-    r"|already upstream \((it reverse-applies|upstream has the same change)\)|fails at \S+ (hunk #\d+|\(missing\)).*) \|$"
+    r"|already upstream \((it reverse-applies|upstream has the same change)\)"
+    r"|fails at \S+ (hunk #\d+|\(missing\)).*) \|$"
 )
 
 
@@ -35,7 +36,7 @@ def _recipes_from(tmp_path: Path, version: str) -> Path:
     shutil.copytree(RECIPES, copy)
     vllm = Recipe("vllm", copy / "vllm")
     for newer in [v for v in patch_check_targets(vllm) if v != version]:
-        shutil.rmtree(vllm.directory / "patches" / newer)
+        shutil.rmtree(vllm.directory / "patches" / newer, ignore_errors=True)
         _drop_version(vllm.path, newer)
     return copy
 

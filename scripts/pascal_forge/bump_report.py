@@ -29,7 +29,7 @@ def to_markdown(report: BumpReport, *, written: list[str] | None = None) -> str:
         "|---|---|---|",
     ]
     for number, outcome in enumerate(report.outcomes, start=1):
-        lines.append(f"| {number} | {_code(outcome.patch.name)} | {_cell(_status(outcome))} |")
+        lines.append(f"| {number} | {_cell(_code(outcome.patch.name))} | {_cell(_status(outcome))} |")
     failing = [o for o in report.outcomes if o.status is PatchStatus.FAILS]
     if failing:
         lines += ["", "### What no longer matches", ""]

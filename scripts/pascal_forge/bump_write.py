@@ -20,6 +20,7 @@ from .patches import PatchStatus, patch_check_targets
 from .recipes import PATCH_DIR, PLACEHOLDER, Recipe
 
 _COMMIT = re.compile(r"\b[0-9a-f]{40}\b")
+_VERSION_TEMPLATE = re.compile(r"\$\{\{\s*version\s*\}\}")
 
 
 def write_bump(recipes_dir: Path, report: BumpReport) -> list[str]:
@@ -36,8 +37,11 @@ def write_bump(recipes_dir: Path, report: BumpReport) -> list[str]:
     # Copy first, rename into place: a failed write leaves no half a patch folder.
     staging = new_folder.with_name(f".{report.new_version}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(old_folder, staging)
-    written = [f"{new_folder.relative_to(recipes_dir.parent)}/ (copied from {report.old_version})"]
+    if old_folder.is_dir():
+        shutil.copytree(old_folder, staging)
+    else:  # the old version carries no patches
+        staging.mkdir(parents=True)
+    written = [f"wrote {new_folder.relative_to(recipes_dir.parent)}/ (copied from {report.old_version})"]
     for outcome in report.outcomes:
         if outcome.status is PatchStatus.OFFSET and outcome.refreshed is not None:
             (staging / outcome.patch.name).write_text(outcome.refreshed, encoding="utf-8")
@@ -47,7 +51,7 @@ def write_bump(recipes_dir: Path, report: BumpReport) -> list[str]:
     partial.write_text(text, encoding="utf-8")
     partial.replace(recipe.path)
     written.append(
-        f"{recipe.path.relative_to(recipes_dir.parent)}: source block and patch-check for "
+        f"wrote {recipe.path.relative_to(recipes_dir.parent)}: source block and patch-check for "
         f"{report.new_version}"
     )
     written += [f"fill in by hand: {item}" for item in unknown]
@@ -95,33 +99,35 @@ def _add_source_block(
         )
     end = _block(lines, start)
     old, new = report.old_version, report.new_version
-    block = [line.replace(f"{PATCH_DIR}/{old}/", f"{PATCH_DIR}/{new}/") for line in lines[start:end]]
-    block[0] = block[0].replace(old, new)
+    same_version = re.compile(rf"(?<![\d.]){re.escape(old)}(?!\d)")
+    block = [same_version.sub(new, line) for line in lines[start:end]]
     unknown: list[str] = []
     url = ""
     for index, line in enumerate(block):
+        if line.lstrip().startswith("#"):
+            continue
         key, _, value = line.strip().removeprefix("- ").partition(":")
         value = value.strip()
+        if _COMMIT.search(line):
+            line = block[index] = _COMMIT.sub(f"{PLACEHOLDER}-commit", line)
+            unknown.append(f"{key}: the commit for {new} ({_line_ref(recipe, end, index)})")
+            value = line.strip().removeprefix("- ").partition(":")[2].strip()
         if key in ("url", "git"):
-            url = value.replace(old, new)
-            block[index] = line.replace(old, new)
-        if _COMMIT.search(block[index]):
-            block[index] = _COMMIT.sub(f"{PLACEHOLDER}-commit", block[index])
-            unknown.append(f"{key} (a commit id for {new}; {_line_ref(recipe, start, end, index)})")
-        if key == "sha256":
+            url = _VERSION_TEMPLATE.sub(new, value)
+        elif key == "sha256":
             name = url.rsplit("/", 1)[-1]
-            if name in fetchable and _COMMIT.search(url) is None:
+            if name in fetchable and PLACEHOLDER not in url:
                 block[index] = line.replace(value, fetchable[name])
             else:
                 block[index] = line.replace(value, f"{PLACEHOLDER} sha256 of {url}")
-                unknown.append(f"sha256 of {url} ({_line_ref(recipe, start, end, index)})")
+                unknown.append(f"sha256 of {url} ({_line_ref(recipe, end, index)})")
     lines[end:end] = block if lines[end - 1].endswith("\n") else ["\n", *block]
     return "".join(lines), unknown
 
 
-def _line_ref(recipe: Recipe, start: int, end: int, index: int) -> str:
+def _line_ref(recipe: Recipe, end: int, index: int) -> str:
     # The new block lands right after the old one.
-    return f"{recipe.path.name} line {end + index + 1}"
+    return f"{recipe.path} line {end + index + 1}"
 
 
 def _add_patch_check_entry(text: str, recipe: Recipe, report: BumpReport) -> str:

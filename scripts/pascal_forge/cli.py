@@ -159,7 +159,7 @@ def _run_bump(args: argparse.Namespace) -> int:
     written = None if args.check else write_bump(args.recipes, report)
     _console().print(terminal_view(report))
     for item in written or []:
-        print(f"wrote {item}")
+        print(item)
     if args.report:
         args.report.write_text(to_markdown(report, written=written), encoding="utf-8")
     return 1 if report.needs_work else 0

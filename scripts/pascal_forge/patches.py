@@ -463,10 +463,11 @@ def _failures(output: str, files: list[_FileDiff], names: list[str], tree: Path)
 
 def _first_mismatch(content: list[str], old_lines: list[str]) -> str:
     """The first line of the hunk's old side where the file stops following it."""
-    for length in range(len(old_lines), 0, -1):
-        if _contains(content, old_lines[:length]):
-            return old_lines[length] if length < len(old_lines) else old_lines[0]
-    return old_lines[0] if old_lines else ""
+    length = next((n for n in range(len(old_lines), 0, -1) if _contains(content, old_lines[:n])), 0)
+    if length == len(old_lines):
+        length = 0
+    # A blank line says nothing about where the file changed: name the next line with text.
+    return next((line for line in old_lines[length:] if line.strip()), "(blank lines)")
 
 
 def _failure_text(failure: HunkFailure) -> str:
