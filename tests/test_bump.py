@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 from index_support import closed_port_url, make_wheel, serve_index, sha256, write_index
+from rich.console import Console
 
 from pascal_forge.bump import check_bump
+from pascal_forge.bump_report import terminal_view, to_markdown
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError
 from pascal_forge.index import INDEX_ENV
-from pascal_forge.patches import PatchStatus, assess_series, patch_check_targets
+from pascal_forge.patches import PatchStatus, assess_series, patch_check_targets, unpack_artifact
 from pascal_forge.recipes import PLACEHOLDER, Recipe, check_placeholders
 
 OLD_CORE = "".join(f"line {n}\n" for n in range(1, 31))
@@ -175,8 +177,6 @@ def test_bump_adds_the_version_refreshes_the_offset_and_leaves_the_upstream_patc
     new_wheel = targets["1.1.0"].artifact
     assert new_wheel.filename == "demo-1.1.0-py3-none-any.whl"
     # The new series applies to the new wheel: the refreshed patch without any offset.
-    from pascal_forge.patches import unpack_artifact
-
     tree = unpack_artifact(targets["1.1.0"], world.parent / "tree")
     outcomes = assess_series(recipe.patch_series("1.1.0"), tree, targets["1.1.0"].path_map)
     assert [o.status for o in outcomes] == [PatchStatus.APPLIES, PatchStatus.UPSTREAM]
@@ -185,12 +185,12 @@ def test_bump_adds_the_version_refreshes_the_offset_and_leaves_the_upstream_patc
 
 
 def test_twin_the_unrefreshed_series_on_the_new_wheel_still_has_the_offset(world):
-    check_bump(world, "demo", "1.1.0")
+    _bump(world, "demo", "1.1.0")
     recipe = Recipe("demo", world / "demo")
-    target = patch_check_targets(recipe)["1.0.0"]
-    report = check_bump(world, "demo", "1.1.0")
-    assert report.outcomes[0].status is PatchStatus.OFFSET
-    assert target.artifact.filename == "demo-1.0.0-py3-none-any.whl"
+    new_target = patch_check_targets(recipe)["1.1.0"]
+    tree = unpack_artifact(new_target, world.parent / "tree")
+    outcomes = assess_series(recipe.patch_series("1.0.0"), tree, new_target.path_map)
+    assert outcomes[0].status is PatchStatus.OFFSET
 
 
 def test_the_sha256_is_written_where_known_and_a_placeholder_plan_refuses_where_not(world):
@@ -240,3 +240,23 @@ def test_an_unreachable_index_gives_one_line_naming_it(world, monkeypatch, capsy
 def test_twin_the_served_index_is_reached(world, capsys):
     assert _bump(world, "demo", "--check") == 1
     assert "cannot reach" not in capsys.readouterr().err
+
+
+def test_untrusted_text_reaches_markdown_and_terminal_literally(world, tmp_path):
+    # An upstream requirement line with a backtick, a pipe and rich markup in it.
+    hostile = 'basepkg==2.0.0; platform_release != "`|[bold red]x[/]"'
+    files = world.parent / "index" / "files"
+    make_wheel(files, "demo", "1.1.0", {"demo/core.py": NEW_CORE}, [hostile])
+    write_index(world.parent / "index", {"demo": sorted(files.glob("demo-*"))})
+    report = check_bump(world, "demo", "1.1.0", tmp_path / "cache")
+    assert [p.requirement for p in report.pins] == [hostile]
+    assert f"- ``{hostile}``: NOT satisfied" in to_markdown(report)
+    console = Console(record=True, width=300)
+    console.print(terminal_view(report))
+    assert f"pin {hostile}: NOT satisfied" in console.export_text()
+
+
+def test_twin_markup_text_printed_as_markup_loses_its_brackets():
+    console = Console(record=True, width=200)
+    console.print("[bold red]x[/] literal")
+    assert "[bold red]" not in console.export_text()

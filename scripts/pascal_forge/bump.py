@@ -111,9 +111,11 @@ def check_bump(
             client, recipes_dir, project, files_of(files, project, old_version), new_files
         )
     series = recipe.patch_series(old_version)
-    with tempfile.TemporaryDirectory(prefix=f"pascal-forge-bump-{recipe.name}-") as scratch:
-        tree = unpack_artifact(target, Path(scratch), cache_dir)
-        outcomes = assess_series(series, tree, target.path_map)
+    outcomes: list[PatchOutcome] = []
+    if series:  # an empty series applies to anything: no download for it
+        with tempfile.TemporaryDirectory(prefix=f"pascal-forge-bump-{recipe.name}-") as scratch:
+            tree = unpack_artifact(target, Path(scratch), cache_dir)
+            outcomes = assess_series(series, tree, target.path_map)
     return BumpReport(
         recipe=recipe.name,
         project=project,

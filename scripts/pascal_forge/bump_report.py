@@ -30,6 +30,8 @@ def to_markdown(report: BumpReport, *, written: list[str] | None = None) -> str:
     ]
     for number, outcome in enumerate(report.outcomes, start=1):
         lines.append(f"| {number} | {_cell(_code(outcome.patch.name))} | {_cell(_status(outcome))} |")
+    if not report.outcomes:
+        lines[-2:] = [f"The {report.old_version} series has no patches."]
     failing = [o for o in report.outcomes if o.status is PatchStatus.FAILS]
     if failing:
         lines += ["", "### What no longer matches", ""]
@@ -57,25 +59,21 @@ def to_markdown(report: BumpReport, *, written: list[str] | None = None) -> str:
 
 def terminal_view(report: BumpReport) -> Group:
     """A short table: one row per patch, then one line per pin and the verdict."""
-    table = Table(
-        title=Text(f"{report.recipe} {report.old_version} series on {report.artifact.filename}"),
-        show_lines=False,
-    )
+    heading = Text(f"{report.recipe} {report.old_version} series on {report.artifact.filename}")
+    table = Table(show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("patch", no_wrap=True)
     table.add_column("status")
     for number, outcome in enumerate(report.outcomes, start=1):
         table.add_row(str(number), Text(outcome.patch.name), Text(_status(outcome)))
-    rows: list[Table | Text] = [table]
+    rows: list[Table | Text] = [heading, table] if report.outcomes else [heading, Text("no patches")]
     for pin in report.pins:
         rows.append(Text(f"pin {pin.requirement}: {_pin_verdict(pin)}"))
     for pin in report.also_bump:
         rows.append(Text(f"also bump: {pin.recipe} ({pin.requirement})"))
     rows.append(Text(f"{len(report.new_requirements)} requirement line(s) new since {report.old_version}"))
     work = sum(o.needs_work for o in report.outcomes)
-    rows.append(
-        Text(f"{work} patch(es) need a person" if work else "the series applies whole (offsets refreshed)")
-    )
+    rows.append(Text(f"{work} patch(es) need a person" if work else "the series applies whole"))
     return Group(*rows)
 
 
