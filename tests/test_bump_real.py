@@ -13,6 +13,7 @@ import pytest
 from conftest import RECIPES
 from pascal_forge.bump import check_bump
 from pascal_forge.bump_report import to_markdown
+from pascal_forge.bump_write import write_bump
 from pascal_forge.patches import PatchStatus, assess_series, patch_check_targets, unpack_artifact
 from pascal_forge.recipes import Recipe
 
@@ -70,6 +71,20 @@ def test_triton_3_9_0_against_the_newest_series_names_a_patch_and_a_status_per_l
     print(f"\ntriton {report.old_version} -> 3.9.0 on {report.artifact.filename}")
     for outcome in report.outcomes:
         print(f"  {outcome.patch.name}: {outcome.summary}")
+
+
+def test_bumping_triton_to_3_9_0_leaves_a_series_that_applies_without_offsets(upstream_cache, tmp_path):
+    recipes = tmp_path / "recipes"
+    shutil.copytree(RECIPES, recipes)
+    report = check_bump(recipes, "triton", "3.9.0", upstream_cache)
+    assert any(o.status is PatchStatus.OFFSET for o in report.outcomes)  # the twin: before the bump
+    write_bump(recipes, report)
+    recipe = Recipe("triton", recipes / "triton")
+    target = patch_check_targets(recipe)["3.9.0"]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = unpack_artifact(target, Path(scratch), upstream_cache)
+        outcomes = assess_series(recipe.patch_series("3.9.0"), tree, target.path_map)
+    assert [o.status for o in outcomes] == [PatchStatus.APPLIES] * len(report.outcomes)
 
 
 def test_twin_a_row_without_a_status_is_not_accepted():
