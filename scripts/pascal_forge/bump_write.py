@@ -100,7 +100,16 @@ def _add_source_block(
     end = _block(lines, start)
     old, new = report.old_version, report.new_version
     same_version = re.compile(rf"(?<![\d.]){re.escape(old)}(?!\d)")
-    block = [same_version.sub(new, line) for line in lines[start:end]]
+    # Comments stay as they were: what they say about OLD (a sha256, a CUTLASS tag) is not
+    # known to hold for NEW, and the note above the block says so.
+    block = [
+        line if line.lstrip().startswith("#") else same_version.sub(new, line) for line in lines[start:end]
+    ]
+    note = (
+        " " * _indent(block[0])
+        + f"# Added by `pascal-forge bump` from the {old} block; its comments describe {old}.\n"
+    )
+    block.insert(0, note)
     unknown: list[str] = []
     url = ""
     for index, line in enumerate(block):
