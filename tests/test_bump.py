@@ -3,6 +3,7 @@ real GNU patch, and recipes in the two-stack layout (patches/<version>/, version
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from index_support import closed_port_url, make_wheel, serve_index, sha256, write_index
 from rich.console import Console
 
+from conftest import VARIANT_CONFIG
 from pascal_forge.bump import check_bump
 from pascal_forge.bump_report import terminal_view, to_markdown
 from pascal_forge.cli import main
@@ -54,7 +56,8 @@ PATCHES = {"0001-change-line-10.patch": OFFSET_PATCH, "0002-change-line-25.patch
 
 
 def _recipe_text(version: str, wheel: Path, sdist: Path, pypi: str, patches: list[str]) -> str:
-    listed = "\n".join(f"          - patches/{version}/{name}" for name in patches)
+    listed = "\n".join(["        patches:"] + [f"          - patches/{version}/{name}" for name in patches])
+    listed = listed if patches else ""
     return textwrap.dedent(
         f"""\
         context:
@@ -70,8 +73,7 @@ def _recipe_text(version: str, wheel: Path, sdist: Path, pypi: str, patches: lis
               # the released sdist: bump can read its sha256 from the index
               - url: https://index.invalid/files/{pypi}-${{{{ version }}}}.tar.gz
                 sha256: {sha256(sdist)}
-                patches:
-        PATCHES
+        SERIES
               # a repository archive by commit: nothing here can know the next one
               - url: https://forge.invalid/archive/{"ab" * 20}.tar.gz
                 sha256: {"cd" * 32}
@@ -89,7 +91,7 @@ def _recipe_text(version: str, wheel: Path, sdist: Path, pypi: str, patches: lis
               path-map:
                 src/demo/: demo/
         """
-    ).replace("PATCHES", listed)
+    ).replace("SERIES\n", listed + "\n" if listed else "")
 
 
 @pytest.fixture
@@ -260,3 +262,27 @@ def test_twin_markup_text_printed_as_markup_loses_its_brackets():
     console = Console(record=True, width=200)
     console.print("[bold red]x[/] literal")
     assert "[bold red]" not in console.export_text()
+
+
+def _plan(recipes: Path) -> int:
+    channel = recipes.parent / "channel"
+    return main(["plan", "--recipes", str(recipes), "-m", str(VARIANT_CONFIG), "--channel", str(channel)])
+
+
+def test_plan_refuses_the_bumped_recipe_until_the_placeholders_are_filled_in(world, capsys):
+    _bump(world, "demo", "1.1.0")
+    capsys.readouterr()
+    assert _plan(world) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    recipe = world / "demo" / "recipe.yaml"
+    assert f"{recipe}: values to fill in before anything is built" in err
+    assert "sha256" in err and "url" in err and PLACEHOLDER in err
+    text = recipe.read_text()
+    filled = text.replace(f"{PLACEHOLDER}-commit", "ef" * 20)
+    filled = re.sub(rf"{PLACEHOLDER} sha256 of \S+", "ab" * 32, filled)
+    recipe.write_text(filled)
+    assert _plan(world) == 0
+
+
+def test_twin_plan_accepts_the_recipe_before_the_bump(world):
+    assert _plan(world) == 0
