@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_run_plan)
 
     _add_check_patches_command(commands)
+    _add_bump_command(commands)
     _add_compile_suite_command(commands)
     _add_rerender_command(commands)
     _add_solve_command(commands)
@@ -133,6 +134,44 @@ def _run_check_patches(args: argparse.Namespace) -> int:
         for version, applied in check_recipe_patches(recipe, args.variant_config).items():
             print(f"{recipe.name} {version}: {applied} patch(es) apply without fuzz")
     return 0
+
+
+def _add_bump_command(commands: argparse._SubParsersAction) -> None:
+    bump = commands.add_parser(
+        "bump",
+        help="check (or add) a new upstream version: apply the newest patch series to it and report",
+    )
+    bump.add_argument("recipe", help="the recipe to bump, e.g. vllm")
+    bump.add_argument("version", nargs="?", help="the new version (default: the newest release upstream)")
+    bump.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 0 if the series applies whole, 1 if a patch needs work",
+    )
+    bump.add_argument("--report", type=Path, metavar="FILE", help="write the report as Markdown here")
+    bump.add_argument(
+        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (default: recipes/)"
+    )
+    bump.set_defaults(handler=_run_bump)
+
+
+def _run_bump(args: argparse.Namespace) -> int:
+    from .bump import NothingToBump, check_bump
+    from .bump_report import terminal_view, to_markdown
+    from .bump_write import write_bump
+
+    try:
+        report = check_bump(args.recipes, args.recipe, args.version)
+    except NothingToBump as exc:
+        print(exc)
+        return 0
+    written = None if args.check else write_bump(args.recipes, report)
+    _console().print(terminal_view(report))
+    for item in written or []:
+        print(item)
+    if args.report:
+        args.report.write_text(to_markdown(report, written=written), encoding="utf-8")
+    return 1 if report.needs_work else 0
 
 
 def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:

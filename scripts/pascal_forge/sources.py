@@ -45,10 +45,10 @@ def fetch(artifact: UpstreamArtifact, cache_dir: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Imported here: only fetching needs the network client.
-    from pypi_simple import PyPISimple
+    from .index import index_client, index_url
 
     try:
-        with PyPISimple() as client:
+        with index_client() as client:
             page = client.get_project_page(artifact.project)
             package = next((p for p in page.packages if p.filename == artifact.filename), None)
             if package is None:
@@ -65,7 +65,8 @@ def fetch(artifact: UpstreamArtifact, cache_dir: Path | None = None) -> Path:
         raise
     except Exception as exc:  # network and HTTP errors from the client
         raise SourceError(
-            f"cannot download {artifact.filename} from the {artifact.project} project: {exc}; "
+            f"cannot download {artifact.filename} from the {artifact.project} project on "
+            f"{index_url()}: {exc}; "
             f"or place the file at {target}"
         ) from exc
     return target
