@@ -180,7 +180,13 @@ def _dry_run_selection(root: Path, command: str, config: str, recipe: str) -> li
     env = {**os.environ, "CONFIG": config, "RECIPE": recipe, "COLUMNS": "250"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     result = subprocess.run(
-        ["bash", "-c", f"{command} --dry-run"], cwd=root, env=env, capture_output=True, text=True, check=False
+        # --no-preflight: conda-forge, which the preflight would solve against, is out of reach here.
+        ["bash", "-c", f"{command} --dry-run --no-preflight"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stdout.splitlines()]
