@@ -7,6 +7,7 @@ and the hunk, which is what a maintainer bumping a version needs to know.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from .sources import UpstreamArtifact, fetch
 
 # recipe.yaml `extra: patch-check:` names the upstream artifact the patches are checked on.
 PATCH_CHECK_KEY = "patch-check"
+_LOG = logging.getLogger(__name__)
 
 
 class PatchError(PascalForgeError):
@@ -161,6 +163,7 @@ def check_recipe_patches(recipe: Recipe, variant_config_path: Path, cache_dir: P
         return 0
     with tempfile.TemporaryDirectory(prefix=f"pascal-forge-{recipe.name}-") as scratch:
         tree = unpack_artifact(target, Path(scratch), cache_dir)
+        _LOG.info("%s: applying %d patch(es) to %s", recipe.name, len(series), target.artifact.filename)
         try:
             apply_series(series, tree, target.path_map)
         except PatchError as exc:
