@@ -7,6 +7,8 @@ import importlib
 import json
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -439,3 +441,57 @@ def test_compile_suite_refuses_a_match_that_selects_nothing(
     assert main(["compile-suite", "--match", "nosuch"]) == 2
     err = capsys.readouterr().err
     assert "--match 'nosuch': no kernel name contains it; the suite has: " in err
+
+
+# ------------------------------------------------------------------ item 1: the owner's build guide
+
+README = REPO / "README.md"
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_the_readmes_narrow_build_is_one_cuda_and_one_python(capsys: pytest.CaptureFixture[str]) -> None:
+    command = subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "readme_command.py"), "narrow-plan"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert command[:2] == ["pascal-forge", "plan"]
+    assert (
+        main([*command[1:], "--json", "--recipes", str(RECIPES), "--variant-config", str(VARIANT_CONFIG)])
+        == 0
+    )
+    records = json.loads(capsys.readouterr().out)
+    assert {r["cuda"] for r in records} == {"12.9"} and {r["python"] for r in records} == {"3.12", None}
+    assert len(records) == 6
+    guide = _section("Building your own channel")
+    assert f"That is {len(records)} packages" in guide
+    assert " ".join(command[1:]).replace("plan", "build", 1) in guide
+
+
+def test_the_build_guide_covers_the_owners_whole_path() -> None:
+    guide = _section("Building your own channel")
+    for point in (
+        "No GPU is\nneeded to build",
+        "build-logs/",
+        "Resume: run the same command again",
+        '-c "file://$PWD/channel" -c conda-forge vllm-pascal',
+        "pixi add vllm-pascal",
+        "<!-- build-costs:",
+    ):
+        assert point in guide, point
+
+
+def test_the_readmes_condarc_makes_pascal_resolve_to_the_owners_host(conda_home: Path) -> None:
+    guide = _section("Making `-c pascal` your channel")
+    block = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (conda_home / ".condarc").write_text(block)
+    found = _conda_config().resolve_channel("pascal", environ={}, home=conda_home)
+    assert found.urls == ("https://HOST/pascal",)
+    assert "pascal-forge channel-config URL" in guide and "--channel URL" in guide
