@@ -196,8 +196,7 @@ def solve(
             "check each name, URL or path (a local channel needs <subdir>/repodata.json)"
         ) from exc
     sources = [_source(c) for c in channels]
-    names = list(labels) if labels else list(channels)
-    labels = {_base_url(s): c for s, c in zip(sources, names, strict=True)}
+    shown = {_base_url(s): c for s, c in zip(sources, labels or channels, strict=True)}
     ours = _base_url(sources[0])
     packages = tuple(
         sorted(
@@ -206,7 +205,7 @@ def solve(
                     name=r.name.normalized,
                     version=str(r.version),
                     build=str(r.build),
-                    channel=labels.get(_base_url(r.channel), r.channel),
+                    channel=shown.get(_base_url(r.channel), r.channel),
                     ours=_base_url(r.channel) == ours,
                 )
                 for r in records
