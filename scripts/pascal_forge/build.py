@@ -28,7 +28,7 @@ from .channel import (
     publish_package,
     remove_scratch,
 )
-from .errors import PascalForgeError
+from .errors import ChannelError, PascalForgeError
 from .forge_config import read_yaml_mapping
 from .plan import Plan, PlannedBuild, _compatible
 from .progress import BuildLog, BuildReporter
@@ -146,6 +146,10 @@ def prepare_channel(channel: Path) -> None:
     This is how a rerun resumes after a kill: scratch files go, a package that was moved in
     but not indexed yet gets indexed, and a deleted package drops out of the index.
     """
+    if channel.exists() and not channel.is_dir():
+        raise ChannelError(
+            f"--channel {channel}: is a file, not a channel folder; name a folder (it is created if missing)"
+        )
     remove_scratch(channel)
     index_channel(channel)
 

@@ -8,6 +8,7 @@ and the hunk, which is what a maintainer bumping a version needs to know.
 from __future__ import annotations
 
 import enum
+import logging
 import re
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from .sources import UpstreamArtifact, fetch
 
 # recipe.yaml `extra: patch-check:` names the upstream artifact the patches are checked on.
 PATCH_CHECK_KEY = "patch-check"
+_LOG = logging.getLogger(__name__)
 
 
 class PatchError(PascalForgeError):
@@ -190,6 +192,13 @@ def check_recipe_patches(
             continue
         with tempfile.TemporaryDirectory(prefix=f"pascal-forge-{recipe.name}-") as scratch:
             tree = unpack_artifact(target, Path(scratch), cache_dir)
+            _LOG.info(
+                "%s %s: applying %d patch(es) to %s",
+                recipe.name,
+                version,
+                len(series),
+                target.artifact.filename,
+            )
             try:
                 apply_series(series, tree, target.path_map)
             except PatchError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def make_plan(
     variant_config: Path,
     channel: Path,
     *,
-    overrides: dict[str, str] | None = None,
+    overrides: Mapping[str, str | Sequence[str]] | None = None,
     target_platform: str = DEFAULT_PLATFORM,
 ) -> Plan:
     """Render every recipe for every variant and put the outputs in build order."""

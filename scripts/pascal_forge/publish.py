@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -84,6 +85,13 @@ class PublishTarget:
     def host(self) -> str:
         return urlparse(self.server).hostname or ""
 
+    @property
+    def description(self) -> str:
+        """How the target is named to the user: a path is said to be a local directory."""
+        if self.kind == "directory" and self.path is not None:
+            return f"local directory {self.path.resolve()}"
+        return self.url
+
     def default_read_url(self) -> str | None:
         """Where the channel's repodata can be read, to compare with what we publish."""
         if self.kind == "prefix":
@@ -123,6 +131,22 @@ CREDENTIAL_ENV = {
     "artifactory": "ARTIFACTORY_TOKEN",
 }
 _SERVICE_SCHEMES = ("prefix", "quetz", "artifactory", "anaconda")
+KNOWN_TARGETS = (
+    "a directory (./channel-copy, /srv/channel or file:///srv/channel)",
+    "s3://<bucket>/<prefix>",
+    "https://prefix.dev/<channel>",
+    "https://anaconda.org/<owner>[/<label>]",
+    "prefix://<host>/<channel>",
+    "quetz://<host>/<channel>",
+    "artifactory://<host>/<channel>",
+    "(quetz+http://, artifactory+http://, prefix+http:// for plain HTTP)",
+)
+# A first path component like example.org or host:8080 names a server, not a folder.
+_HOST_LIKE = re.compile(r"^(localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})(:\d+)?$|^[^/]+:\d+$")
+
+
+def _known_targets() -> str:
+    return "; ".join(KNOWN_TARGETS)
 
 
 def parse_target(url: str) -> PublishTarget:
@@ -142,7 +166,7 @@ def parse_target(url: str) -> PublishTarget:
     if scheme == "file":
         return PublishTarget("directory", url, path=Path(unquote(parsed.path)))
     if not scheme:
-        return PublishTarget("directory", url, path=Path(url))
+        return _directory_target(url)
     parts = [p for p in parsed.path.split("/") if p]
     if scheme in ("http", "https"):
         host = parsed.hostname or ""
@@ -155,22 +179,34 @@ def parse_target(url: str) -> PublishTarget:
                 f"{shown}: cannot tell which service this is; write quetz://, artifactory://, prefix:// "
                 "or s3:// in front of the server, or give a directory"
             )
-    if base not in _SERVICE_SCHEMES or transport not in ("", "http", "https") or not parsed.netloc:
-        raise PublishError(
-            f"{shown}: not a publish target; use a directory, s3://bucket/prefix, "
-            "https://prefix.dev/<channel>, "
-            "https://anaconda.org/<owner>[/<label>], quetz://<host>/<channel> or artifactory://<host>/<channel>"
-        )
+    if base not in _SERVICE_SCHEMES or transport not in ("", "http", "https"):
+        raise PublishError(f"{shown}: publish does not know the scheme {scheme}://; use {_known_targets()}")
+    if not parsed.netloc:
+        raise PublishError(f"{shown}: name the server after {scheme}://, like {base}://host/my-channel")
     server = f"{transport or 'https'}://{parsed.netloc}"
     if base == "anaconda":
         if not parts or len(parts) > 2:
-            raise PublishError(f"{shown}: an anaconda target is https://anaconda.org/<owner>[/<label>]")
+            raise PublishError(
+                f"{shown}: name the owner: an anaconda target is https://anaconda.org/<owner>[/<label>]"
+            )
         return PublishTarget("anaconda", url, server, parts[0], parts[1] if len(parts) == 2 else None)
     if len(parts) != 1:
         raise PublishError(
             f"{shown}: name exactly one channel after the server, like {base}://host/my-channel"
         )
     return PublishTarget(base, url, server, parts[0])
+
+
+def _directory_target(text: str) -> PublishTarget:
+    """A path without a scheme is a local directory, unless it starts like a server's name."""
+    path = Path(text).expanduser()
+    first = text.split("/", 1)[0]
+    if not path.is_absolute() and not path.exists() and _HOST_LIKE.match(first):
+        raise PublishError(
+            f"{text}: looks like a server ({first}), not a directory: write the service's scheme in front "
+            f"(quetz://{text}, artifactory://{text}, prefix://{text}), or ./{text} for a local directory"
+        )
+    return PublishTarget("directory", text, path=path)
 
 
 # ----------------------------------------------------------------------------------------- credentials

@@ -11,6 +11,7 @@ from rattler_build import Stage0Recipe
 from .errors import RecipeError
 
 RECIPE_FILE = "recipe.yaml"
+RECIPES_DIR = "recipes"
 PATCH_DIR = "patches"
 # What `pascal-forge bump` writes where it cannot know a value (a source it cannot fetch
 # from here). Any recipe that still holds it is refused, so nothing is built on a guess.
@@ -56,7 +57,7 @@ class Recipe:
 def discover_recipes(recipes_dir: Path) -> list[Recipe]:
     """Every folder of `recipes_dir` that holds a recipe.yaml, by name."""
     if not recipes_dir.is_dir():
-        raise RecipeError(f"{recipes_dir}: no such recipe folder")
+        raise RecipeError(f"{recipes_dir}: no such recipe folder{where_to_run(recipes_dir)}")
     recipes = [
         Recipe(name=child.name, directory=child)
         for child in sorted(recipes_dir.iterdir())
@@ -65,6 +66,17 @@ def discover_recipes(recipes_dir: Path) -> list[Recipe]:
     if not recipes:
         raise RecipeError(f"{recipes_dir}: holds no <name>/{RECIPE_FILE}")
     return recipes
+
+
+def where_to_run(missing: Path) -> str:
+    """The fix for a default input that is missing because the command runs in another folder."""
+    if missing.is_absolute() or missing.exists():
+        return ""
+    return (
+        f" in {Path.cwd()}; run pascal-forge in the repository's root folder (the one holding "
+        f"{RECIPES_DIR}/, conda_build_config.yaml and conda-forge.yml), or pass --recipes and "
+        "--variant-config (--root for rerender)"
+    )
 
 
 def parse_recipe(recipe: Recipe) -> Stage0Recipe:
