@@ -13,7 +13,7 @@ import yaml
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
-from pascal_forge.plan import make_plan
+from pascal_forge.plan import expensive_builds, make_plan
 from pascal_forge.variants import load_variant_config
 
 CUDA_VERSIONS = {"12.6", "12.9"}
@@ -254,3 +254,36 @@ def test_cli_reports_refused_variant_without_traceback(capsys, tmp_path):
     assert main(["plan", "--recipes", str(RECIPES), "-m", str(config)]) == 2
     err = capsys.readouterr().err
     assert "cannot target Pascal" in err and "Traceback" not in err
+
+
+def test_plan_counts_each_expensive_build(plan):
+    """LLVM once per triton release for every variant, libtorch's C++ build and vLLM's extension
+    once per stack and CUDA version."""
+    counts = {(e.recipe, e.total): e.per_cuda for e in expensive_builds(plan)}
+    assert counts == {
+        ("triton", 2): {"12.6": 2, "12.9": 2},
+        ("pytorch", 4): {"12.6": 2, "12.9": 2},
+        ("vllm", 4): {"12.6": 2, "12.9": 2},
+    }
+
+
+def test_twin_an_llvm_build_that_uses_cuda_runs_per_cuda_version(recipes_copy, tmp_path):
+    recipe = recipes_copy / "triton" / "recipe.yaml"
+    text = recipe.read_text()
+    marker = (
+        "    requirements:\n      build:\n        - ${{ compiler('c') }}\n"
+        "        - ${{ compiler('cxx') }}\n        - ${{ stdlib('c') }}\n"
+    )
+    assert marker in text
+    recipe.write_text(text.replace(marker, marker + "        - ${{ compiler('cuda') }}\n", 1))
+    narrowed = make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
+    (llvm,) = [e for e in expensive_builds(narrowed) if e.recipe == "triton"]
+    assert llvm.total == 4
+
+
+def test_cli_plan_prints_the_expensive_builds(tmp_path, capsys):
+    args = ["--recipes", str(RECIPES), "-m", str(VARIANT_CONFIG), "--channel", str(tmp_path)]
+    assert main(["plan", *args]) == 0
+    out = capsys.readouterr().out
+    assert "expensive builds: how many times each runs" in out
+    assert "LLVM and MLIR" in out and "the C++/CUDA build of libtorch" in out

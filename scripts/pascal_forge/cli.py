@@ -27,7 +27,7 @@ from .display import printable, redact_urls
 from .doctor import diagnose, probe
 from .errors import PascalForgeError
 from .patches import check_recipe_patches, patch_check_targets
-from .plan import Plan, make_plan
+from .plan import Plan, expensive_builds, make_plan
 from .preflight import preflight, unbuilt_needs
 from .progress import closing_message, dry_run_table, path_label, reporter_for, summary_table
 from .recipes import discover_recipes
@@ -676,6 +676,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         print(plan.to_json())
         return 0
     _console().print(plan_table(plan))
+    _console().print(expensive_builds_table(plan))
     return 0
 
 
@@ -699,6 +700,19 @@ def plan_table(plan: Plan) -> Table:
             output.python or "-",
             "yes" if build.in_channel else "no",
         )
+    return table
+
+
+def expensive_builds_table(plan: Plan) -> Table:
+    """How often each expensive compile runs: what the build costs, before it starts."""
+    expensive = expensive_builds(plan)
+    cudas = sorted({cuda for e in expensive for cuda in e.per_cuda})
+    table = Table(title="expensive builds: how many times each runs")
+    for column in ("recipe", "build", *(f"CUDA {c}" for c in cudas), "in all"):
+        table.add_column(column)
+    for build in expensive:
+        counts = [str(build.per_cuda.get(cuda, 0)) for cuda in cudas]
+        table.add_row(build.recipe, Text(build.what), *counts, str(build.total))
     return table
 
 

@@ -156,3 +156,55 @@ def _as_record(build: PlannedBuild) -> dict:
         "needs": [n + 1 for n in build.needs],
         "in_channel": build.in_channel,
     }
+
+
+@dataclass(frozen=True)
+class ExpensiveBuild:
+    """One compile the recipes mark as expensive, and how often the plan runs it."""
+
+    recipe: str
+    name: str
+    what: str
+    # CUDA version -> how many times the plan runs it for that CUDA version's packages; a run
+    # shared by both versions (one LLVM build for every triton) counts under each.
+    per_cuda: dict[str, int]
+    total: int
+
+
+def expensive_builds(plan: Plan) -> list[ExpensiveBuild]:
+    """How many times each expensive compile runs, from the plan.
+
+    A recipe names its expensive compiles under `extra: expensive-builds:` (name: what). A
+    staging output runs once per distinct rendering of it (its requirements, sources and
+    script: what rattler-build's staging cache keys on); any other output once per package.
+    """
+    runs: dict[tuple[str, str], dict[str, set[str]]] = {}
+    descriptions: dict[tuple[str, str], str] = {}
+    for build in plan.builds:
+        output = build.output
+        if output.rendered is None:
+            continue
+        stage1 = output.rendered.recipe.to_dict()
+        marked = ((stage1.get("extra") or {}).get("expensive-builds")) or {}
+        keys = []
+        for cache in stage1.get("staging_caches") or []:
+            if cache.get("name") in marked:
+                keys.append((cache["name"], json.dumps(cache, sort_keys=True)))
+        if output.name in marked:
+            keys.append((output.name, output.filename))
+        for name, key in keys:
+            descriptions[(output.recipe, name)] = str(marked[name])
+            runs.setdefault((output.recipe, name), {}).setdefault(output.cuda or "-", set()).add(key)
+    result = []
+    for (recipe, name), by_cuda in runs.items():
+        every = set().union(*by_cuda.values())
+        result.append(
+            ExpensiveBuild(
+                recipe=recipe,
+                name=name,
+                what=descriptions[(recipe, name)],
+                per_cuda={cuda: len(keys) for cuda, keys in sorted(by_cuda.items())},
+                total=len(every),
+            )
+        )
+    return result
