@@ -54,9 +54,10 @@ CUDA_LIBS = {
 }
 CUDA_VERSIONS = ("12.6", "12.8", "12.9", "13.0")
 # pytorch release -> the triton it pins (pytorch's .ci/docker/ci_commit_pins/triton.txt)
-TORCH_TRITON = {"2.9.1": "3.5.1", "2.10.0": "3.6.0"}
+# 2.13.0/3.7.1: what conda-forge has in late 2026 (the newest CUDA 12.9 builds beside ours).
+TORCH_TRITON = {"2.9.1": "3.5.1", "2.10.0": "3.6.0", "2.13.0": "3.7.1"}
 TORCH_CUDA = ("12.9", "13.0")
-TRITONS = ("3.5.1", "3.6.0")
+TRITONS = ("3.5.1", "3.6.0", "3.7.1")
 # torchvision/torchaudio release -> the pytorch minor it was built against
 TORCHVISION = {"0.24.1": "2.9.1", "0.25.0": "2.10.0"}
 TORCHAUDIO = {"2.9.1": "2.9.1", "2.10.0": "2.10.0"}
@@ -322,7 +323,7 @@ def _torch_extensions() -> list[dict[str, Any]]:
 
 
 def _stock_vllm() -> list[dict[str, Any]]:
-    records = []
+    records = [*_stock_vllm_0_26()]
     for cuda in TORCH_CUDA:
         for py in ("3.11", "3.12", "3.13"):
             build = f"cuda{_nodot(cuda)}_py{_nodot(py)}{_hash('vllm', cuda, py)}_0"
@@ -338,6 +339,23 @@ def _stock_vllm() -> list[dict[str, Any]]:
                 *STOCK_VLLM_LEAVES,
             ]
             records.append(_record("vllm", "0.14.0", build, depends, license="Apache-2.0"))
+    return records
+
+
+def _stock_vllm_0_26() -> list[dict[str, Any]]:
+    """conda-forge's newest vllm of late 2026: 0.26.0 on its pytorch 2.13.0, CUDA 12.9 only."""
+    records = []
+    for py in ("3.11", "3.12", "3.13"):
+        build = f"cuda129_py{_nodot(py)}{_hash('vllm', '0.26.0', py)}_0"
+        depends = [
+            "pytorch ==2.13.0 cuda*",
+            "libtorch >=2.13.0,<2.14.0a0",
+            *_python_pins(py),
+            _cuda_version_pin("12.9"),
+            GLIBC,
+            *STOCK_VLLM_LEAVES,
+        ]
+        records.append(_record("vllm", "0.26.0", build, depends, license="Apache-2.0"))
     return records
 
 

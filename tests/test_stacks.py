@@ -1,0 +1,119 @@
+"""The two stacks, solved for real: each installs whole, and no mix of them ever does.
+
+The channel is the plan's own records (every package the recipes would build, with its real
+pins), beside a conda-forge-shaped channel (solve_support.py) holding conda-forge's older
+(pytorch 2.9.1/2.10.0, triton 3.5.1/3.6.0, vllm 0.14.0) and newer (pytorch 2.13.0, triton
+3.7.1, vllm 0.26.0) builds of the same names.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solve_support import UPSTREAM
+
+from conftest import RECIPES, VARIANT_CONFIG
+from pascal_forge.plan import make_plan
+from pascal_forge.solve import SolveError, System, planned_repodata, solve, write_channel
+
+SEED = {"vllm": "0.14.0", "pytorch": "2.9.1", "libtorch": "2.9.1", "triton": "3.6.0"}
+CURRENT = {"vllm": "0.33.0", "pytorch": "2.14.0", "libtorch": "2.14.0", "triton": "3.8.0"}
+PRIORITIES = ("strict", "flexible")
+# A driver that reports CUDA 13.0 (R580, Pascal's last) must still get the CUDA 12.9 builds.
+DRIVERS = {"12.6": "cuda126", "12.9": "cuda129", "13.0": "cuda129"}
+MIXED = [
+    ["pytorch ==2.14.0", "triton ==3.6.0"],
+    ["pytorch ==2.9.1", "triton ==3.8.0"],
+    ["vllm ==0.14.0", "pytorch ==2.14.0"],
+    ["vllm ==0.33.0", "pytorch ==2.9.1"],
+    ["vllm-pascal ==0.14.0", "triton ==3.8.0"],
+]
+
+
+@pytest.fixture(scope="module")
+def planned() -> dict[str, dict[str, Any]]:
+    return planned_repodata(make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built")))
+
+
+@pytest.fixture(scope="module")
+def ours(planned: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_channel(planned, tmp_path_factory.mktemp("ours")))
+
+
+def _stack_of(solution, build_prefix: str) -> dict[str, str]:
+    solution.check_consistent()
+    found = {}
+    for name in SEED:
+        package = solution.get(name)
+        assert package is not None and package.ours, (name, package)
+        assert package.build.startswith(f"{build_prefix}_pascal_"), package.build
+        found[name] = package.version
+    return found
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+@pytest.mark.parametrize("cuda", sorted(DRIVERS))
+def test_vllm_pascal_installs_the_current_stack(ours: str, cuda: str, priority: str) -> None:
+    solution = solve(
+        ["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda=cuda, cuda_arch="6.1"), priority=priority
+    )
+    assert _stack_of(solution, DRIVERS[cuda]) == CURRENT
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+@pytest.mark.parametrize("spec", ["vllm-pascal 0.14.*", "vllm 0.14.*"])
+def test_the_seed_stack_is_one_pin_away(ours: str, spec: str, priority: str) -> None:
+    solution = solve([spec], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"), priority=priority)
+    assert _stack_of(solution, "cuda129") == SEED
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
+def test_pytorch_2_9_1_from_this_channel_brings_the_seed_triton(ours: str, python: str) -> None:
+    solution = solve(
+        ["pytorch ==2.9.1", "vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python
+    )
+    assert _stack_of(solution, "cuda129") == SEED
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13", "3.14"])
+def test_every_python_of_the_current_stack_solves(ours: str, python: str) -> None:
+    solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python)
+    assert _stack_of(solution, "cuda129") == CURRENT
+    assert solution.get("python").version.startswith(python)
+
+
+def test_python_3_10_falls_back_to_the_seed_stack(ours: str) -> None:
+    """The current stack starts at Python 3.11: on 3.10 the same command installs the seed stack."""
+    solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python="3.10")
+    assert _stack_of(solution, "cuda129") == SEED
+
+
+@pytest.mark.parametrize("priority", [*PRIORITIES, "disabled"])
+@pytest.mark.parametrize("specs", MIXED, ids=" + ".join)
+def test_a_mixed_set_cannot_be_installed(ours: str, specs: list[str], priority: str) -> None:
+    with pytest.raises(SolveError):
+        solve(specs, [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"), priority=priority)
+
+
+def _without_version_pins(repodata: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Our records as a naive recipe would write them: `triton`, `pytorch` without version or build."""
+    loose = copy.deepcopy(repodata)
+    for content in loose.values():
+        for record in content["packages.conda"].values():
+            record["depends"] = [
+                re.sub(r"^(triton|pytorch|libtorch) .*", r"\1", d) for d in record["depends"]
+            ]
+    return loose
+
+
+@pytest.mark.parametrize("specs", MIXED[:2], ids=" + ".join)
+def test_twin_without_the_pins_a_mixed_set_installs(
+    planned: dict[str, dict[str, Any]], tmp_path: Path, specs: list[str]
+) -> None:
+    loose = str(write_channel(_without_version_pins(planned), tmp_path))
+    solution = solve(specs, [loose, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+    assert solution.get("pytorch") is not None
