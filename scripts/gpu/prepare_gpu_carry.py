@@ -2,13 +2,15 @@
 
     python scripts/gpu/prepare_gpu_carry.py DEST
 
-DEST then holds (about 17 MB):
+DEST then holds (about 16 MiB, within the 64 MiB a GPU call carries):
 - triton-overlay/: the files our triton 3.6.0 series changes, patched, with the released
   wheel's sha256 of each (the GPU machine has its own triton 3.6.0 and no GNU patch);
 - vllm-0.14.0-pascal.tgz / vllm-0.14.0-stock.tgz: the Python files of the 0.14.0 sdist with
   and without our vLLM series; vllm-0.33.0.tgz: the current release's, as released;
 - wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
   (the twin that the error bound must catch);
+- candidate-tiles/: the patched tree's prefix_prefill.py and triton_unified_attention.py with
+  float32 tiles that fit 48 KB (a proposed fix, measured beside the seed stack);
 - scripts/: this folder and pascal_forge's errors module, which the harness imports.
 """
 
