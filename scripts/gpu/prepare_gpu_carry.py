@@ -1,0 +1,171 @@
+"""Build, without a GPU, everything the Pascal-form numerics run takes to the GPU machine.
+
+    python scripts/gpu/prepare_gpu_carry.py DEST
+
+DEST then holds (about 16 MiB, within the 64 MiB a GPU call carries):
+- triton-overlay/: the files our triton 3.6.0 series changes, patched, with the released
+  wheel's sha256 of each (the GPU machine has its own triton 3.6.0 and no GNU patch);
+- vllm-0.14.0-pascal.tgz / vllm-0.14.0-stock.tgz: the Python files of the 0.14.0 sdist with
+  and without our vLLM series; vllm-0.33.0.tgz: the current release's, as released;
+- wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
+  (the twin that the error bound must catch);
+- candidate-tiles/: the patched tree's prefix_prefill.py and triton_unified_attention.py with
+  float32 tiles that fit 48 KB (a proposed fix, measured beside the seed stack);
+- scripts/: this folder and pascal_forge's errors module, which the harness imports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1]
+REPO = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(0, str(SCRIPTS / "gpu"))
+
+from pascal_form import write_overlay  # noqa: E402
+
+from pascal_forge.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
+from pascal_forge.recipes import Recipe  # noqa: E402
+from pascal_forge.sources import UpstreamArtifact  # noqa: E402
+from pascal_forge.vllm_checks import patched_upstream  # noqa: E402
+
+VARIANT_CONFIG = REPO / "conda_build_config.yaml"
+PREFIX_PREFILL = "vllm/v1/attention/ops/prefix_prefill.py"
+VLLM_CURRENT = UpstreamArtifact(
+    project="vllm",
+    filename="vllm-0.33.0.tar.gz",
+    sha256="f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112",
+)
+# Deliberately wrong Pascal tile plans for prefix_prefill, each a (name, old, new) edit of the
+# patched file: the grid drops the last partial query tile; the ALiBi kernel's context loop
+# drops the last partial key tile (a BLOCK_N that skips the tail).
+WRONG_TILES = (
+    (
+        "grid-drops-query-tail",
+        'grid_fn = lambda META: (batch, head, triton.cdiv(max_input_len, META["BLOCK_M"]))',
+        'grid_fn = lambda META: (batch, head, max(1, max_input_len // META["BLOCK_M"]))',
+    ),
+    (
+        "alibi-keys-skip-tail",
+        "    for start_n in range(0, cur_batch_ctx_len, BLOCK_N):",
+        "    for start_n in range(0, cur_batch_ctx_len - BLOCK_N + 1, BLOCK_N):",
+    ),
+)
+
+# Candidate Pascal tiles for float32, which the patched tree lacks (measured on the GPU:
+# prefix_prefill h128 fp32 asks 57,344 B, unified attention prefill h256 fp32 81,920 B).
+UNIFIED_ATTENTION = "vllm/v1/attention/ops/triton_unified_attention.py"
+CANDIDATE_TILES = {
+    PREFIX_PREFILL: (
+        "        BLOCK_M = 64 if Lk_padded <= 128 else 16\n",
+        "        BLOCK_M = (32 if q_dtype_is_f32 else 64) if Lk_padded <= 128 else 16\n",
+    ),
+    UNIFIED_ATTENTION: (
+        "    # Default behavior\n    if is_prefill:\n",
+        "    # Pascal (6.x): 48 KB per block; fp32 tiles of head size > 128 need 16 rows of keys.\n"
+        "    if (\n        element_size >= 4\n        and head_size > 128\n"
+        "        and current_platform.is_cuda()\n"
+        "        and not current_platform.has_device_capability(70)\n    ):\n        return 16\n"
+        "    # Default behavior\n    if is_prefill:\n",
+    ),
+}
+
+
+def triton_series(repo: Path = REPO) -> list[Path]:
+    """Our triton patch series in application order, wherever the recipe keeps it
+    (recipes/triton/patches/ or a per-version folder): the recipe's own patch list decides."""
+    return recipe_patch_series(Recipe("triton", repo / "recipes" / "triton"), VARIANT_CONFIG)
+
+
+def vllm_series(repo: Path = REPO) -> list[Path]:
+    return recipe_patch_series(Recipe("vllm", repo / "recipes" / "vllm"), VARIANT_CONFIG)
+
+
+def _changed_package_files(series: list[Path], path_map: dict[str, str]) -> list[str]:
+    """Package-relative paths (triton/...) of the files the series changes."""
+    names = []
+    for patch in series:
+        for line in patch.read_text(encoding="utf-8").splitlines():
+            if line.startswith("+++ b/"):
+                path = line.removeprefix("+++ b/").strip()
+                for source, target in path_map.items():
+                    if path.startswith(source):
+                        path = target + path[len(source) :]
+                names.append(path.removeprefix("triton/"))
+    return sorted(set(names))
+
+
+def _python_tarball(tree: Path, destination: Path) -> None:
+    with tarfile.open(destination, "w:gz") as archive:
+        for path in sorted((tree / "vllm").rglob("*.py")):
+            archive.add(path, arcname=str(path.relative_to(tree)))
+
+
+def wrong_tile_variants(patched_prefix_prefill: str) -> dict[str, str]:
+    variants = {}
+    for name, old, new in WRONG_TILES:
+        if patched_prefix_prefill.count(old) != 1:
+            raise SystemExit(f"wrong-tile variant {name}: {old!r} is not in prefix_prefill.py once")
+        variants[name] = patched_prefix_prefill.replace(old, new)
+    return variants
+
+
+def main(destination: Path) -> int:
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-gpu-carry-") as scratch:
+        scratch_dir = Path(scratch)
+        triton = Recipe("triton", REPO / "recipes" / "triton")
+        target = patch_check_target(triton)
+        assert target is not None
+        stock = unpack_artifact(target, scratch_dir / "triton-stock") / "triton"
+        patched = patched_upstream(triton, VARIANT_CONFIG, scratch_dir / "triton-patched", None) / "triton"
+        files = _changed_package_files(triton_series(), dict(target.path_map))
+        shutil.rmtree(destination / "triton-overlay", ignore_errors=True)
+        write_overlay(stock, patched, files, destination / "triton-overlay")
+        print(f"triton overlay: {files}")
+
+        vllm = Recipe("vllm", REPO / "recipes" / "vllm")
+        vllm_target = patch_check_target(vllm)
+        assert vllm_target is not None
+        pascal_tree = patched_upstream(vllm, VARIANT_CONFIG, scratch_dir / "vllm-pascal", None)
+        stock_tree = unpack_artifact(vllm_target, scratch_dir / "vllm-stock")
+        _python_tarball(pascal_tree, destination / "vllm-0.14.0-pascal.tgz")
+        _python_tarball(stock_tree, destination / "vllm-0.14.0-stock.tgz")
+        current = unpack_artifact(
+            type(vllm_target)(artifact=VLLM_CURRENT, strip_prefix="vllm-0.33.0"), scratch_dir / "vllm-current"
+        )
+        _python_tarball(current, destination / "vllm-0.33.0.tgz")
+
+        wrong = destination / "wrong-tiles"
+        shutil.rmtree(wrong, ignore_errors=True)
+        wrong.mkdir()
+        for name, text in wrong_tile_variants((pascal_tree / PREFIX_PREFILL).read_text()).items():
+            (wrong / f"{name}.py").write_text(text)
+
+        candidate = destination / "candidate-tiles"
+        shutil.rmtree(candidate, ignore_errors=True)
+        for relative, (old, new) in CANDIDATE_TILES.items():
+            text = (pascal_tree / relative).read_text()
+            if text.count(old) != 1:
+                raise SystemExit(f"candidate tiles: {old!r} is not in {relative} once")
+            (candidate / relative).parent.mkdir(parents=True, exist_ok=True)
+            (candidate / relative).write_text(text.replace(old, new))
+
+    scripts = destination / "scripts"
+    shutil.rmtree(scripts, ignore_errors=True)
+    shutil.copytree(SCRIPTS / "gpu", scripts / "gpu", ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "pascal_forge").mkdir(parents=True)
+    for name in ("__init__.py", "errors.py"):
+        shutil.copy(SCRIPTS / "pascal_forge" / name, scripts / "pascal_forge" / name)
+    size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
+    print(f"{destination}: {size / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The whole Pascal-form numerics run on the lent GPU, in one call, from the repository root:
+#   bash .gpu-carry/scripts/gpu/run_gpu_numerics.sh .gpu-carry
+# CARRY is what scripts/gpu/prepare_gpu_carry.py built. Every run is its own process (two vLLM
+# trees cannot share one), and they run side by side: compiling is CPU-bound and single-threaded.
+# Writes $OUT/results.tgz (JSON reports and logs) and prints a summary. RUNS="name ..." runs only
+# those of the runs below.
+set -u
+CARRY=$(realpath "$1")
+OUT=${OUT:-/tmp/gpu-out}
+WORK=/tmp/pascal-forge-gpu
+mkdir -p "$OUT" "$WORK/reports"
+GPU="$CARRY/scripts/gpu"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_LOGGING_LEVEL=WARNING
+
+nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader | tee "$WORK/reports/device.txt"
+python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__, triton.__file__)' | tee -a "$WORK/reports/device.txt"
+
+STOCK_TRITON=$(python3 -c 'import os, triton; print(os.path.dirname(triton.__file__))')
+PYTHONPATH="$GPU:$CARRY/scripts" python3 -c "
+import sys; from pathlib import Path
+from pascal_form import overlay_patched_triton
+print('patched triton files:', overlay_patched_triton(Path('$STOCK_TRITON'), Path('$CARRY/triton-overlay'), Path('$WORK/patched')))
+" || exit 1
+for tree in 0.14.0-pascal 0.14.0-stock 0.33.0; do
+  mkdir -p "$WORK/vllm-$tree" && tar xzf "$CARRY/vllm-$tree.tgz" -C "$WORK/vllm-$tree"
+done
+for wrong in "$CARRY"/wrong-tiles/*.py; do
+  name=$(basename "$wrong" .py)
+  cp -r "$WORK/vllm-0.14.0-pascal" "$WORK/vllm-wrong-$name"
+  cp "$wrong" "$WORK/vllm-wrong-$name/vllm/v1/attention/ops/prefix_prefill.py"
+done
+cp -r "$WORK/vllm-0.14.0-pascal" "$WORK/vllm-candidate-tiles"
+cp -r "$CARRY/candidate-tiles/vllm" "$WORK/vllm-candidate-tiles/"
+
+# run NAME TRITON_DIR(empty: the device's own) ARGS...
+run() {
+  local name=$1 triton_dir=$2
+  shift 2
+  case " ${RUNS:-$name} " in *" $name "*) ;; *) return ;; esac
+  local path="$GPU:$CARRY/scripts"
+  local ptxas="$STOCK_TRITON/backends/nvidia/bin/ptxas"
+  if [ -n "$triton_dir" ]; then
+    path="$triton_dir:$path"
+    ptxas="$triton_dir/triton/backends/nvidia/bin/ptxas"
+  fi
+  [ -x "$ptxas" ] || ptxas=$(command -v ptxas)
+  (
+    export PYTHONPATH="$path" TRITON_PTXAS_PATH="$ptxas" TRITON_CACHE_DIR="$WORK/cache-$name"
+    export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor-$name"
+    cd "$WORK" && timeout 420 python3 "$GPU/run_vllm_numerics.py" --stack "$name" \
+      --report "$WORK/reports/$name.json" "$@" >"$WORK/reports/$name.log" 2>&1
+    echo "$name: exit $? $(tail -1 "$WORK/reports/$name.log")"
+  ) &
+}
+
+P="$WORK/patched"
+run seed-0.14.0 "$P" --vllm "$WORK/vllm-0.14.0-pascal"
+run inductor "$P" --suite inductor
+# 0.33.0 has no Pascal tiles; its prefix_prefill tiles at head size 256 take minutes to compile
+# for sm_61 (seen: the run was cut at 420 s before reaching them), so those cases are left out.
+run current-0.33.0 "$P" --vllm "$WORK/vllm-0.33.0" --moe-stubs 0.33 \
+  --skip "prefix_prefill h256,prefix_prefill alibi h256"
+run candidate-fp32-tiles "$P" --vllm "$WORK/vllm-candidate-tiles"
+# Head size 128 only: the stock tiles at 256 take minutes to compile for sm_61.
+run twin-stock-tiles "$P" --vllm "$WORK/vllm-0.14.0-stock" --only "prefix_prefill h128,prefix_prefill alibi h128"
+for wrong in "$CARRY"/wrong-tiles/*.py; do
+  name=$(basename "$wrong" .py)
+  run "twin-wrong-$name" "$P" --vllm "$WORK/vllm-wrong-$name" --only prefix_prefill
+done
+run twin-stock-triton-inductor "" --suite inductor
+run twin-stock-triton-vllm "" --vllm "$WORK/vllm-0.14.0-pascal"
+wait
+tar czf "$OUT/results.tgz" -C "$WORK" reports
+PYTHONPATH="$GPU" python3 "$GPU/gpu_report.py" --summary "$WORK/reports" | tee "$OUT/summary.txt"
