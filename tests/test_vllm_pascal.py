@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from vllm_support are parameters here)
 """vLLM 0.14.0 on Pascal, proved on the released sdist with recipes/vllm's patches applied.
 
 - the series applies without fuzz, and a stale patch names its file and hunk;
@@ -23,15 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
-from vllm_support import (  # noqa: F401  (fixtures)
+from vllm_support import (
+    SEED_VLLM,
     VARIANT_CONFIG,
     VLLM_RECIPE,
-    cuda12,
-    cutlass_source,
-    patched_triton,
-    patched_vllm,
-    stock_vllm,
-    torch_include,
 )
 
 from pascal_forge.patches import PatchError, apply_series, check_recipe_patches
@@ -53,7 +47,9 @@ TRITON_ATTN = "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"
 
 def test_series_applies_without_fuzz(upstream_cache: Path) -> None:
     applied = check_recipe_patches(VLLM_RECIPE, VARIANT_CONFIG, upstream_cache)
-    assert applied == len(VLLM_RECIPE.patch_files) > 0
+    for version, count in applied.items():
+        assert count == len(list(VLLM_RECIPE.patch_dir(version).glob("*.patch"))), version
+    assert applied[SEED_VLLM] > 0
 
 
 def test_stale_patch_names_file_and_hunk(stock_vllm: Path, tmp_path: Path) -> None:

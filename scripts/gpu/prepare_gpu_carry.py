@@ -9,8 +9,6 @@ DEST then holds (about 16 MiB, within the 64 MiB a GPU call carries):
   and without our vLLM series; vllm-0.33.0.tgz: the current release's, as released;
 - wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
   (the twin that the error bound must catch);
-- candidate-tiles/: the patched tree's prefix_prefill.py and triton_unified_attention.py with
-  float32 tiles that fit 48 KB (a proposed fix, measured beside the seed stack);
 - scripts/: this folder and pascal_forge's errors module, which the harness imports.
 """
 
@@ -59,31 +57,19 @@ WRONG_TILES = (
 
 # Candidate Pascal tiles for float32, which the patched tree lacks (measured on the GPU:
 # prefix_prefill h128 fp32 asks 57,344 B, unified attention prefill h256 fp32 81,920 B).
-UNIFIED_ATTENTION = "vllm/v1/attention/ops/triton_unified_attention.py"
-CANDIDATE_TILES = {
-    PREFIX_PREFILL: (
-        "        BLOCK_M = 64 if Lk_padded <= 128 else 16\n",
-        "        BLOCK_M = (32 if q_dtype_is_f32 else 64) if Lk_padded <= 128 else 16\n",
-    ),
-    UNIFIED_ATTENTION: (
-        "    # Default behavior\n    if is_prefill:\n",
-        "    # Pascal (6.x): 48 KB per block; fp32 tiles of head size > 128 need 16 rows of keys.\n"
-        "    if (\n        element_size >= 4\n        and head_size > 128\n"
-        "        and current_platform.is_cuda()\n"
-        "        and not current_platform.has_device_capability(70)\n    ):\n        return 16\n"
-        "    # Default behavior\n    if is_prefill:\n",
-    ),
-}
+# The seed stack's releases: the device's own triton is 3.6.0.
+SEED_TRITON = "3.6.0"
+SEED_VLLM = "0.14.0"
 
 
 def triton_series(repo: Path = REPO) -> list[Path]:
     """Our triton patch series in application order, wherever the recipe keeps it
     (recipes/triton/patches/ or a per-version folder): the recipe's own patch list decides."""
-    return recipe_patch_series(Recipe("triton", repo / "recipes" / "triton"), VARIANT_CONFIG)
+    return recipe_patch_series(Recipe("triton", repo / "recipes" / "triton"), VARIANT_CONFIG, SEED_TRITON)
 
 
 def vllm_series(repo: Path = REPO) -> list[Path]:
-    return recipe_patch_series(Recipe("vllm", repo / "recipes" / "vllm"), VARIANT_CONFIG)
+    return recipe_patch_series(Recipe("vllm", repo / "recipes" / "vllm"), VARIANT_CONFIG, SEED_VLLM)
 
 
 def _changed_package_files(series: list[Path], path_map: dict[str, str]) -> list[str]:
@@ -120,19 +106,22 @@ def main(destination: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="pascal-forge-gpu-carry-") as scratch:
         scratch_dir = Path(scratch)
         triton = Recipe("triton", REPO / "recipes" / "triton")
-        target = patch_check_target(triton)
+        target = patch_check_target(triton, SEED_TRITON)
         assert target is not None
         stock = unpack_artifact(target, scratch_dir / "triton-stock") / "triton"
-        patched = patched_upstream(triton, VARIANT_CONFIG, scratch_dir / "triton-patched", None) / "triton"
+        patched = (
+            patched_upstream(triton, VARIANT_CONFIG, scratch_dir / "triton-patched", None, SEED_TRITON)
+            / "triton"
+        )
         files = _changed_package_files(triton_series(), dict(target.path_map))
         shutil.rmtree(destination / "triton-overlay", ignore_errors=True)
         write_overlay(stock, patched, files, destination / "triton-overlay")
         print(f"triton overlay: {files}")
 
         vllm = Recipe("vllm", REPO / "recipes" / "vllm")
-        vllm_target = patch_check_target(vllm)
+        vllm_target = patch_check_target(vllm, SEED_VLLM)
         assert vllm_target is not None
-        pascal_tree = patched_upstream(vllm, VARIANT_CONFIG, scratch_dir / "vllm-pascal", None)
+        pascal_tree = patched_upstream(vllm, VARIANT_CONFIG, scratch_dir / "vllm-pascal", None, SEED_VLLM)
         stock_tree = unpack_artifact(vllm_target, scratch_dir / "vllm-stock")
         _python_tarball(pascal_tree, destination / "vllm-0.14.0-pascal.tgz")
         _python_tarball(stock_tree, destination / "vllm-0.14.0-stock.tgz")
@@ -146,15 +135,6 @@ def main(destination: Path) -> int:
         wrong.mkdir()
         for name, text in wrong_tile_variants((pascal_tree / PREFIX_PREFILL).read_text()).items():
             (wrong / f"{name}.py").write_text(text)
-
-        candidate = destination / "candidate-tiles"
-        shutil.rmtree(candidate, ignore_errors=True)
-        for relative, (old, new) in CANDIDATE_TILES.items():
-            text = (pascal_tree / relative).read_text()
-            if text.count(old) != 1:
-                raise SystemExit(f"candidate tiles: {old!r} is not in {relative} once")
-            (candidate / relative).parent.mkdir(parents=True, exist_ok=True)
-            (candidate / relative).write_text(text.replace(old, new))
 
     scripts = destination / "scripts"
     shutil.rmtree(scripts, ignore_errors=True)

@@ -30,8 +30,6 @@ for wrong in "$CARRY"/wrong-tiles/*.py; do
   cp -r "$WORK/vllm-0.14.0-pascal" "$WORK/vllm-wrong-$name"
   cp "$wrong" "$WORK/vllm-wrong-$name/vllm/v1/attention/ops/prefix_prefill.py"
 done
-cp -r "$WORK/vllm-0.14.0-pascal" "$WORK/vllm-candidate-tiles"
-cp -r "$CARRY/candidate-tiles/vllm" "$WORK/vllm-candidate-tiles/"
 
 # run NAME TRITON_DIR(empty: the device's own) ARGS...
 run() {
@@ -61,7 +59,6 @@ run inductor "$P" --suite inductor
 # for sm_61 (seen: the run was cut at 420 s before reaching them), so those cases are left out.
 run current-0.33.0 "$P" --vllm "$WORK/vllm-0.33.0" --moe-stubs 0.33 \
   --skip "prefix_prefill h256,prefix_prefill alibi h256"
-run candidate-fp32-tiles "$P" --vllm "$WORK/vllm-candidate-tiles"
 # Head size 128 only: the stock tiles at 256 take minutes to compile for sm_61.
 run twin-stock-tiles "$P" --vllm "$WORK/vllm-0.14.0-stock" --only "prefix_prefill h128,prefix_prefill alibi h128"
 for wrong in "$CARRY"/wrong-tiles/*.py; do
