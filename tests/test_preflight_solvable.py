@@ -358,7 +358,7 @@ def test_a_version_there_with_other_builds_says_the_build_string_is_the_problem(
     [finding] = check_solvable(plan, plan.builds, tmp_path / "channel", [str(UPSTREAM)]).findings()
     print(finding.message)
     assert (
-        f"host: pytorch ==2.9.1 cuda129_pascal_*: no channel has it; {UPSTREAM} has 2.9.1, 2.10.0 ("
+        f"host: pytorch ==2.9.1 cuda129_pascal_*: no channel has it; {UPSTREAM} has 2.9.1, 2.10.0, 2.13.0 ("
         in finding.message
     )
     assert "(==2.9.1 is there, but as builds cuda129_generic_" in finding.message

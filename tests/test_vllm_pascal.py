@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from vllm_support are parameters here)
 """vLLM 0.14.0 on Pascal, proved on the released sdist with recipes/vllm's patches applied.
 
 - the series applies without fuzz, and a stale patch names its file and hunk;
@@ -22,10 +23,15 @@ import time
 from pathlib import Path
 
 import pytest
-from vllm_support import (
-    SEED_VLLM,
+from vllm_support import (  # noqa: F401  (fixtures)
     VARIANT_CONFIG,
     VLLM_RECIPE,
+    cuda12,
+    cutlass_source,
+    patched_triton,
+    patched_vllm,
+    stock_vllm,
+    torch_include,
 )
 
 from pascal_forge.patches import PatchError, apply_series, check_recipe_patches
@@ -49,12 +55,12 @@ def test_series_applies_without_fuzz(upstream_cache: Path) -> None:
     applied = check_recipe_patches(VLLM_RECIPE, VARIANT_CONFIG, upstream_cache)
     for version, count in applied.items():
         assert count == len(list(VLLM_RECIPE.patch_dir(version).glob("*.patch"))), version
-    assert applied[SEED_VLLM] > 0
+    assert applied["0.14.0"] > 0
 
 
 def test_stale_patch_names_file_and_hunk(stock_vllm: Path, tmp_path: Path) -> None:
     # The prefix_prefill patch against a file whose context moved on upstream.
-    patch = VLLM_RECIPE.directory / "patches" / "0005-prefix-prefill-pascal-tiles.patch"
+    patch = VLLM_RECIPE.patch_dir("0.14.0") / "0005-prefix-prefill-pascal-tiles.patch"
     stale = tmp_path / patch.name
     stale.write_text(patch.read_text().replace(" IS_TURING = ", " IS_TURING_GPU = "))
     with tempfile.TemporaryDirectory() as scratch:
