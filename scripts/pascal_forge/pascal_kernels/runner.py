@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--match", default="", help="only cases whose name contains this text")
     parser.add_argument("--ptx-dir", type=Path, help="write each compiled kernel's PTX here")
     args = parser.parse_args(argv)
-    print(json.dumps({"triton": triton.__file__}), flush=True)
-    for case in all_cases():
+    print(json.dumps({"triton": triton.__file__, "version": triton.__version__}), flush=True)
+    for case in all_cases(triton.__version__):
         if args.match not in case.name:
             continue
         for capability in args.capability:

@@ -26,7 +26,8 @@ from ..recipes import Recipe
 from ..sources import fetch
 
 PASCAL_CAPABILITIES = (60, 61)
-# Inside the wheel: the CUDA 12.8 ptxas Triton 3.6.0 bundles (a CUDA 13 ptxas refuses sm_6x).
+# Inside the wheel: the CUDA 12 ptxas Triton bundles for targets below sm_100 (12.8 in 3.6.0, 12.9.86
+# in 3.8.0, byte-identical to NVIDIA's cuda-nvcc 12.9.86 one); a CUDA 13 ptxas refuses sm_6x.
 BUNDLED_PTXAS = Path("triton/backends/nvidia/bin/ptxas")
 _SCRIPTS_DIR = Path(__file__).resolve().parents[2]
 
@@ -195,13 +196,14 @@ def run_stock_and_patched(
     capabilities: Sequence[int] = PASCAL_CAPABILITIES,
     match: str = "",
     ptx_dir: Path | None = None,
+    ptxas: Path | None = None,
 ) -> tuple[SuiteRun, SuiteRun]:
     """The suite on one version's released wheel, without and with that version's patch series."""
     target = patch_check_target(recipe, version)
     if target is None:
         raise SuiteError(f"{recipe.path}: no `extra: patch-check: {version}:` wheel to compile with")
     series = recipe_patch_series(recipe, variant_config, version)
-    stock = run_suite(prepare_tree(target, [], trees_dir), "stock", capabilities, match=match)
+    stock = run_suite(prepare_tree(target, [], trees_dir), "stock", capabilities, ptxas, match)
     patched_tree = prepare_tree(target, series, trees_dir)
-    patched = run_suite(patched_tree, "patched", capabilities, match=match, ptx_dir=ptx_dir)
+    patched = run_suite(patched_tree, "patched", capabilities, ptxas, match, ptx_dir)
     return stock, patched
