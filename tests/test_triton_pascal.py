@@ -154,6 +154,10 @@ def test_fp8e4nv_stays_refused_with_its_message(stock_run: SuiteRun, patched_run
         ("atomic_cas[i32,acq_rel,gpu]", "membar.gl;", "membar.gl;"),
         ("atomic_add[fp16,acq_rel,cta]", "membar.cta;", "membar.cta;"),
         ("atomic_cas[bf16,release,sys]", "membar.sys;", None),
+        # Contiguous offsets (vectorisable) and a scalar lock, as 3.8's lowering emits them.
+        ("atomic_add_contiguous[fp32,acq_rel,masked]", "membar.gl;", "membar.gl;"),
+        ("atomic_add_contiguous[fp16,acq_rel,unmasked]", "membar.gl;", "membar.gl;"),
+        ("atomic_cas_scalar[i32,acquire]", None, "membar.gl;"),
     ],
 )
 def test_pascal_atomics_keep_their_memory_order_as_membar(
@@ -174,7 +178,11 @@ def test_pascal_atomics_keep_their_memory_order_as_membar(
 
 
 def test_16bit_atomics_become_a_32bit_cas_loop(patched_run: SuiteRun) -> None:
-    for case in ("atomic_add[fp16,relaxed,gpu]", "atomic_cas[u16,relaxed,cta]"):
+    for case in (
+        "atomic_add[fp16,relaxed,gpu]",
+        "atomic_cas[u16,relaxed,cta]",
+        "atomic_add_contiguous[fp16,relaxed,masked]",
+    ):
         ptx = patched_run.result(case, 61).ptx.read_text()
         assert ".b16" not in " ".join(re.findall(r"\batom\.[\w.]+", ptx))
         scope = "cta" if "cta" in case else "gpu"
