@@ -74,17 +74,17 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def install_from(channel: Path, specs: list[str], prefix: Path, cache: Path) -> dict[str, str]:
-    """Solve `specs` against the channel alone and install them into a fresh `prefix`.
+def install_from(channel: Path | list[Path], specs: list[str], prefix: Path, cache: Path) -> dict[str, str]:
+    """Solve `specs` against the channel (or channels, in priority order) and install them
+    into a fresh `prefix`.
 
     Returns name -> build string of what was installed.
     """
     gateway = Gateway(cache_dir=cache / "repodata")
+    channels = [Channel(c.resolve().as_uri()) for c in (channel if isinstance(channel, list) else [channel])]
 
     async def solve_and_install() -> list:
-        records = await solve(
-            [Channel(channel.resolve().as_uri())], specs, gateway=gateway, platforms=[SUBDIR, "noarch"]
-        )
+        records = await solve(channels, specs, gateway=gateway, platforms=[SUBDIR, "noarch"])
         await install(records, target_prefix=prefix, cache_dir=cache / "pkgs", show_progress=False)
         return records
 

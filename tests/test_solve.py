@@ -57,6 +57,8 @@ STOCK_PIP_CHECK_GAPS = {
     "grpcio-reflection>=1.76.0",
     "model-hosting-container-standards >= 0.1.10, < 1.0.0",
     "ray[cgraph]>=2.48.0",
+    # conda-forge's ninja installs the program without Python metadata (patch 0013).
+    "ninja",
 }
 
 
@@ -368,7 +370,11 @@ def _as_built(lines: list[str]) -> list[str]:
 
 
 def _vllm_run_specs(planned: dict[str, dict[str, Any]]) -> list[str]:
-    return next(r["depends"] for r in planned["linux-64"]["packages.conda"].values() if r["name"] == "vllm")
+    return next(
+        r["depends"]
+        for r in planned["linux-64"]["packages.conda"].values()
+        if r["name"] == "vllm" and r["version"] == "0.14.0"
+    )
 
 
 def test_every_requirement_of_the_patched_vllm_has_a_conda_package(
@@ -382,7 +388,7 @@ def test_every_requirement_of_the_patched_vllm_has_a_conda_package(
 def test_the_released_requirements_would_fail_pip_check(
     planned: dict[str, dict[str, Any]], vllm_trees: tuple[Path, Path]
 ) -> None:
-    """Twin: without patches 0010 and 0011 exactly these lines have no conda package."""
+    """Twin: without patches 0010, 0011 and 0013 exactly these lines have no conda package."""
     lines = _as_built(_vllm_requirement_lines(vllm_trees[0]))
     missing = requirements_without_conda_package(lines, _vllm_run_specs(planned), LINUX_312)
     assert set(missing) == STOCK_PIP_CHECK_GAPS
@@ -400,3 +406,11 @@ def test_a_dropped_run_dependency_shows_up_as_a_pip_check_gap(
 def test_cli_refuses_an_unbuilt_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["solve", "vllm-pascal", "--ours", str(tmp_path), "--cuda", "12.9"]) == 2
     assert "holds no indexed channel: build it first, or pass --planned" in capsys.readouterr().err
+
+
+def test_a_conda_package_without_python_metadata_does_not_satisfy_pip_check() -> None:
+    """Item 7 of the first real build: the old recipe listed ninja as a run dependency and vLLM
+    listed it as a requirement, and `pip check` still failed: conda-forge's ninja is the program
+    alone. The requirement line must go (patch 0013), not be matched by a conda package."""
+    assert requirements_without_conda_package(["ninja"], ["ninja", "numpy"], LINUX_312) == ["ninja"]
+    assert requirements_without_conda_package(["numpy"], ["ninja", "numpy"], LINUX_312) == []

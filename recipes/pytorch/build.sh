@@ -2,6 +2,10 @@
 # One script, three stages (PASCAL_STAGE): the shared C++/CUDA build ("cpp"), the
 # libtorch package taken from it ("libtorch"), and one pytorch per Python ("pytorch").
 set -euxo pipefail
+# pascal-forge builds these staged outputs through rattler-build's command-line engine,
+# which keeps no log of the script's output when called as a library: keep a copy beside the
+# work dir, which pascal-forge adds to the build's log.
+exec > >(tee -a "${SRC_DIR}/../script.log") 2>&1
 
 export PACKAGE_TYPE=conda
 # Exactly 2.9.1 in the Python metadata: a "2.9.1a0+git..." version breaks `pip check`
@@ -12,6 +16,23 @@ export PYTORCH_BUILD_NUMBER=0
 export CMAKE_GENERATOR=Ninja
 export CMAKE_BUILD_TYPE=Release
 export CMAKE_PREFIX_PATH="${PREFIX}"
+# setup.py never reads CMAKE_ARGS, but it hands every CMAKE_* variable of its environment to
+# CMake. conda's CMAKE_ARGS carries the search roots (CMAKE_FIND_ROOT_PATH and friends) that
+# let CMake find the CUDA toolkit in the host prefix; without them FindCUDA silently turns
+# CUDA off. conda-forge/pytorch-cpu-feedstock's build.sh forwards them the same way.
+for arg in ${CMAKE_ARGS:-}; do
+  if [[ "${arg}" == -DCMAKE_* ]]; then
+    name="${arg#-D}"
+    name="${name%%=*}"
+    name="${name%%:*}"
+    export "${name}=${arg#*=}"
+  fi
+done
+unset CMAKE_INSTALL_PREFIX
+# Shared libraries load lazily, so `import torch` works on a machine without a GPU driver
+# (the recipe tests on CPU runners do exactly that).
+export LDFLAGS="${LDFLAGS:-}"
+LDFLAGS="${LDFLAGS//-Wl,-z,now/-Wl,-z,lazy}"
 export Python_ROOT_DIR="${PREFIX}"
 export BUILD_TEST=0
 export INSTALL_TEST=0
@@ -25,6 +46,13 @@ export USE_ITT=0
 export USE_CUFILE=0
 # FBGEMM's GPU code needs sm_70+, and nothing on Pascal uses it.
 export USE_FBGEMM=0
+# FlashAttention-2 kernels are sm_80+ only, and nvcc on them needs the most memory of the
+# whole build; the memory-efficient attention kernels (sm_50+) stay.
+export USE_FLASH_ATTENTION=0
+# NNPACK (mobile CPU convolutions) downloads the `six` module at configure time.
+export USE_NNPACK=0
+# The build's protoc (build requirements) generates the sources; the host's may not run here.
+rm -f "${PREFIX}/bin/protoc"
 export USE_MKLDNN=1
 export BLAS=MKL
 
@@ -52,10 +80,13 @@ if [[ -z "${TORCH_CUDA_ARCH_LIST:-}" ]]; then
   exit 1
 fi
 
+# nvcc on the attention and linear-algebra kernels takes several GB per job: 4 jobs fit the
+# 8-CPU/32 GB runners conda-forge builds pytorch on; elsewhere leave a core free.
 if [[ "${CI:-}" == "github_actions" ]]; then
   export MAX_JOBS=4
 else
-  export MAX_JOBS="${CPU_COUNT:-2}"
+  cpus="${CPU_COUNT:-2}"
+  export MAX_JOBS=$((cpus > 1 ? cpus - 1 : 1))
 fi
 
 case "${PASCAL_STAGE}" in

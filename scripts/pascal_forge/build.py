@@ -10,13 +10,15 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from rattler_build import BuildResult, RenderedVariant, ToolConfiguration
+import yaml
+from rattler_build import BuildResult, RenderedVariant, ToolConfiguration, cli_api
 
 from .channel import (
     channel_url,
@@ -26,10 +28,13 @@ from .channel import (
     publish_package,
     remove_scratch,
 )
-from .errors import PascalForgeError
+from .errors import ChannelError, PascalForgeError
+from .forge_config import read_yaml_mapping
 from .plan import Plan, PlannedBuild, _compatible
 from .progress import BuildLog, BuildReporter
-from .render import SUMMARY_KEYS
+from .reachability import failed_channel_note
+from .render import SUMMARY_KEYS, RenderedOutput
+from .variants import select_variant
 
 DEFAULT_SOURCE_CHANNELS = ("conda-forge",)
 Status = Literal["built", "skipped", "failed", "blocked"]
@@ -39,6 +44,8 @@ TestStrategy = Literal["native", "skip"]
 # the downloaded sources.
 _KEPT_WORK = ("build_cache", "src_cache")
 _BUILD_TREES = "bld"
+# Where the staged recipes' build scripts copy their output (beside rattler-build's work dir).
+_SCRIPT_LOG = "script.log"
 _LOCK = ".lock"
 
 
@@ -75,6 +82,8 @@ class BuildOutcome:
     engine_seconds: float = 0.0
     log: Path | None = None
     message: str = ""
+    # For a fetch or solve failure: the channel that could not be read (or those that were).
+    channel_note: str = ""
 
 
 class BuildInterrupted(PascalForgeError):
@@ -137,6 +146,10 @@ def prepare_channel(channel: Path) -> None:
     This is how a rerun resumes after a kill: scratch files go, a package that was moved in
     but not indexed yet gets indexed, and a deleted package drops out of the index.
     """
+    if channel.exists() and not channel.is_dir():
+        raise ChannelError(
+            f"--channel {channel}: is a file, not a channel folder; name a folder (it is created if missing)"
+        )
     remove_scratch(channel)
     index_channel(channel)
 
@@ -192,7 +205,7 @@ def _build_in_order(
         elif build.position not in pending:
             outcome = BuildOutcome(build, "skipped")
         else:
-            outcome = _build_one(build, number, len(builds), options, reporter)
+            outcome = _build_one(build, number, len(builds), options, reporter, plan.variant_config)
         if outcome.status in ("failed", "blocked"):
             not_built.add(build.position)
         outcomes.append(outcome)
@@ -201,7 +214,12 @@ def _build_in_order(
 
 
 def _build_one(
-    build: PlannedBuild, number: int, total: int, options: BuildOptions, reporter: BuildReporter
+    build: PlannedBuild,
+    number: int,
+    total: int,
+    options: BuildOptions,
+    reporter: BuildReporter,
+    variant_config: Path | None,
 ) -> BuildOutcome:
     output = build.output
     log_path = options.log_dir / f"{output.name}-{output.version}-{output.build_string}.log"
@@ -214,10 +232,12 @@ def _build_one(
         log.write(f"channels (strict priority): {', '.join(channels)}")
         engine_started = time.monotonic()
         try:
-            result = _run_engine(build, options, channels, log, stream)
+            result = _run_engine(build, options, channels, log, stream, variant_config)
         except Exception as exc:  # rattler-build raises one error type per failing step
             engine = time.monotonic() - engine_started
             reason = " ".join(str(exc).split())
+            note = failed_channel_note(reason, channels)
+            reason += f"; {note}" if note else ""
             log.write(f"FAILED: {reason}")
             _clear_finished_packages(options.work_dir)
             return BuildOutcome(
@@ -227,9 +247,10 @@ def _build_one(
                 engine_seconds=engine,
                 log=log_path,
                 message=f"recipe {output.recipe}, variant {variant_text(build)}: {reason} (log: {log_path})",
+                channel_note=note,
             )
         engine = time.monotonic() - engine_started
-        published = [publish_package(Path(p), options.channel, result.platform) for p in result.packages]
+        published = [publish_package(p, options.channel, result.platform) for p in result.packages]
         index_channel(
             options.channel, [result.platform], replaced=[p.name for p in published], keep_scratch=True
         )
@@ -242,20 +263,110 @@ def _build_one(
     )
 
 
+@dataclass(frozen=True)
+class _EngineResult:
+    packages: tuple[Path, ...]
+    platform: str
+
+
 def _run_engine(
-    build: PlannedBuild, options: BuildOptions, channels: list[str], log: BuildLog, stream: IO[str]
-) -> BuildResult:
+    build: PlannedBuild,
+    options: BuildOptions,
+    channels: list[str],
+    log: BuildLog,
+    stream: IO[str],
+    variant_config: Path | None,
+) -> _EngineResult:
     with _stderr_into(stream):
-        return _for_this_variant(build).run_build(
+        if build.output.inherits:
+            return _run_staging_engine(build, options, channels, log, variant_config)
+        result: BuildResult = _for_this_variant(build).run_build(
             tool_config=ToolConfiguration(test_strategy=options.test_strategy, channel_priority="strict"),
             output_dir=options.work_dir,
             channels=channels,
             progress_callback=log,
-            # The build id is a timestamp in the build folder's name, and that path is part
-            # of the staging cache key: with it, every output that inherits a staging output
-            # (libtorch, each pytorch) would redo its C++ build.
+            # The build id is a timestamp in the build folder's name; without it the folder
+            # (and so the staging cache key, which holds the host prefix) is stable.
             no_build_id=True,
         )
+    return _EngineResult(tuple(Path(p) for p in result.packages), result.platform)
+
+
+def _run_staging_engine(
+    build: PlannedBuild,
+    options: BuildOptions,
+    channels: list[str],
+    log: BuildLog,
+    variant_config: Path | None,
+) -> _EngineResult:
+    """Build an output that inherits a staging build (pytorch's C++ part, triton's LLVM).
+
+    rattler-build keys its staging cache by the host prefix, whose folder py-rattler-build
+    names after each output (libtorch, pytorch), so going through `run_build` would redo
+    the whole C++/CUDA build for every output name. rattler-build's command-line path
+    names that folder after the recipe for every inheriting output, and so builds the
+    staging once per variant; it is driven here with a variant file narrowed to this one
+    build. Siblings it rebuilds on the way (libtorch for a pytorch, from the cache) are
+    not published: the plan builds each of them on its own turn.
+    """
+    output = build.output
+    if variant_config is None or output.recipe_file is None:
+        raise PascalForgeError(f"{output.filename}: the plan holds no recipe or variant file to build from")
+    narrowed = _variant_file_for(build, variant_config, options.work_dir)
+    log.write(f"staging build {output.inherits}: rattler-build's command-line engine, variants {narrowed}")
+    script_logs = list((options.work_dir / _BUILD_TREES).glob(f"*/{_SCRIPT_LOG}"))
+    for stale in script_logs:
+        stale.unlink()
+    try:
+        with warnings.catch_warnings():
+            # Deprecated in favour of run_build, which is exactly the path that cannot share
+            # the staging build (see above).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _build_with_cli_engine(output, narrowed, channels, options)
+    finally:
+        # That engine logs nothing as a library; the recipes' scripts keep their own output.
+        for script_log in sorted((options.work_dir / _BUILD_TREES).glob(f"*/{_SCRIPT_LOG}")):
+            log.write(f"--- build script output ({script_log}) ---")
+            log.write(script_log.read_text(encoding="utf-8", errors="replace"))
+    built = options.work_dir / output.subdir / output.filename
+    for sibling in (options.work_dir / output.subdir).glob("*.conda"):
+        if sibling != built:
+            sibling.unlink()
+    if not built.is_file():
+        found = sorted(p.name for p in (options.work_dir / output.subdir).glob("*.conda"))
+        raise PascalForgeError(
+            f"rattler-build wrote {', '.join(found) or 'nothing'}, not the planned {output.filename}"
+        )
+    return _EngineResult((built,), output.subdir)
+
+
+def _build_with_cli_engine(
+    output: RenderedOutput, variants: Path, channels: list[str], options: BuildOptions
+) -> None:
+    cli_api.build_recipes(
+        [output.recipe_file],
+        up_to=output.name,
+        variant_config=[str(variants)],
+        channel=channels,
+        output_dir=options.work_dir,
+        no_build_id=True,
+        test=options.test_strategy,
+        channel_priority="strict",
+        # Siblings that the channel already holds (libtorch, for a pytorch) are not built
+        # again; with --force the planned package itself must not be skipped either.
+        skip_existing="local" if options.force else "all",
+    )
+
+
+def _variant_file_for(build: PlannedBuild, variant_config: Path, work_dir: Path) -> Path:
+    """A copy of the variant file with every key narrowed to this build's value."""
+    raw = read_yaml_mapping(variant_config, "variant configuration")
+    chosen = {key: value for key, value in build.output.variant.items() if key in raw}
+    narrowed = select_variant(raw, chosen, source=variant_config)
+    path = work_dir / "variants" / f"{build.output.filename.removesuffix('.conda')}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(narrowed, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _for_this_variant(build: PlannedBuild) -> RenderedVariant:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from . import __version__
 from .build import (
     DEFAULT_SOURCE_CHANNELS,
     BuildOptions,
@@ -18,14 +22,17 @@ from .build import (
     prepare_channel,
     select_builds,
 )
+from .conda_config import channel_snippets, resolve_channel
+from .display import printable, redact_urls
 from .doctor import diagnose, probe
 from .errors import PascalForgeError
 from .patches import check_recipe_patches, patch_check_targets
 from .plan import Plan, make_plan
 from .preflight import preflight, unbuilt_needs
-from .progress import closing_message, dry_run_table, reporter_for, summary_table
+from .progress import closing_message, dry_run_table, path_label, reporter_for, summary_table
 from .recipes import discover_recipes
 from .rerender import rerender, stale_files, write
+from .solvability import check_solvable
 from .solve import (
     PRIORITIES,
     Solution,
@@ -41,11 +48,44 @@ from .solve import (
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    _log_progress_to_stderr()
     try:
         return args.handler(args)
     except PascalForgeError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return 2
+    except KeyboardInterrupt:
+        _print_error("interrupted (Ctrl-C); run the command again to finish")
+        return 130
+
+
+def _print_error(message: str) -> None:
+    # Messages quote servers and file names: shown literally, never as markup or terminal controls.
+    text = Text.assemble(("error:", "bold red"), " ", redact_urls(printable(message)))
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so a redirected stderr gets the lines too."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _log_progress_to_stderr() -> None:
+    """Long steps (downloads, compiles) report through logging; show ours, not the libraries'."""
+    logger = logging.getLogger("pascal_forge")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="pascal-forge",
         description="Build a conda channel of triton, pytorch and vLLM for Pascal GPUs (sm_60/sm_61).",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
 
     plan = commands.add_parser("plan", help="render every recipe for every variant and print the build order")
@@ -61,14 +102,27 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_run_plan)
 
     _add_check_patches_command(commands)
+    _add_bump_command(commands)
     _add_compile_suite_command(commands)
     _add_rerender_command(commands)
     _add_solve_command(commands)
     _add_doctor_command(commands)
+    _add_channel_config_command(commands)
     _add_build_command(commands)
     _add_mirror_command(commands)
     _add_publish_command(commands)
     return parser
+
+
+def version_line() -> str:
+    """pascal-forge's version and the engines it drives, which decide what a build does."""
+    engines = []
+    for distribution in ("py-rattler-build", "py-rattler"):
+        try:
+            engines.append(f"{distribution} {metadata.version(distribution)}")
+        except metadata.PackageNotFoundError:
+            engines.append(f"{distribution} not installed")
+    return f"pascal-forge {__version__} ({', '.join(engines)})"
 
 
 def _add_rerender_command(commands: argparse._SubParsersAction) -> None:
@@ -121,6 +175,44 @@ def _run_check_patches(args: argparse.Namespace) -> int:
         for version, applied in check_recipe_patches(recipe, args.variant_config).items():
             print(f"{recipe.name} {version}: {applied} patch(es) apply without fuzz")
     return 0
+
+
+def _add_bump_command(commands: argparse._SubParsersAction) -> None:
+    bump = commands.add_parser(
+        "bump",
+        help="check (or add) a new upstream version: apply the newest patch series to it and report",
+    )
+    bump.add_argument("recipe", help="the recipe to bump, e.g. vllm")
+    bump.add_argument("version", nargs="?", help="the new version (default: the newest release upstream)")
+    bump.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 0 if the series applies whole, 1 if a patch needs work",
+    )
+    bump.add_argument("--report", type=Path, metavar="FILE", help="write the report as Markdown here")
+    bump.add_argument(
+        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (default: recipes/)"
+    )
+    bump.set_defaults(handler=_run_bump)
+
+
+def _run_bump(args: argparse.Namespace) -> int:
+    from .bump import NothingToBump, check_bump
+    from .bump_report import terminal_view, to_markdown
+    from .bump_write import write_bump
+
+    try:
+        report = check_bump(args.recipes, args.recipe, args.version)
+    except NothingToBump as exc:
+        print(exc)
+        return 0
+    written = None if args.check else write_bump(args.recipes, report)
+    _console().print(terminal_view(report))
+    for item in written or []:
+        print(item)
+    if args.report:
+        args.report.write_text(to_markdown(report, written=written), encoding="utf-8")
+    return 1 if report.needs_work else 0
 
 
 def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
@@ -197,7 +289,9 @@ def _add_build_command(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="rebuild packages the channel already has")
     build.add_argument(
-        "--dry-run", action="store_true", help="print the ordered plan and what would be built, build nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the ordered plan, what would be built and the preflight's findings; build nothing",
     )
     build.add_argument(
         "--source-channel",
@@ -219,7 +313,10 @@ def _add_build_command(commands: argparse._SubParsersAction) -> None:
         help="run each recipe's tests after its build (default: native)",
     )
     build.add_argument(
-        "--no-preflight", action="store_true", help="skip the checks of sources, disk space and CUDA version"
+        "--no-preflight",
+        action="store_true",
+        help="skip the checks before building: can every environment be solved, are the source "
+        "channels and sources reachable, is there disk space, no CUDA 13",
     )
     build.set_defaults(handler=_run_build)
 
@@ -238,20 +335,36 @@ def _run_build(args: argparse.Namespace) -> int:
     selected = select_builds(plan, args.only, args.up_to)
     if args.dry_run:
         console.print(dry_run_table(plan, selected, force=args.force))
-        return 0
+        if args.no_preflight or _preflight_passes(console, plan, selected, options):
+            return 0
+        console.print(
+            "preflight found problems (listed above): the build would stop before building anything"
+        )
+        return 1
     prepare_channel(args.channel)
-    if not args.no_preflight:
-        findings = preflight(pending_builds(selected, args.channel, force=args.force), options.work_dir)
-        findings += unbuilt_needs(plan, selected)
-        for finding in findings:
-            console.print(f"preflight {finding.severity}: {finding.message}", highlight=False, soft_wrap=True)
-        if any(f.severity == "error" for f in findings):
-            raise PascalForgeError("preflight found problems (listed above); nothing was built")
+    if not args.no_preflight and not _preflight_passes(console, plan, selected, options):
+        raise PascalForgeError("preflight found problems (listed above); nothing was built")
     with reporter_for(console) as reporter:
         report = build_channel(plan, selected, options, reporter)
     console.print(summary_table(report))
     console.print(closing_message(report), highlight=False, soft_wrap=True)
     return 0 if report.ok else 1
+
+
+def _preflight_passes(console: Console, plan: Plan, selected: list, options: BuildOptions) -> bool:
+    """Run every pre-build check, print what it found; False when an error would stop the build."""
+    pending = pending_builds(selected, options.channel, force=options.force)
+    findings = preflight(pending, options.work_dir) + unbuilt_needs(plan, selected)
+    tests = options.test_strategy == "native"
+    report = check_solvable(
+        plan, pending, options.channel, options.source_channels, available=selected, tests=tests
+    )
+    for finding in findings + report.findings():
+        console.print(
+            f"preflight {finding.severity}: {finding.message}", markup=False, highlight=False, soft_wrap=True
+        )
+    console.print(report.summary, markup=False, highlight=False)
+    return not any(f.severity == "error" for f in findings + report.findings())
 
 
 def _add_publish_command(commands: argparse._SubParsersAction) -> None:
@@ -277,8 +390,9 @@ def _add_publish_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_publish(args: argparse.Namespace) -> int:
     from .mirror import S3Settings
-    from .publish import publish_channel
+    from .publish import parse_target, publish_channel
 
+    target = parse_target(args.to)
     report = publish_channel(
         args.channel,
         args.to,
@@ -290,7 +404,9 @@ def _run_publish(args: argparse.Namespace) -> int:
     for label in report.uploaded:
         print(f"{verb} {label}")
     skipped = len(report.skipped)
-    print(f"{args.to}: {verb} {len(report.uploaded)} package(s); {skipped} already there, identical")
+    print(
+        f"{target.description}: {verb} {len(report.uploaded)} package(s); {skipped} already there, identical"
+    )
     return 0
 
 
@@ -339,6 +455,12 @@ def _run_mirror(args: argparse.Namespace) -> int:
 
     if (args.cuda or args.python) and not args.closure:
         raise PascalForgeError("--cuda and --python choose what --closure SPEC installs; add --closure")
+    if args.destination.startswith("s3://"):
+        from .publish import find_credential, parse_target
+
+        # Named before anything is read, the way publish names it: boto3 alone says only
+        # "Unable to locate credentials", and only after the source has been read.
+        find_credential(parse_target(args.destination))
     closure = (
         ClosureRequest(args.closure, platform=args.platform, cuda=args.cuda, python=args.python)
         if args.closure
@@ -412,13 +534,23 @@ def _run_solve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pascal-forge-planned-") as scratch:
         if args.planned:
             ours = planned_channel(args.recipes, args.variant_config, Path(scratch))
+            # The scratch folder is gone once the table prints: name where the records came from.
+            ours_label = f"planned from {path_label(args.recipes)}"
         else:
             ours = built_channel(args.ours)
-        channels = [str(ours), *(args.channel or ["conda-forge"])]
+            ours_label = path_label(args.ours)
+        others = args.channel or ["conda-forge"]
+        channels = [str(ours), *others]
         installed = installed_records(args.prefix) if args.prefix else []
         specs = [*args.specs, *requested_specs(installed)]
         solution = solve(
-            specs, channels, system, priority=args.priority, python=args.python, installed=installed
+            specs,
+            channels,
+            system,
+            priority=args.priority,
+            python=args.python,
+            installed=installed,
+            labels=[ours_label, *others],
         )
     if args.json:
         print(solution.to_json())
@@ -456,14 +588,47 @@ def _add_doctor_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_doctor(args: argparse.Namespace) -> int:
     hardware = probe()
-    verdict = diagnose(hardware, args.channel)
+    notes: list[str] = []
+    channel = args.channel
+    if _is_channel_name(channel):
+        resolution = resolve_channel(channel)
+        if resolution.public_default:
+            notes.append(
+                f"warning: {resolution.describe()}. Make the name yours: "
+                f"`pascal-forge channel-config https://YOUR-HOST/{channel}` prints the .condarc and pixi "
+                "settings; or install with -c and the channel's URL"
+            )
+            channel = "<URL of your channel>"
+        else:
+            notes.append(resolution.describe())
+    verdict = diagnose(hardware, channel)
     print(f"read with: {hardware.source}")
-    for line in (*verdict.findings, *(f"warning: {w}" for w in verdict.warnings)):
+    for line in (*verdict.findings, *(f"warning: {w}" for w in verdict.warnings), *notes):
         print(f"- {line}")
     if verdict.command:
         print(f"\ninstall with:\n  {verdict.command}")
         return 0
     return 1
+
+
+def _is_channel_name(channel: str) -> bool:
+    """A bare name like `pascal`, which conda resolves through its configuration, not a URL or path."""
+    return "://" not in channel and "/" not in channel and not Path(channel).exists()
+
+
+def _add_channel_config_command(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser(
+        "channel-config",
+        help="print the .condarc and pixi settings that make `-c pascal` mean your channel's URL",
+    )
+    config.add_argument("url", help="where your channel is served, e.g. https://host/pascal or /srv/pascal")
+    config.add_argument("--name", default="pascal", help="the channel name users type (default: pascal)")
+    config.set_defaults(handler=_run_channel_config)
+
+
+def _run_channel_config(args: argparse.Namespace) -> int:
+    print(channel_snippets(args.url, args.name).text())
+    return 0
 
 
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -489,17 +654,21 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keep only variants where KEY has VALUE, e.g. cuda_compiler_version=12.9 (repeatable)",
+        help="keep only variants where KEY has VALUE, e.g. cuda_compiler_version=12.9 (repeatable: "
+        "one key given twice keeps both values)",
     )
 
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
+def _overrides(pairs: list[str]) -> dict[str, list[str]]:
+    """--variant KEY=VALUE options; a key given twice keeps the variants of both values."""
+    overrides: dict[str, list[str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key or not value:
             raise PascalForgeError(f"--variant {pair!r}: expected KEY=VALUE, e.g. python=3.12")
-        overrides[key] = value
+        overrides.setdefault(key, [])
+        if value not in overrides[key]:
+            overrides[key].append(value)
     return overrides
 
 
@@ -522,7 +691,7 @@ def _console() -> Console:
 
 
 def plan_table(plan: Plan) -> Table:
-    table = Table(title=f"build plan ({len(plan.builds)} packages, channel {plan.channel})")
+    table = Table(title=f"build plan ({len(plan.builds)} packages) for {path_label(plan.channel)}")
     for column in ("#", "package", "version", "build string", "CUDA", "Python", "in channel"):
         table.add_column(column, no_wrap=column != "build string")
     for build in plan.builds:

@@ -7,6 +7,7 @@ accepted: anything else is refused with the key named, instead of being silently
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import PascalForgeError
+from .recipes import where_to_run
 
 FORGE_CONFIG = "conda-forge.yml"
 # GitHub cancels a job on its hosted runners after six hours, whatever the workflow says.
@@ -64,6 +66,8 @@ class ForgeConfig:
 
 def read_yaml_mapping(path: Path, what: str, error: type[PascalForgeError] = PascalForgeError) -> dict:
     """A YAML file that must hold a mapping; `what` names its content in the error."""
+    if not path.exists():
+        raise error(f"{path}: no such file{where_to_run(path)}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -110,7 +114,7 @@ def load_forge_config(path: Path) -> ForgeConfig:
     gpu = ours.section("gpu")
     publish = ours.section("publish")
     tests = ours.section("tests")
-    return ForgeConfig(
+    config = ForgeConfig(
         rattler_build_version=ours.text("rattler_build_version", "v0.65.0"),
         split_keys=tuple(ours.strings("split_variants_by", ("cuda_compiler_version",))),
         source_channels=tuple(ours.strings("source_channels", ("conda-forge",))),
@@ -131,6 +135,8 @@ def load_forge_config(path: Path) -> ForgeConfig:
         publish_environment=publish.text("environment", "channel-publish"),
         publish_timeout_minutes=publish.integer("timeout_minutes", 30),
     )
+    reader.refuse_unread()
+    return config
 
 
 def _recipe_job(settings: _Reader, default: RecipeJob) -> RecipeJob:
@@ -159,26 +165,53 @@ class _Reader:
     path: Path
     raw: dict[str, Any]
     prefix: str = ""
+    # What the loader asked for; any other key is a typo or a setting CI would ignore.
+    read: set[str] = field(default_factory=set, compare=False)
+    children: list[_Reader] = field(default_factory=list, compare=False)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key}"
+
+    def _get(self, key: str, default: object) -> Any:
+        self.read.add(key.split(".")[0])
+        return self.raw.get(key, default)
+
+    def refuse_unread(self) -> None:
+        """Raise naming the first key nobody read, with the known key it most likely means."""
+        for key in self.raw:
+            if key not in self.read:
+                known = sorted(self.read)
+                close = difflib.get_close_matches(str(key).replace("-", "_"), known, n=1, cutoff=0.6)
+                hint = (
+                    f"did you mean {self.prefix}{close[0]}?" if close else f"known here: {', '.join(known)}"
+                )
+                raise ForgeConfigError(
+                    f"{self.path}: {self.prefix}{key}: not a setting pascal-forge knows ({hint})"
+                )
+        for child in self.children:
+            child.refuse_unread()
 
     def _fail(self, key: str, expected: str, value: object) -> ForgeConfigError:
         return ForgeConfigError(f"{self.path}: {self._key(key)}: expected {expected}, got {value!r}")
 
     def section(self, key: str, value: object = None) -> _Reader:
-        value = self.raw.get(key) if value is None else value
+        value = self._get(key, None) if value is None else value
         if value is None:
             value = {}
         if not isinstance(value, dict):
             raise self._fail(key, "a mapping", value)
-        return _Reader(self.path, value, prefix=f"{self._key(key)}.")
+        child = _Reader(self.path, value, prefix=f"{self._key(key)}.")
+        self.children.append(child)
+        return child
 
     def mapping(self, key: str) -> dict[str, Any]:
-        return dict(self.section(key).raw)
+        """The mapping under `key`, whose own keys are names (platforms, recipes), not settings."""
+        section = self.section(key)
+        section.read.update(section.raw)
+        return dict(section.raw)
 
     def text(self, key: str, default: str) -> str:
-        value = self.raw.get(key, default)
+        value = self._get(key, default)
         if isinstance(value, float):
             # YAML reads 3.10 as the number 3.1: a version must be written as a string.
             raise self._fail(key, f'a quoted string such as "{value}" (YAML reads it as a number)', value)
@@ -187,19 +220,19 @@ class _Reader:
         return str(value)
 
     def integer(self, key: str, default: int) -> int:
-        value = self.raw.get(key, default)
+        value = self._get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise self._fail(key, "a positive whole number", value)
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
+        value = self._get(key, default)
         if not isinstance(value, bool):
             raise self._fail(key, "true or false", value)
         return value
 
     def strings(self, key: str, default: tuple[str, ...]) -> list[str]:
-        value = self.raw.get(key, list(default))
+        value = self._get(key, list(default))
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class PlannedBuild:
 class Plan:
     channel: Path
     builds: tuple[PlannedBuild, ...]
+    # The conda_build_config.yaml the plan was rendered from.
+    variant_config: Path | None = None
 
     def to_json(self) -> str:
         return json.dumps([_as_record(b) for b in self.builds], indent=2)
@@ -41,7 +44,7 @@ def make_plan(
     variant_config: Path,
     channel: Path,
     *,
-    overrides: dict[str, str] | None = None,
+    overrides: Mapping[str, str | Sequence[str]] | None = None,
     target_platform: str = DEFAULT_PLATFORM,
 ) -> Plan:
     """Render every recipe for every variant and put the outputs in build order."""
@@ -62,7 +65,7 @@ def make_plan(
         )
         for i, output in enumerate(ordered)
     )
-    return Plan(channel=channel, builds=builds)
+    return Plan(channel=channel, builds=builds, variant_config=variant_config)
 
 
 def _order(rendered: dict[str, list[RenderedOutput]]) -> list[RenderedOutput]:

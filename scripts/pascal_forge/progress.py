@@ -152,7 +152,8 @@ def outcome_line(outcome: BuildOutcome) -> str:
 def summary_table(report: BuildReport) -> Table:
     statuses = ("built", "skipped", "failed", "blocked")
     counts = ", ".join(f"{report.count(status)} {status}" for status in statuses)
-    table = Table(title=f"build summary: {counts} in {_duration(report.seconds)} (channel {report.channel})")
+    title = f"build summary: {counts} in {_duration(report.seconds)} (into {path_label(report.channel)})"
+    table = Table(title=title)
     for column in ("#", "result", "package", "version", "build string", "time", "log"):
         table.add_column(column, no_wrap=column not in ("build string", "log"))
     for outcome in report.outcomes:
@@ -167,6 +168,12 @@ def summary_table(report: BuildReport) -> Table:
             str(outcome.log) if outcome.status == "failed" and outcome.log else "",
         )
     return table
+
+
+def path_label(path: Path) -> str:
+    """A folder as a reader recognises it: ./channel, not a bare word that reads like prose."""
+    text = str(path)
+    return text if path.is_absolute() or text.startswith(".") else f"./{text}"
 
 
 def _duration(seconds: float) -> str:
@@ -189,9 +196,11 @@ def reporter_for(console: Console) -> Iterator[BuildReporter]:
 
 def closing_message(report: BuildReport) -> str:
     if report.count("failed") or report.count("blocked"):
+        notes = dict.fromkeys(o.channel_note for o in report.outcomes if o.channel_note)
         return (
             f"{report.count('failed')} build(s) failed and {report.count('blocked')} were not built because "
             "they need one that failed; see the logs named above."
+            + "".join(f"\nfetching or solving failed: {note}" for note in notes)
         )
     if not report.count("built"):
         return (
@@ -203,7 +212,9 @@ def closing_message(report: BuildReport) -> str:
 
 def dry_run_table(plan: Plan, selected: Sequence[PlannedBuild], *, force: bool) -> Table:
     chosen = {b.position for b in selected}
-    title = f"dry run: {len(selected)} of {len(plan.builds)} packages selected (channel {plan.channel})"
+    title = (
+        f"dry run: {len(selected)} of {len(plan.builds)} packages selected (into {path_label(plan.channel)})"
+    )
     table = Table(title=title)
     for column in ("#", "package", "version", "build string", "recipe", "needs", "action"):
         table.add_column(column, no_wrap=column not in ("build string", "needs"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, VariantConfig
@@ -31,6 +32,9 @@ class RenderedOutput:
     patches: tuple[str, ...] = field(default=(), compare=False, hash=False)
     # rattler-build's own handle, kept so that a build runs exactly what was planned.
     rendered: RenderedVariant | None = field(default=None, compare=False, hash=False, repr=False)
+    recipe_file: Path | None = field(default=None, compare=False, hash=False)
+    # The staging output this package inherits (its C++ or LLVM build), if any.
+    inherits: str | None = field(default=None, compare=False, hash=False)
 
     @property
     def filename(self) -> str:
@@ -74,10 +78,17 @@ def render_recipe(
             requirement_names=frozenset(_requirement_names(data)),
             patches=patches,
             rendered=variant,
+            recipe_file=recipe.path,
+            inherits=_inherited_staging(data),
         )
         outputs.setdefault((output.name, output.build_string), output)
     check_patch_list(recipe, listed_patches, {o.version for o in outputs.values()})
     return list(outputs.values())
+
+
+def _inherited_staging(stage1: dict[str, Any]) -> str | None:
+    inherits = stage1.get("inherits_from") or {}
+    return str(inherits["cache_name"]) if inherits.get("cache_name") else None
 
 
 def _patches(stage1: dict[str, Any]) -> tuple[str, ...]:

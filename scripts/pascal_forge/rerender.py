@@ -17,12 +17,15 @@ from pathlib import Path
 
 import yaml
 
+from .bump_workflow import BUMP_WORKFLOW_PATH, render_bump_workflow
 from .errors import PascalForgeError
 from .forge_config import FORGE_CONFIG, ForgeConfigError, load_forge_config, read_yaml_mapping
+from .patches import patch_check_targets
 from .plan import Plan, make_plan
+from .recipes import discover_recipes
 from .render import DEFAULT_PLATFORM
 from .variants import check_pascal, select_variant
-from .workflow import WORKFLOW_PATH, CiConfig, render_workflow
+from .workflow import WORKFLOW_PATH, CiConfig, recipe_order, render_workflow
 
 CI_SUPPORT = ".ci_support"
 VARIANT_CONFIG = "conda_build_config.yaml"
@@ -68,6 +71,7 @@ def rerender(root: Path) -> Rendered:
             f"in {RECIPES}/; fix the name or remove the entry."
         )
     files[WORKFLOW_PATH] = render_workflow(tuple(configs), forge)
+    files[BUMP_WORKFLOW_PATH] = render_bump_workflow(_bump_recipes(root, tuple(configs)), forge)
     return Rendered(files=files, configs=tuple(configs))
 
 
@@ -140,6 +144,12 @@ def _plan(root: Path, cbc_path: Path, selection: dict[str, str]) -> Plan:
     # The channel is irrelevant here (only the order and the outputs are used); a path
     # that never exists keeps a local ./channel from leaking into generated files.
     return make_plan(root / RECIPES, cbc_path, root / ".no-channel", overrides=selection)
+
+
+def _bump_recipes(root: Path, configs: tuple[CiConfig, ...]) -> list[str]:
+    """Recipes with an upstream artifact to bump from, in build order."""
+    checked = {r.name for r in discover_recipes(root / RECIPES) if patch_check_targets(r)}
+    return [name for name in recipe_order(configs) if name in checked]
 
 
 def _unexpected_ci_support(root: Path, rendered: Rendered) -> list[str]:

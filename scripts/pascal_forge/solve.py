@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,37 +175,28 @@ def solve(
     installed: Sequence[RepoDataRecord] = (),
     python: str | None = None,
     platform: str = DEFAULT_PLATFORM,
+    labels: Sequence[str] | None = None,
 ) -> Solution:
     """Resolve `specs` against `channels` (ours first) as a conda install would.
 
     `installed` is the environment as it stands: the solver keeps what it can of it and
     replaces the rest, so the answer is the whole environment after one transaction.
+    `labels` names the channels in the answer (default: as given).
     """
     if priority not in PRIORITIES:
         raise SolveError(f"channel priority {priority!r}: use one of {', '.join(PRIORITIES)}")
-    wanted = list(specs) + ([f"python {python}.*"] if python else [])
-    sources = [_source(c) for c in channels]
+    request = _Request(specs, channels, priority, tuple(installed), platform)
     try:
-        records = run_rattler(
-            rattler_solve(
-                sources=sources,
-                specs=wanted,
-                gateway=Gateway(),
-                platforms=[platform, "noarch"],
-                locked_packages=list(installed),
-                virtual_packages=system.virtual_packages(),
-                channel_priority=PRIORITIES[priority],
-                channel_relations="disabled",
-            )
-        )
+        records = request.solve(system, python)
     except SolverError as exc:
-        raise SolveError(_unsolvable_message(wanted, system, str(exc))) from exc
+        raise SolveError(_unsolvable_message(request, system, python, str(exc))) from exc
     except GatewayError as exc:
         raise SolveError(
             f"cannot read the channels {', '.join(channels)}: {' '.join(str(exc).split())}; "
             "check each name, URL or path (a local channel needs <subdir>/repodata.json)"
         ) from exc
-    labels = {_base_url(s): c for s, c in zip(sources, channels, strict=True)}
+    sources = [_source(c) for c in channels]
+    shown = {_base_url(s): c for s, c in zip(sources, labels or channels, strict=True)}
     ours = _base_url(sources[0])
     packages = tuple(
         sorted(
@@ -214,7 +205,7 @@ def solve(
                     name=r.name.normalized,
                     version=str(r.version),
                     build=str(r.build),
-                    channel=labels.get(_base_url(r.channel), r.channel),
+                    channel=shown.get(_base_url(r.channel), r.channel),
                     ours=_base_url(r.channel) == ours,
                 )
                 for r in records
@@ -225,11 +216,61 @@ def solve(
     return Solution(packages=packages, records=tuple(records))
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One install request, solvable for several machines: how a failure finds its cause."""
+
+    specs: Sequence[str]
+    channels: Sequence[str]
+    priority: str
+    installed: tuple[RepoDataRecord, ...]
+    platform: str
+
+    def wanted(self, python: str | None) -> list[str]:
+        return list(self.specs) + ([f"python {python}.*"] if python else [])
+
+    def solve(self, system: System, python: str | None) -> list[RepoDataRecord]:
+        return run_rattler(
+            rattler_solve(
+                sources=[_source(c) for c in self.channels],
+                specs=self.wanted(python),
+                gateway=Gateway(),
+                platforms=[self.platform, "noarch"],
+                locked_packages=list(self.installed),
+                virtual_packages=system.virtual_packages(),
+                channel_priority=PRIORITIES[self.priority],
+                channel_relations="disabled",
+            )
+        )
+
+    def solves(self, system: System, python: str | None) -> bool:
+        try:
+            self.solve(system, python)
+        except SolverError:
+            return False
+        return True
+
+
 def built_channel(directory: Path) -> Path:
-    """Our channel as built: refused while it has no index, which a solve could not tell from empty."""
-    if not any((directory / subdir / "repodata.json").is_file() for subdir in (DEFAULT_PLATFORM, "noarch")):
+    """Our channel as built: refused while it has no index or no package, which a solve would only
+    report as a missing package."""
+    indexes = [directory / subdir / "repodata.json" for subdir in (DEFAULT_PLATFORM, "noarch")]
+    if not any(index.is_file() for index in indexes):
         raise SolveError(f"{directory} holds no indexed channel: build it first, or pass --planned")
+    if not any(_lists_packages(index) for index in indexes):
+        raise SolveError(
+            f"{directory} is an empty channel (its index lists no package): build into it first "
+            "(pascal-forge build), or pass --planned to solve against what the recipes would build"
+        )
     return directory
+
+
+def _lists_packages(index: Path) -> bool:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("packages") or data.get("packages.conda"))
 
 
 def installed_records(prefix: Path) -> list[PrefixRecord]:
@@ -255,26 +296,45 @@ def _base_url(channel: str) -> str:
     return Channel(channel).base_url.rstrip("/")
 
 
-def _unsolvable_message(specs: Sequence[str], system: System, solver_text: str) -> str:
+# The CUDA version the last Pascal driver (R580) reports: the machine a driver upgrade gives.
+_UPGRADED_DRIVER_CUDA = "13.0"
+_PASCAL_ARCH = "6.1"
+
+
+def _unsolvable_message(request: _Request, system: System, python: str | None, solver_text: str) -> str:
+    """The solver's reason, with a hint only where changing that one thing makes the set installable."""
     hints = []
-    if system.cuda is None:
+    driver_ok = replace(system, cuda=_UPGRADED_DRIVER_CUDA)
+    if system.cuda is None and request.solves(driver_ok, python):
         hints.append(
             "no NVIDIA driver was seen (no __cuda): pass --cuda with the driver's CUDA version, "
             "or set CONDA_OVERRIDE_CUDA when installing for another machine"
         )
-    elif version_tuple(system.cuda) < version_tuple(MIN_DRIVER_CUDA):
+    elif (
+        system.cuda is not None
+        and version_tuple(system.cuda) < version_tuple(MIN_DRIVER_CUDA)
+        and request.solves(driver_ok, python)
+    ):
         hints.append(
             f"the driver supports CUDA {system.cuda}, our builds need {MIN_DRIVER_CUDA} or newer: "
             f"upgrade the NVIDIA driver to {LAST_PASCAL_DRIVER}, the last branch that supports Pascal"
         )
-    if system.cuda_arch and not system.cuda_arch.startswith("6."):
+    if (
+        system.cuda_arch
+        and not system.cuda_arch.startswith("6.")
+        and request.solves(replace(system, cuda_arch=_PASCAL_ARCH), python)
+    ):
         hints.append(
             f"the GPUs' compute capability is {system.cuda_arch}; this channel serves Pascal "
             "(6.x) only: install conda-forge's stock packages instead"
         )
-    text = " ".join(solver_text.split())
+    if python and not hints and request.solves(system, None):
+        hints.append(
+            f"nothing installable for Python {python}: drop --python or pick a Python the channel has"
+        )
     hint = ("; " + "; ".join(hints)) if hints else ""
-    return f"no installable set for {' '.join(specs)}{hint}. Solver says: {text}"
+    tree = "\n".join(f"    {line.rstrip()}" for line in solver_text.strip().splitlines() if line.strip())
+    return f"no installable set for {' '.join(request.wanted(python))}{hint}. The solver says:\n{tree}"
 
 
 def planned_repodata(plan: Plan) -> dict[str, dict[str, Any]]:
@@ -421,6 +481,9 @@ def _requirements(
             yield text, requirement
 
 
+# conda-forge packages that install a program but no Python distribution metadata, so
+# `pip check` reports a requirement on them as missing whatever conda installed.
+WITHOUT_PYTHON_METADATA = frozenset({"ninja"})
 # PyPI distributions whose conda-forge package has another name.
 CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv", "ray": "ray-cgraph"}
 
@@ -432,7 +495,7 @@ def requirements_without_conda_package(
 
     `pip check` in the installed environment fails on each of them.
     """
-    provided = {canonicalize_name(spec.split()[0]) for spec in run_specs}
+    provided = {canonicalize_name(spec.split()[0]) for spec in run_specs} - WITHOUT_PYTHON_METADATA
     missing = []
     for text, requirement in _requirements(lines, environment):
         name = canonicalize_name(requirement.name)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
-from .endpoints import Source, describe_transport_error, is_transport_error
-from .model import PACKAGE_NAME, REPODATA, SHA256, SUBDIR_NAME, MirrorError, PackageEntry, SubdirIndex
+from .endpoints import Source, SourceForbidden, describe_transport_error, is_transport_error
+from .model import (
+    MAX_NAME_BYTES,
+    PACKAGE_NAME,
+    PARTIAL_SUFFIX,
+    REPODATA,
+    SHA256,
+    SUBDIR_NAME,
+    MirrorError,
+    PackageEntry,
+    SubdirIndex,
+)
 
 
 def unsafe_name_reason(name: object) -> str | None:
@@ -20,7 +33,44 @@ def unsafe_name_reason(name: object) -> str | None:
         return "contains '..'"
     if not PACKAGE_NAME.match(name):
         return "is not a .conda or .tar.bz2 package file name"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"is longer than the {MAX_NAME_BYTES} bytes a file name may have"
+    if name.endswith(PARTIAL_SUFFIX):
+        return "ends like the mirror's own partial files"
     return None
+
+
+class _StrictJSONError(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _StrictJSONError(f"the key {twice!r} appears twice in one object")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise _StrictJSONError(f"{name} is not JSON")
+
+
+def strict_json(raw: bytes) -> Any:
+    """JSON as rattler and conda read it: UTF-8 only, no key twice in an object, no NaN or Infinity.
+
+    Python's own parser takes all three (it even guesses UTF-16), so a mirror checked by it alone
+    would pass on a repodata.json that every installer then refuses.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _StrictJSONError(f"not UTF-8: {exc}") from exc
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise _StrictJSONError("nested too deeply") from exc
 
 
 def parse_repodata(
@@ -28,8 +78,8 @@ def parse_repodata(
 ) -> tuple[SubdirIndex | None, list[str]]:
     where = f"{source_label}/{subdir}/{REPODATA}"
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = strict_json(raw)
+    except ValueError as exc:
         return None, [f"{where} does not parse as JSON ({exc}); fix or re-index the source channel"]
     if not isinstance(data, dict):
         return None, [f"{where} is not a JSON object; fix or re-index the source channel"]
@@ -53,7 +103,13 @@ def parse_repodata(
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 problems.append(f"{subdir}/{name}: no valid size in the source repodata to check against")
                 continue
-            entries[name] = PackageEntry(subdir, name, sha256, size, origin)
+            entry = PackageEntry(subdir, name, sha256, size, origin)
+            if entries.setdefault(name, entry) != entry:
+                # One file cannot match two records; whichever a client read would be wrong.
+                problems.append(
+                    f"{subdir}/{name}: listed in both 'packages' and 'packages.conda' with different "
+                    "sha256 or size; re-index the source channel"
+                )
     base_url = (data.get("info") or {}).get("base_url") if isinstance(data.get("info"), dict) else None
     if base_url:
         problems.append(f"{where}: packages live under info.base_url {base_url}; mirror that instead")
@@ -87,6 +143,10 @@ def read_source(
     def fetch(subdir: str) -> bytes | Exception | None:
         try:
             return source.read(f"{subdir}/{REPODATA}")
+        except SourceForbidden as exc:
+            # Like conda: a server that forbids what it does not have (S3 behind a CDN does) has
+            # no such subdir, when we only probe for it.
+            return exc if explicit else None
         except Exception as exc:
             if not is_transport_error(exc):
                 raise
@@ -99,6 +159,12 @@ def read_source(
         answers = list(pool.map(fetch, wanted))
     indexes: dict[str, SubdirIndex] = {}
     for subdir, raw in zip(wanted, answers, strict=True):
+        if isinstance(raw, SourceForbidden):
+            problems.append(
+                f"{source.label}/{subdir}/{REPODATA}: {raw}; if the channel has no {subdir}, "
+                "leave it out of --subdir"
+            )
+            continue
         if isinstance(raw, Exception):
             problems.append(describe_transport_error(f"{source.label}/{subdir}/{REPODATA}", raw))
             continue
@@ -113,5 +179,22 @@ def read_source(
     if problems:
         raise MirrorError(f"refusing the source channel {source.label}", problems)
     if not indexes:
-        raise MirrorError(f"nothing to mirror from {source.label}", ["no subdir with a repodata.json found"])
+        raise MirrorError(
+            f"nothing to mirror from {source.label}",
+            ["no subdir with a repodata.json found; name the subdirs with --subdir (like --subdir noarch)"],
+        )
     return indexes
+
+
+def rattler_problems(raw: bytes, where: str) -> list[str]:
+    """What rattler (and so every installer built on it) finds wrong with a repodata.json, if anything."""
+    from rattler import RepoData
+
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-repodata-") as scratch:
+        path = Path(scratch) / REPODATA
+        path.write_bytes(raw)
+        try:
+            RepoData.from_path(path)
+        except Exception as exc:  # rattler raises its own error types
+            return [f"{where}: rattler cannot read it ({exc}); fix or re-index the source channel"]
+    return []

@@ -21,11 +21,19 @@ DERIVED_INDEXES = (
     "current_repodata.json",
 )
 PARTIAL_SUFFIX = ".partial"
+# One writer per destination: a second run finds this file locked and names the holder's PID.
+LOCK_NAME = ".pascal-forge-mirror.lock"
+# The longest file name Linux, macOS and Windows file systems take, in bytes.
+MAX_NAME_BYTES = 255
+# conda-forge's largest repodata.json (linux-64) is about 300 MB; anything much past that is a
+# server streaming without end, and would take memory without bound.
+MAX_REPODATA_BYTES = 1 << 30
 CHUNK = 1 << 20
 HTTP_TIMEOUT = 60.0
-PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(conda|tar\.bz2)$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-SUBDIR_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# \Z, not $: `$` also matches before a final newline, and "x.conda\n" is not a package name.
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*\.(conda|tar\.bz2)\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+SUBDIR_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 # Probed when an HTTP source does not list its subdirs in channeldata.json.
 KNOWN_SUBDIRS = (
     "noarch",

@@ -12,11 +12,13 @@ A failure in phases 1-3 leaves the destination's repodata, and so what installs 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
 import os
 import queue
+import stat
 import threading
 import time
 import urllib.error
@@ -28,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PascalForgeError
-from .checks import read_source
+from .checks import rattler_problems, read_source
 from .closure import solve_closure
 from .endpoints import (
+    NOFOLLOW,
     Destination,
     Source,
     describe_transport_error,
@@ -40,6 +43,8 @@ from .endpoints import (
 )
 from .model import (
     CHUNK,
+    MAX_REPODATA_BYTES,
+    REPODATA,
     ClosureRequest,
     MirrorDestinationError,
     MirrorError,
@@ -69,34 +74,36 @@ class _Fetcher:
     fetched_bytes: int = 0
 
     def fetch(self, entry: PackageEntry) -> Path:
-        """Download into a hidden partial file and check it; return the verified file, raise on damage."""
+        """Download into a hidden partial file and check it; return the verified file, raise on damage.
+
+        What is checked is the file on disk, read back through our own descriptor: a partial file a
+        link points elsewhere, or that something else writes too, never passes for the package.
+        """
         partial = self.destination.partial(entry.subdir, entry.filename)
-        have = partial.stat().st_size if partial.exists() else 0
-        if have > entry.size:
-            partial.unlink()
-            have = 0
-        digest = hashlib.sha256()
-        if have:
-            with open(partial, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    digest.update(chunk)
-        if have < entry.size or not partial.exists():
-            have, digest = self._download(entry, partial, have, digest)
-        if have != entry.size:
-            raise MirrorError(
-                "download cut short",
-                [f"{entry.label}: got {have} of {entry.size} bytes (truncated); run again to resume it"],
-            )
-        actual = digest.hexdigest()
-        if actual != entry.sha256:
-            partial.unlink()
-            raise MirrorError(
-                "checksum mismatch",
-                [f"{entry.label}: sha256 {actual} does not match the source repodata's {entry.sha256}"],
-            )
+        with _PartialFile(partial) as out:
+            have, digest = out.resume(entry.size)
+            if have < entry.size:
+                have, digest = self._download(entry, out, have, digest)
+            if have != entry.size:
+                raise MirrorError(
+                    "download cut short",
+                    [f"{entry.label}: got {have} of {entry.size} bytes (truncated); run again to resume it"],
+                )
+            if not out.still_ours(entry.size):
+                raise MirrorDestinationError(
+                    "the destination changed under the mirror",
+                    [f"{partial}: replaced, linked or grown by something else while the mirror wrote it"],
+                )
+            actual = digest.hexdigest()
+            if actual != entry.sha256:
+                out.discard()
+                raise MirrorError(
+                    "checksum mismatch",
+                    [f"{entry.label}: sha256 {actual} does not match the source repodata's {entry.sha256}"],
+                )
         return partial
 
-    def _download(self, entry: PackageEntry, partial: Path, have: int, digest: Any) -> tuple[int, Any]:
+    def _download(self, entry: PackageEntry, out: _PartialFile, have: int, digest: Any) -> tuple[int, Any]:
         receiving = False
         received = 0
         try:
@@ -104,10 +111,8 @@ class _Fetcher:
                 receiving = True
                 if honoured != have:  # the source cannot resume: start over
                     have, digest = 0, hashlib.sha256()
-                with (
-                    _PartialFile(partial, append=bool(have)) as out,
-                    _BackgroundDigest(digest, entry.size - have, self.hash_beside) as hashing,
-                ):
+                    out.truncate()
+                with _BackgroundDigest(digest, entry.size - have, self.hash_beside) as hashing:
                     while True:
                         buffer = hashing.free_buffer()
                         count = body.readinto(buffer)
@@ -120,7 +125,7 @@ class _Fetcher:
                                 "download too long",
                                 [f"{entry.label}: the source sends more than its {entry.size} bytes"],
                             )
-                        out.write(buffer[:count])
+                        out.write_and_reread(buffer, count, have)
                         hashing.update(buffer, count)
                         have += count
                         received += count
@@ -142,13 +147,39 @@ class _Fetcher:
 
 
 class _PartialFile:
-    """The hidden file a download goes to. An OSError here (disk full, read-only, permissions) is
-    the destination's, and says so: told as a cut connection, it would send the user to run again."""
+    """The hidden file a download goes to, opened without following links and kept open by fd.
 
-    def __init__(self, path: Path, append: bool) -> None:
+    A link or anything but a plain file of ours at the partial name (planted by whoever can write in
+    the destination) is removed, never written through; a new partial file is created with O_EXCL.
+    An OSError here (disk full, read-only, permissions) is the destination's, and says so: told as a
+    cut connection, it would send the user to run again.
+    """
+
+    def __init__(self, path: Path) -> None:
         self.path = path
         with self._refusals():
-            self._file = open(path, "ab" if append else "wb")  # noqa: SIM115 (closed in __exit__)
+            self._fd = self._open_existing()
+            if self._fd is None:
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
+        self._identity = _identity(os.fstat(self._fd))
+
+    def _open_existing(self) -> int | None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # ELOOP: a link, which we delete and do not follow
+                raise
+            os.unlink(self.path)
+            return None
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            return fd
+        # A fifo, device or a hard link to some other file: not a partial download of ours.
+        os.close(fd)
+        os.unlink(self.path)
+        return None
 
     @contextlib.contextmanager
     def _refusals(self) -> Iterator[None]:
@@ -158,16 +189,62 @@ class _PartialFile:
             reason = exc.strerror or str(exc)
             raise MirrorDestinationError("cannot write the destination", [f"{self.path}: {reason}"]) from exc
 
-    def write(self, data: memoryview) -> None:
+    def resume(self, size: int) -> tuple[int, Any]:
+        """How many bytes an earlier run left, and their digest (read from disk); too many: start over."""
+        digest = hashlib.sha256()
         with self._refusals():
-            self._file.write(data)
+            have = os.fstat(self._fd).st_size
+            if have > size:
+                os.ftruncate(self._fd, 0)
+                return 0, digest
+            buffer = memoryview(bytearray(min(CHUNK, max(have, 1))))
+            offset = 0
+            while offset < have:
+                count = os.preadv(self._fd, [buffer], offset)
+                if not count:
+                    break
+                digest.update(buffer[:count])
+                offset += count
+        return offset, digest
+
+    def truncate(self) -> None:
+        with self._refusals():
+            os.ftruncate(self._fd, 0)
+
+    def write_and_reread(self, buffer: memoryview, count: int, offset: int) -> None:
+        """Write `buffer[:count]` at `offset`, then read those bytes back into `buffer` from the file,
+        so what gets hashed is what a reader of the file will get."""
+        with self._refusals():
+            written = 0
+            while written < count:
+                written += os.pwrite(self._fd, buffer[written:count], offset + written)
+            if os.preadv(self._fd, [buffer[:count]], offset) != count:
+                raise MirrorDestinationError(
+                    "the destination changed under the mirror", [f"{self.path}: shrank while written"]
+                )
+
+    def still_ours(self, size: int) -> bool:
+        """The partial name still names the file we wrote, of exactly `size` bytes, and nothing else."""
+        try:
+            info = os.lstat(self.path)
+        except OSError:
+            return False
+        return _identity(info) == self._identity and info.st_size == size and info.st_nlink == 1
+
+    def discard(self) -> None:
+        if self.still_ours(os.fstat(self._fd).st_size):
+            os.unlink(self.path)
 
     def __enter__(self) -> _PartialFile:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         with self._refusals():
-            self._file.close()
+            os.close(self._fd)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
 
 
 class _BackgroundDigest:
@@ -236,14 +313,29 @@ def _known_sha256(repodata: bytes | None) -> dict[str, str]:
             for name, record in (data.get(key) or {}).items()
             if isinstance(record, dict) and isinstance(record.get("sha256"), str)
         }
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return {}
+
+
+def _without(repodata: bytes | None, names: set[str]) -> bytes | None:
+    """The destination's current repodata minus the records of `names`; None if there is none to change."""
+    if not repodata:
+        return None
+    try:
+        data = json.loads(repodata)
+        for key in ("packages", "packages.conda"):
+            for name in names & set(data.get(key) or {}):
+                del data[key][name]
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return None  # an index no client can read promises nothing
+    return json.dumps(data, indent=1, sort_keys=True).encode()
 
 
 def plan_transfers(
     destination: Destination, entries: Sequence[PackageEntry], verify_existing: bool = False
 ) -> tuple[list, list, list]:
-    """Split entries into (keep, fetch-new, fetch-replacing): replacing ones change a visible file."""
+    """Split entries into (keep, fetch-new, fetch-replacing): replacing ones change a visible file, or a
+    file the destination's index lists under another sha256, so they wait for the commit phase."""
     keep: list[PackageEntry] = []
     new: list[PackageEntry] = []
     replacing: list[PackageEntry] = []
@@ -252,11 +344,13 @@ def plan_transfers(
         by_subdir.setdefault(entry.subdir, []).append(entry)
     for subdir, subdir_entries in by_subdir.items():
         present = destination.present(subdir)
-        promised = {} if verify_existing else _known_sha256(destination.repodata(subdir))
+        listed = _known_sha256(destination.repodata(subdir))
+        promised = {} if verify_existing else listed
         for entry in subdir_entries:
             size = present.get(entry.filename)
             if size is None:
-                new.append(entry)
+                unlisted = listed.get(entry.filename, entry.sha256) == entry.sha256
+                (new if unlisted else replacing).append(entry)
             elif size == entry.size and (
                 promised.get(entry.filename) == entry.sha256
                 or destination.has_sha256(subdir, entry.filename, entry.sha256)
@@ -279,6 +373,7 @@ def mirror_channel(
     s3: S3Settings | None = None,
     staging: Path | None = None,
     verify_existing: bool = False,
+    max_index_bytes: int = MAX_REPODATA_BYTES,
 ) -> MirrorReport:
     """Mirror `source_url` into `destination_url`; raises MirrorError with the destination unchanged.
 
@@ -293,11 +388,14 @@ def mirror_channel(
     progress = progress or SilentProgress()
     s3 = s3 or S3Settings()
     started = time.monotonic()
-    sources = [open_source(url, s3) for url in (source_url, *with_channels)]
+    sources = [open_source(url, s3, max_index_bytes) for url in (source_url, *with_channels)]
     try:
+        # Subdirs the user names must exist; those a closure needs may be missing (conda and
+        # rattler read a missing platform subdir as an empty one).
+        explicit = bool(subdirs)
         if closure and not subdirs:
             subdirs = [closure.platform, "noarch"]
-        channels = [read_source(sources[0], subdirs, jobs=jobs)] + [
+        channels = [read_source(sources[0], subdirs, explicit=explicit, jobs=jobs)] + [
             read_source(source, subdirs, origin, explicit=False, jobs=jobs)
             for origin, source in enumerate(sources[1:], start=1)
         ]
@@ -306,14 +404,12 @@ def mirror_channel(
         destination = open_destination(destination_url, s3, staging)
         report = MirrorReport(subdirs=sorted(parts), selected=selected)
         try:
-            keep, new, replacing = plan_transfers(destination, selected, verify_existing)
-            report.kept = len(keep)
-            verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
-            # Every file is intact: make replacements visible, then swap each repodata in.
-            for entry in replacing:
-                destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
-            for subdir in sorted(parts, key=lambda name: name == "noarch"):
-                destination.publish_repodata(subdir, merged_repodata(parts[subdir]))
+            with destination.lock():
+                indexes = _new_indexes(destination, parts)
+                keep, new, replacing = plan_transfers(destination, selected, verify_existing)
+                report.kept = len(keep)
+                verified = _fetch_all(sources, destination, new, set(replacing), jobs, progress, report)
+                _commit(destination, indexes, replacing, verified)
         except Exception as exc:
             # The downloads name the source's failures themselves; what is left is the destination's.
             if not is_transport_error(exc):
@@ -325,6 +421,46 @@ def mirror_channel(
             source.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _new_indexes(
+    destination: Destination, parts: dict[str, list[tuple[SubdirIndex, set[str] | None]]]
+) -> dict[str, bytes]:
+    """Each subdir's repodata.json as the run will write it, each one that changes read by rattler
+    first: Python's parser takes what rattler refuses, and a mirror whose index no installer can
+    read is no mirror. One the destination already serves was read when it was written."""
+    indexes = {subdir: merged_repodata(parts[subdir]) for subdir in parts}
+    problems = [
+        problem
+        for subdir, data in sorted(indexes.items())
+        if data != destination.repodata(subdir)
+        for problem in rattler_problems(data, f"the source's {subdir}/{REPODATA}")
+    ]
+    if problems:
+        raise MirrorError("refusing the source channel", problems)
+    return indexes
+
+
+def _commit(
+    destination: Destination,
+    indexes: dict[str, bytes],
+    replacing: Sequence[PackageEntry],
+    verified: dict[PackageEntry, Path],
+) -> None:
+    """Phase 4. Every file is intact. A file that changes under a listed name leaves its index first,
+    so that at no instant does an index list bytes other than its record's: old index, then the old
+    index without those names, then the new files, then the new index."""
+    changing: dict[str, set[str]] = {}
+    for entry in replacing:
+        changing.setdefault(entry.subdir, set()).add(entry.filename)
+    for subdir, names in sorted(changing.items()):
+        withdrawn = _without(destination.repodata(subdir), names)
+        if withdrawn is not None:
+            destination.publish_repodata(subdir, withdrawn)
+    for entry in replacing:
+        destination.publish_file(entry.subdir, entry.filename, verified[entry], entry.sha256)
+    for subdir in sorted(indexes, key=lambda name: name == "noarch"):
+        destination.publish_repodata(subdir, indexes[subdir])
 
 
 def _select(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from ..recipes import Recipe
 from ..sources import fetch
 
 PASCAL_CAPABILITIES = (60, 61)
+_LOG = logging.getLogger(__name__)
 # Inside the wheel: the CUDA 12 ptxas Triton bundles for targets below sm_100 (12.8 in 3.6.0, 12.9.86
 # in 3.8.0, byte-identical to NVIDIA's cuda-nvcc 12.9.86 one); a CUDA 13 ptxas refuses sm_6x.
 BUNDLED_PTXAS = Path("triton/backends/nvidia/bin/ptxas")
@@ -93,6 +95,7 @@ def prepare_tree(
     stock = trees_dir / f"{target.artifact.sha256[:16]}-stock"
     if not stock.is_dir():
         wheel = fetch(target.artifact, upstream_cache)
+        _LOG.info("unpacking %s into %s", wheel.name, stock)
         _build_atomically(stock, lambda scratch: _unzip(wheel, scratch))
     if not patches:
         return stock
@@ -165,12 +168,12 @@ def run_suite(
             "TRITON_CACHE_DIR": triton_cache,
             "TRITON_HOME": triton_cache,
         }
-        completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    lines = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
-    if completed.returncode != 0 or not lines or not lines[0].get("triton", "").startswith(str(tree)):
-        raise SuiteError(
-            f"{label}: the compile runner failed (exit {completed.returncode}): {completed.stderr[-2000:]}"
-        )
+        returncode, lines, stderr = _stream_runner(command, env, label)
+    if returncode != 0 or not lines or not lines[0].get("triton", "").startswith(str(tree)):
+        raise SuiteError(f"{label}: the compile runner failed (exit {returncode}): {stderr[-2000:]}")
+    if len(lines) == 1 and match:
+        names = ", ".join(lines[0].get("cases") or [])
+        raise SuiteError(f"--match {match!r}: no kernel name contains it; the suite has: {names}")
     results = tuple(
         CaseResult(
             case=line["case"],
@@ -188,6 +191,26 @@ def run_suite(
     return SuiteRun(label=label, tree=tree, results=results)
 
 
+def _stream_runner(command: list[str], env: dict[str, str], label: str) -> tuple[int, list[dict], str]:
+    """Run the compile runner, logging each result as it arrives: a full suite takes minutes."""
+    with (
+        tempfile.TemporaryFile("w+") as stderr,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env) as runner,
+    ):
+        lines: list[dict] = []
+        assert runner.stdout is not None
+        for text in runner.stdout:
+            if not text.startswith("{"):
+                continue
+            line = json.loads(text)
+            lines.append(line)
+            if "case" in line:
+                _LOG.info("%s sm_%s %s: %s", label, line["capability"], line["case"], line["status"])
+        returncode = runner.wait()
+        stderr.seek(0)
+        return returncode, lines, stderr.read()
+
+
 def run_stock_and_patched(
     recipe: Recipe,
     variant_config: Path,
@@ -203,7 +226,14 @@ def run_stock_and_patched(
     if target is None:
         raise SuiteError(f"{recipe.path}: no `extra: patch-check: {version}:` wheel to compile with")
     series = recipe_patch_series(recipe, variant_config, version)
-    stock = run_suite(prepare_tree(target, [], trees_dir), "stock", capabilities, ptxas, match)
+    stock_tree = prepare_tree(target, [], trees_dir)
+    _LOG.info(
+        "compiling the suite for sm_%s with the stock %s",
+        ", sm_".join(map(str, capabilities)),
+        target.artifact.filename,
+    )
+    stock = run_suite(stock_tree, "stock", capabilities, ptxas, match)
     patched_tree = prepare_tree(target, series, trees_dir)
+    _LOG.info("compiling it again with the %d patches of %s applied", len(series), recipe.name)
     patched = run_suite(patched_tree, "patched", capabilities, ptxas, match, ptx_dir)
     return stock, patched
