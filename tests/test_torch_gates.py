@@ -1,9 +1,11 @@
-"""PyTorch 2.9.1's Triton gates, patched to accept Pascal, checked on the released wheel's files.
+"""PyTorch's Triton gates, patched to accept Pascal, checked on each released version's files.
 
-The patch series is applied to torch 2.9.1's own files (from the released wheel, cached by
-sha256); the patched and the stock gate code then run inside a real torch install (the CPU
-build pip finds; only its runtime is borrowed, the gate modules are 2.9.1's), with the CUDA
-device queries answering for a device of the capability under test, since no GPU exists here.
+For every torch version the recipe builds (2.9.1 and 2.14.0) the version's patch series is
+applied to that version's own files (from the released wheel, cached by sha256); the patched and
+the stock gate code then run inside a real torch install (the CPU build pip finds; only its
+runtime is borrowed, the gate modules are the version's), next to the stock triton of the same
+stack, with the CUDA device queries answering for a device of the capability under test, since
+no GPU exists here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.pascal_kernels.suite import prepare_tree
@@ -31,8 +34,8 @@ from pascal_forge.sources import fetch
 pytestmark = pytest.mark.slow
 
 PYTORCH = Recipe(name="pytorch", directory=RECIPES / "pytorch")
-SEED_TORCH = "2.9.1"
-# Any torch that installs here lends its runtime; the gates under test are 2.9.1's files.
+TRITON = Recipe(name="triton", directory=RECIPES / "triton")
+# Any torch that installs here lends its runtime; the gates under test are the version's files.
 RUNTIME_TORCH = "torch==2.13.0"
 GATE_FILES = (
     "torch/utils/_triton.py",
@@ -40,33 +43,47 @@ GATE_FILES = (
     "torch/_dynamo/device_interface.py",
     "torch/_inductor/exc.py",
 )
+# 2.14.0's device_interface imports an exception the runtime's torch/_dynamo/exc.py lacks.
+EXTRA_GATE_FILES = {"2.14.0": ("torch/_dynamo/exc.py",)}
 GATES = ("has_triton", "is_triton_capable", "raise_if_triton_unavailable", "create_backend")
 PROBE = Path(__file__).resolve().parent / "torch_gates_support.py"
 TOO_OLD = "which is too old to be supported by the triton GPU compiler"
 
 
-@pytest.fixture(scope="session")
-def stock_gates(upstream_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """torch 2.9.1's gate files, from the released wheel."""
-    target = patch_check_target(PYTORCH, SEED_TORCH)
-    assert target is not None
-    tree = tmp_path_factory.mktemp("torch-2.9.1-stock")
-    with zipfile.ZipFile(fetch(target.artifact, upstream_cache)) as wheel:
-        for name in GATE_FILES:
-            wheel.extract(name, tree)
-    return tree
+def _stacks() -> dict[str, str]:
+    """torch version -> the triton version of the same stack, from the zipped variant keys."""
+    config = yaml.safe_load(VARIANT_CONFIG.read_text(encoding="utf-8"))
+    return dict(zip(config["pytorch_version"], config["triton_version"], strict=True))
+
+
+STACKS = _stacks()
+TORCH_VERSIONS = sorted(STACKS, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+def _gate_files(version: str) -> tuple[str, ...]:
+    return GATE_FILES + EXTRA_GATE_FILES.get(version, ())
+
+
+@pytest.fixture(scope="session", params=TORCH_VERSIONS)
+def torch_version(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def patched_gates(stock_gates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tree = tmp_path_factory.mktemp("torch-2.9.1-patched")
-    for name in GATE_FILES:
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_bytes((stock_gates / name).read_bytes())
+def stock_gates(upstream_cache: Path, tmp_path_factory: pytest.TempPathFactory, torch_version: str) -> Path:
+    """The version's gate files, from its released wheel."""
+    return _extract_gates(
+        torch_version, upstream_cache, tmp_path_factory.mktemp(f"torch-{torch_version}-stock")
+    )
+
+
+@pytest.fixture(scope="session")
+def patched_gates(stock_gates: Path, tmp_path_factory: pytest.TempPathFactory, torch_version: str) -> Path:
+    tree = _copy_gates(stock_gates, tmp_path_factory.mktemp(f"torch-{torch_version}-patched"), torch_version)
     apply_series(
-        recipe_patch_series(PYTORCH, VARIANT_CONFIG, SEED_TORCH),
+        recipe_patch_series(PYTORCH, VARIANT_CONFIG, torch_version),
         tree,
-        patch_check_target(PYTORCH, SEED_TORCH).path_map,
+        patch_check_target(PYTORCH, torch_version).path_map,
     )
     return tree
 
@@ -84,20 +101,41 @@ def torch_python(upstream_cache: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def triton_on_path(upstream_cache: Path) -> Path:
-    """has_triton() imports triton first: the stock triton 3.6.0 wheel, unpacked."""
-    triton = Recipe(name="triton", directory=RECIPES / "triton")
+def triton_on_path(upstream_cache: Path, torch_version: str) -> Path:
+    """has_triton() imports triton first: the stock wheel of the stack's triton, unpacked."""
     return prepare_tree(
-        patch_check_target(triton, "3.6.0"), [], upstream_cache.parent / "pascal-kernels", upstream_cache
+        patch_check_target(TRITON, STACKS[torch_version]),
+        [],
+        upstream_cache.parent / "pascal-kernels",
+        upstream_cache,
     )
 
 
-def _gates(python: Path, triton: Path, tree: Path, major: int, minor: int) -> dict:
+def _extract_gates(version: str, upstream_cache: Path, tree: Path) -> Path:
+    target = patch_check_target(PYTORCH, version)
+    assert target is not None, f"recipes/pytorch/recipe.yaml has no patch-check artifact for {version}"
+    with zipfile.ZipFile(fetch(target.artifact, upstream_cache)) as wheel:
+        for name in _gate_files(version):
+            wheel.extract(name, tree)
+    return tree
+
+
+def _copy_gates(source: Path, tree: Path, version: str) -> Path:
+    for name in _gate_files(version):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes((source / name).read_bytes())
+    return tree
+
+
+def _gates(python: Path, triton: Path | None, tree: Path, major: int, minor: int) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO / ".cache")}
+    if triton is not None:
+        env["PYTHONPATH"] = str(triton)
     completed = subprocess.run(
         [python, PROBE, str(tree), str(major), str(minor)],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(triton), "PATH": "/usr/bin:/bin", "HOME": str(REPO / ".cache")},
+        env=env,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -106,19 +144,25 @@ def _gates(python: Path, triton: Path, tree: Path, major: int, minor: int) -> di
     return decisions
 
 
-def test_the_pytorch_patch_applies_without_fuzz_to_the_released_wheel(upstream_cache: Path) -> None:
-    assert check_recipe_patches(PYTORCH, VARIANT_CONFIG, upstream_cache) == 1
+def test_each_pytorch_series_applies_without_fuzz_to_its_released_wheel(upstream_cache: Path) -> None:
+    assert check_recipe_patches(PYTORCH, VARIANT_CONFIG, upstream_cache) == {"2.9.1": 1, "2.14.0": 3}
 
 
-def test_a_stale_pytorch_patch_names_its_file_and_hunk(stock_gates: Path, tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    for name in GATE_FILES:
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_bytes((stock_gates / name).read_bytes())
+def test_the_2_9_1_patch_does_not_fit_2_14_0(upstream_cache: Path, tmp_path: Path) -> None:
+    # Why 2.14.0 has a series of its own: has_triton() lost its capability check.
+    tree = _extract_gates("2.14.0", upstream_cache, tmp_path / "tree")
+    with pytest.raises(PatchError, match=r"hunk #1 of torch/utils/_triton\.py"):
+        apply_series(recipe_patch_series(PYTORCH, VARIANT_CONFIG, "2.9.1"), tree)
+
+
+def test_a_stale_pytorch_patch_names_its_file_and_hunk(
+    stock_gates: Path, torch_version: str, tmp_path: Path
+) -> None:
+    tree = _copy_gates(stock_gates, tmp_path / "tree", torch_version)
     scheduler = tree / "torch/_inductor/scheduler.py"
     scheduler.write_text(scheduler.read_text().replace("if not has_triton():", "if not has_triton(device):"))
     with pytest.raises(PatchError, match=r"hunk #1 of torch/_inductor/scheduler\.py"):
-        apply_series(recipe_patch_series(PYTORCH, VARIANT_CONFIG, SEED_TORCH), tree)
+        apply_series(recipe_patch_series(PYTORCH, VARIANT_CONFIG, torch_version), tree)
 
 
 @pytest.mark.parametrize(
@@ -154,3 +198,17 @@ def test_triton_gates(
             minimum = "6.0" if tree == "patched" else "7.0"
             assert f"CUDA Capability >= {minimum}" in gates[gate]
             assert f"capability {capability[0]}.{capability[1]}" in gates[gate]
+
+
+@pytest.mark.parametrize("tree", ["patched", "stock"])
+def test_a_pascal_gpu_without_triton_hears_that_triton_is_missing(
+    torch_python: Path, stock_gates: Path, patched_gates: Path, tree: str
+) -> None:
+    # No triton importable: the patched gates name the missing package; the stock ones (the
+    # twin) blame the GPU instead.
+    gates = _gates(torch_python, None, patched_gates if tree == "patched" else stock_gates, 6, 1)
+    assert gates["has_triton"] is False
+    if tree == "patched":
+        assert gates["create_backend"].startswith("triton missing:"), gates["create_backend"]
+    else:
+        assert gates["create_backend"].startswith("refused:") and TOO_OLD in gates["create_backend"]

@@ -1,9 +1,10 @@
-"""Runs torch 2.9.1's Triton gates, as the patch series leaves them, inside a real torch install.
+"""Runs one torch release's Triton gates, as the patch series leaves them, inside a real torch install.
 
-Used by test_torch_gates.py as `python torch_gates_support.py <torch 2.9.1 tree> <major> <minor>` in
-a venv that holds torch (any recent release; only its runtime is borrowed). The gate modules are
-loaded from the 2.9.1 files over the installed ones; only the CUDA device queries are replaced,
-since there is no GPU here. Prints one JSON object: what each gate decided.
+Used by test_torch_gates.py as `python torch_gates_support.py <torch tree> <major> <minor>` in a
+venv that holds torch (any recent release; only its runtime is borrowed), where <torch tree> holds
+the gate files of 2.9.1 or 2.14.0. The gate modules are loaded from those files over the installed
+ones; only the CUDA device queries are replaced, since there is no GPU here. Prints one JSON
+object: what each gate decided.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from types import SimpleNamespace
 import torch
 
 GATE_MODULES = ("torch._inductor.exc", "torch._dynamo.device_interface", "torch.utils._triton")
+# 2.14.0's device_interface imports TritonUnavailableError, which older runtimes lack: the tree
+# brings its own torch/_dynamo/exc.py then, loaded first.
+DYNAMO_EXC = "torch._dynamo.exc"
 SCHEDULER = "torch/_inductor/scheduler.py"
 
 
@@ -52,10 +56,10 @@ def _load(tree: Path, name: str) -> object:
 
 
 def _scheduler_create_backend(path: Path, has_triton: object) -> object:
-    """Scheduler.create_backend from the 2.9.1 file, run with the installed inductor's globals.
+    """Scheduler.create_backend from the tree's file, run with the installed inductor's globals.
 
-    The whole 2.9.1 scheduler module does not import against another torch release, so only this
-    method is compiled from its source; `has_triton` is the 2.9.1 gate loaded above.
+    The whole scheduler module does not import against another torch release, so only this
+    method is compiled from its source; `has_triton` and the exceptions are the tree's, loaded above.
     """
     import torch._inductor.scheduler as installed
 
@@ -68,6 +72,7 @@ def _scheduler_create_backend(path: Path, has_triton: object) -> object:
         **vars(installed),
         "has_triton": has_triton,
         "GPUTooOldForTriton": sys.modules["torch._inductor.exc"].GPUTooOldForTriton,
+        "TritonMissing": sys.modules["torch._inductor.exc"].TritonMissing,
     }
     exec(compile(ast.Module(body=[method], type_ignores=[]), str(path), "exec"), namespace)
     return namespace["create_backend"]
@@ -76,6 +81,8 @@ def _scheduler_create_backend(path: Path, has_triton: object) -> object:
 def main() -> int:
     tree, major, minor = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     _pretend_device(major, minor)
+    if (tree / (DYNAMO_EXC.replace(".", "/") + ".py")).is_file():
+        _load(tree, DYNAMO_EXC)
     exc_module, device_interface, triton_utils = (_load(tree, name) for name in GATE_MODULES)
     from torch._inductor.codegen.common import init_backend_registration
 
@@ -95,6 +102,8 @@ def main() -> int:
         decisions["raise_if_triton_unavailable"] = "accepted"
     except GPUTooOldForTriton as exc:
         decisions["raise_if_triton_unavailable"] = f"refused: {exc}"
+    except ImportError as exc:  # past the capability check, with no triton to import
+        decisions["raise_if_triton_unavailable"] = f"triton missing: {exc}"
 
     graph = SimpleNamespace(add_device_info=lambda device: None)
     with V.set_graph_handler(graph):
@@ -103,6 +112,8 @@ def main() -> int:
             decisions["create_backend"] = "accepted"
         except GPUTooOldForTriton as exc:
             decisions["create_backend"] = f"refused: {exc}"
+        except exc_module.TritonMissing as exc:
+            decisions["create_backend"] = f"triton missing: {exc}"
         except Exception as exc:  # past the gate: building the real backend needs a real Scheduler
             decisions["create_backend"] = f"accepted (then {type(exc).__name__} building the backend: {exc})"
     print(json.dumps(decisions))

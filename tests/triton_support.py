@@ -6,11 +6,18 @@ import re
 from pathlib import Path
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.patches import PatchCheckTarget, patch_check_target, recipe_patch_series
+from pascal_forge.patches import (
+    PatchCheckTarget,
+    patch_check_target,
+    patch_check_targets,
+    recipe_patch_series,
+)
 from pascal_forge.recipes import Recipe
 
 SEED_TRITON = "3.6.0"
 TRITON = Recipe(name="triton", directory=RECIPES / "triton")
+# Every version the recipe builds and checks (3.6.0, 3.8.0), oldest first.
+TRITON_VERSIONS = list(patch_check_targets(TRITON))
 
 
 def triton_target(version: str = SEED_TRITON) -> PatchCheckTarget:

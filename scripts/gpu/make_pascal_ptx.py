@@ -1,7 +1,8 @@
 """Compile the GPU check's kernels for sm_61 with the patched triton and write PTX + manifest.
 
-Run here (no GPU needed): `python scripts/gpu/make_pascal_ptx.py OUT_DIR`. OUT_DIR then holds
-only PTX and manifest.json, which scripts/gpu/run_pascal_ptx.py loads on a GPU machine.
+Run here (no GPU needed): `python scripts/gpu/make_pascal_ptx.py OUT_DIR [TRITON_VERSION]`
+(default 3.6.0). OUT_DIR then holds only PTX and manifest.json, which
+scripts/gpu/run_pascal_ptx.py loads on a GPU machine.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pascal_forge.recipes import Recipe
 from pascal_forge.sources import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
-# The device's own triton is 3.6.0, so its Pascal form uses that version's series.
-TRITON_VERSION = "3.6.0"
+# The version whose patched PTX is written; each version uses its own series.
+DEFAULT_TRITON_VERSION = "3.6.0"
 CAPABILITY = 61
 CASES = [
     *(
@@ -48,12 +49,12 @@ CASES = [
 ]
 
 
-def main(out_dir: Path) -> int:
+def main(out_dir: Path, triton_version: str = DEFAULT_TRITON_VERSION) -> int:
     recipe = Recipe("triton", REPO / "recipes" / "triton")
     cache = default_cache_dir().parent / "pascal-kernels"
     tree = prepare_tree(
-        patch_check_target(recipe, TRITON_VERSION),
-        recipe_patch_series(recipe, REPO / "conda_build_config.yaml", TRITON_VERSION),
+        patch_check_target(recipe, triton_version),
+        recipe_patch_series(recipe, REPO / "conda_build_config.yaml", triton_version),
         cache,
     )
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -68,9 +69,9 @@ def main(out_dir: Path) -> int:
         manifest[case] = ptx.name
     shutil.rmtree(out_dir / "raw")
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    print(f"{len(manifest)} kernels for sm_{CAPABILITY} in {out_dir}")
+    print(f"{len(manifest)} kernels of triton {triton_version} for sm_{CAPABILITY} in {out_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), *sys.argv[2:3]))

@@ -232,6 +232,11 @@ def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
         help="triton release to compile with (repeatable; default: every version of the recipe)",
     )
     suite.add_argument("--ptx-dir", type=Path, help="write the patched tree's PTX here")
+    suite.add_argument(
+        "--ptxas",
+        type=Path,
+        help="CUDA 12 ptxas to compile with, e.g. cuda-nvcc-tools' (default: the one in the wheel)",
+    )
     suite.set_defaults(handler=_run_compile_suite)
 
 
@@ -255,6 +260,7 @@ def _run_compile_suite(args: argparse.Namespace) -> int:
             capabilities,
             args.match,
             args.ptx_dir,
+            args.ptxas,
         )
         print(f"triton {version}")
         print(format_table(runs, capabilities))

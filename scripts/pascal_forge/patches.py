@@ -15,7 +15,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,9 +88,13 @@ def unpack_artifact(target: PatchCheckTarget, destination: Path, cache_dir: Path
     return destination / target.strip_prefix if target.strip_prefix else destination
 
 
-def apply_series(patches: list[Path], tree: Path, path_map: Mapping[str, str] | None = None) -> None:
+def apply_series(
+    patches: list[Path], tree: Path, path_map: Mapping[str, str] | None = None, exact: bool = False
+) -> None:
     """Apply `patches` in order to `tree`, or raise PatchError naming the patch, file and hunk.
 
+    With `exact`, a hunk that lands away from the line its header names (an offset, which
+    --fuzz=0 still allows) fails too: the series was written for other files and wants a refresh.
     `tree` is changed in place; use check_series to leave it alone.
     """
     if shutil.which("patch") is None:
@@ -109,6 +113,30 @@ def apply_series(patches: list[Path], tree: Path, path_map: Mapping[str, str] | 
         )
         if result.returncode != 0:
             raise PatchError(_describe_failure(patch, result.stdout + result.stderr))
+        if exact and (moved := _offset_hunks(result.stdout)):
+            raise PatchError(
+                f"{patch.name} applies only with offsets: {'; '.join(moved)}. "
+                "Refresh it against these upstream files."
+            )
+
+
+def _offset_hunks(output: str) -> list[str]:
+    moved = []
+    for current_file, line in _lines_by_file(output):
+        if match := re.match(r"Hunk #(\d+) succeeded at (\d+) \(offset (-?\d+) lines?\)", line):
+            hunk, at, offset = match.groups()
+            moved.append(f"hunk #{hunk} of {current_file} lands at line {at} (offset {offset})")
+    return moved
+
+
+def _lines_by_file(output: str) -> Iterator[tuple[str, str]]:
+    """GNU patch's report, each line with the file it was patching then."""
+    current_file = "?"
+    for line in output.splitlines():
+        if line.startswith("patching file "):
+            current_file = line.removeprefix("patching file ").strip().strip("'")
+        else:
+            yield current_file, line
 
 
 def check_series(patches: list[Path], tree: Path, path_map: Mapping[str, str] | None = None) -> None:
@@ -144,12 +172,9 @@ def _remap_paths(text: str, path_map: Mapping[str, str]) -> str:
 
 
 def _describe_failure(patch: Path, output: str) -> str:
-    current_file = "?"
     problems = []
-    for line in output.splitlines():
-        if line.startswith("patching file "):
-            current_file = line.removeprefix("patching file ").strip().strip("'")
-        elif match := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
+    for current_file, line in _lines_by_file(output):
+        if match := re.match(r"Hunk #(\d+) FAILED at (\d+)", line):
             problems.append(f"hunk #{match.group(1)} of {current_file} (at line {match.group(2)})")
         elif "can't find file to patch" in line or "No file to patch" in line:
             problems.append(f"a file it changes does not exist (after {current_file})")

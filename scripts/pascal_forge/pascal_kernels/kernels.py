@@ -22,7 +22,7 @@ ATOMIC_16BIT = "atomic-16bit"
 
 MEMORY_ORDERS = ("relaxed", "acquire", "release", "acq_rel")
 SCOPES = ("gpu", "cta", "sys")
-# Element types Triton 3.6.0 accepts for each atomic (semantic.py refuses the others).
+# Element types Triton 3.6.0 and 3.8.0 accept for each atomic (semantic.py refuses the others).
 ATOMIC_DTYPES = {
     "add": ("fp16", "bf16", "fp32", "fp64", "i32", "u32", "i64", "u64"),
     "max": ("fp32", "fp64", "i32", "u32", "i64", "u64"),
@@ -34,6 +34,7 @@ ATOMIC_DTYPES = {
     "cas": ("fp16", "bf16", "i16", "u16", "fp32", "fp64", "i32", "u32", "i64", "u64"),
 }
 REFUSED = "refused"
+INT8_DOT = "no int8 dot before sm_80 (a Triton limit, not a Pascal one)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,15 @@ class KernelCase:
     refusal: str | None = None
     # Why the case still fails on Pascal with the patches: a limit we document, not a fix we claim.
     known_failure: str | None = None
+    # The first triton release whose language has what the case uses (None: every supported one).
+    min_triton: tuple[int, int] | None = None
+
+    def available_in(self, triton_version: str) -> bool:
+        """Whether `triton_version` (e.g. "3.8.0") can express this case."""
+        if self.min_triton is None:
+            return True
+        major, minor = (int(part) for part in triton_version.split(".")[:2])
+        return (major, minor) >= self.min_triton
 
 
 @triton.jit
@@ -217,6 +227,89 @@ def barrier_exchange(src, dst, BLOCK: tl.constexpr):
     x = tl.load(src + offs)
     tl.debug_barrier()
     tl.store(dst + offs, tl.flip(x, 0))
+
+
+# Code paths newer releases use more (3.8: tensor descriptors instead of block pointers, tl.range
+# options, more dot element types, vectorised atomics on contiguous offsets), each a place where
+# a release could start writing sm_70+ PTX for every target.
+@triton.jit
+def descriptor_copy(src, dst, M, N, BM: tl.constexpr, BN: tl.constexpr):
+    # Before sm_90 a tensor descriptor lowers to ordinary masked loads and stores (no TMA).
+    src_desc = tl.make_tensor_descriptor(src, shape=[M, N], strides=[N, 1], block_shape=[BM, BN])
+    dst_desc = tl.make_tensor_descriptor(dst, shape=[M, N], strides=[N, 1], block_shape=[BM, BN])
+    row = tl.program_id(0) * BM
+    dst_desc.store([row, 0], src_desc.load([row, 0]) * 2)
+
+
+@triton.jit
+def pipelined_matmul(
+    a,
+    b,
+    c,
+    K,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+    FLATTEN: tl.constexpr,
+):
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    rn = tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k in tl.range(0, tl.cdiv(K, BK), num_stages=3, warp_specialize=WARP_SPECIALIZE, flatten=FLATTEN):
+        x = tl.load(a + rm[:, None] * K + (k * BK + rk)[None, :])
+        y = tl.load(b + (k * BK + rk)[:, None] * BN + rn[None, :])
+        acc = tl.dot(x, y, acc)
+    tl.store(c + rm[:, None] * BN + rn[None, :], acc.to(c.dtype.element_ty))
+
+
+@triton.jit
+def dot_native(a, b, c, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr):
+    rm = tl.arange(0, M)
+    rn = tl.arange(0, N)
+    rk = tl.arange(0, K)
+    x = tl.load(a + rm[:, None] * K + rk[None, :])
+    y = tl.load(b + rk[:, None] * N + rn[None, :])
+    tl.store(c + rm[:, None] * N + rn[None, :], tl.dot(x, y, out_dtype=c.dtype.element_ty))
+
+
+@triton.jit
+def contiguous_atomic_add(dst, src, n, SEM: tl.constexpr, MASKED: tl.constexpr, BLOCK: tl.constexpr):
+    # Contiguous offsets let the lowering pack neighbouring lanes (f16x2, v2/v4) into one atomic.
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if MASKED:
+        mask = offs < n
+        tl.atomic_add(dst + offs, tl.load(src + offs, mask=mask), mask=mask, sem=SEM)
+    else:
+        tl.atomic_add(dst + offs, tl.load(src + offs), sem=SEM)
+
+
+@triton.jit
+def tile_atomic_max(dst, src, BLOCK: tl.constexpr):
+    r = tl.arange(0, BLOCK)
+    offs = r[:, None] * BLOCK + r[None, :]
+    tl.atomic_max(dst + offs, tl.load(src + offs))
+
+
+@triton.jit
+def scalar_lock(lock, out, SEM: tl.constexpr, SCOPE: tl.constexpr):
+    # A spin-lock's acquire/release: one CAS on a scalar.
+    tl.store(out + tl.program_id(0), tl.atomic_cas(lock, 0, 1, sem=SEM, scope=SCOPE))
+
+
+@triton.jit
+def block_ops(src, index, dst, OP: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(src + offs)
+    if OP == "histogram":
+        tl.store(dst + tl.arange(0, 64), tl.histogram(x, 64))
+    elif OP == "gather":
+        tl.store(dst + offs, tl.gather(x, tl.load(index + offs), 0))
+    elif OP == "sort":
+        tl.store(dst + offs, tl.sort(x))
+    else:
+        tl.store(dst + offs, tl.cumprod(x, 0, reverse=True))
 
 
 # Shapes of Inductor's generated code (torch 2.9 triton templates): names, masks and hints as
@@ -386,6 +479,10 @@ def _memory_cases() -> Iterator[KernelCase]:
         yield KernelCase(
             f"load[cache={cache}]", "memory", load_store, signature, {**plain, "LOAD_CACHE": cache}
         )
+    # Triton 3.8 added the streaming load (ld.global.cs, valid since sm_20).
+    yield KernelCase(
+        "load[cache=.cs]", "memory", load_store, signature, {**plain, "LOAD_CACHE": ".cs"}, min_triton=(3, 8)
+    )
     for cache in (".wb", ".cg", ".cs", ".wt"):
         yield KernelCase(
             f"store[cache={cache}]", "memory", load_store, signature, {**plain, "STORE_CACHE": cache}
@@ -438,6 +535,8 @@ def _conversion_cases() -> Iterator[KernelCase]:
         ("fp64", "fp16", "rtne"),
         ("fp64", "fp32", "rtne"),
         ("fp32", "fp8e5", "rtne"),
+        ("fp32", "fp8e5", "rtz"),
+        ("bf16", "fp8e5", "rtne"),
         ("fp8e5", "fp32", None),
         ("fp16", "fp8e4b15", "rtne"),
         ("fp8e4b15", "fp16", None),
@@ -536,6 +635,102 @@ def _compute_cases() -> Iterator[KernelCase]:
     )
 
 
+def _constexprs(*names: str) -> dict[str, str]:
+    return dict.fromkeys(names, "constexpr")
+
+
+def _newer_path_cases() -> Iterator[KernelCase]:
+    yield from (
+        KernelCase(
+            f"descriptor_load_store[{dtype}]",
+            "newer-paths",
+            descriptor_copy,
+            {"src": f"*{dtype}", "dst": f"*{dtype}", "M": "i32", "N": "i32", **_constexprs("BM", "BN")},
+            {"BM": 32, "BN": 32},
+        )
+        for dtype in ("fp32", "fp16")
+    )
+    for warp_specialize in (False, True):
+        for flatten in (False, True):
+            yield KernelCase(
+                f"tl.range[stages=3,warp_specialize={warp_specialize},flatten={flatten}]",
+                "newer-paths",
+                pipelined_matmul,
+                {
+                    "a": "*fp16",
+                    "b": "*fp16",
+                    "c": "*fp16",
+                    "K": "i32",
+                    **_constexprs("BM", "BN", "BK", "WARP_SPECIALIZE", "FLATTEN"),
+                },
+                {"BM": 64, "BN": 64, "BK": 32, "WARP_SPECIALIZE": warp_specialize, "FLATTEN": flatten},
+                options={"num_warps": 4},
+            )
+    for operand, out in (("fp64", "fp64"), ("fp8e5", "fp32"), ("i8", "i32")):
+        yield KernelCase(
+            f"dot[{operand}->{out}]",
+            "newer-paths",
+            dot_native,
+            {"a": f"*{operand}", "b": f"*{operand}", "c": f"*{out}", **_constexprs("M", "N", "K")},
+            {"M": 32, "N": 32, "K": 32},
+            # Triton lowers an int8 dot only to sm_80's mma; sm_75 fails the same way.
+            known_failure=INT8_DOT if operand == "i8" else None,
+        )
+    for dtype in ("fp16", "bf16", "fp32", "fp64", "i32"):
+        signature = {
+            "dst": f"*{dtype}",
+            "src": f"*{dtype}",
+            "n": "i32",
+            **_constexprs("SEM", "MASKED", "BLOCK"),
+        }
+        # bf16 add compiles stock: LLVM expands it to a CAS loop that carries no memory order.
+        fixed_by = ATOMIC_16BIT if dtype == "fp16" else None if dtype == "bf16" else ATOMIC_ORDER
+        for order in ("relaxed", "acq_rel"):
+            for masked in (True, False):
+                name = f"atomic_add_contiguous[{dtype},{order},{'masked' if masked else 'unmasked'}]"
+                constexprs = {"SEM": order, "MASKED": masked, "BLOCK": 1024}
+                yield KernelCase(
+                    name, "newer-paths", contiguous_atomic_add, signature, constexprs, fixed_by=fixed_by
+                )
+    yield KernelCase(
+        "atomic_max_tile[fp32]",
+        "newer-paths",
+        tile_atomic_max,
+        {"dst": "*fp32", "src": "*fp32", "BLOCK": "constexpr"},
+        {"BLOCK": 32},
+        fixed_by=ATOMIC_ORDER,
+    )
+    for order in ("acquire", "release"):
+        yield KernelCase(
+            f"atomic_cas_scalar[i32,{order}]",
+            "newer-paths",
+            scalar_lock,
+            {"lock": "*i32", "out": "*i32", "SEM": "constexpr", "SCOPE": "constexpr"},
+            {"SEM": order, "SCOPE": "gpu"},
+            fixed_by=ATOMIC_ORDER,
+        )
+    for op, dtype in (
+        ("histogram", "i32"),
+        ("gather", "fp32"),
+        ("sort", "fp32"),
+        ("sort", "fp16"),
+        ("cumprod", "fp32"),
+    ):
+        yield KernelCase(
+            f"{op}[{dtype}]",
+            "newer-paths",
+            block_ops,
+            {
+                "src": f"*{dtype}",
+                "index": "*i32",
+                "dst": f"*{dtype}",
+                "OP": "constexpr",
+                "BLOCK": "constexpr",
+            },
+            {"OP": op, "BLOCK": 256},
+        )
+
+
 def _inductor_cases() -> Iterator[KernelCase]:
     for dtype in ("fp32", "fp16"):
         yield KernelCase(
@@ -605,6 +800,14 @@ def _inductor_cases() -> Iterator[KernelCase]:
         )
 
 
-def all_cases() -> list[KernelCase]:
-    """Every case of the suite, in table order."""
-    return [*_atomic_cases(), *_memory_cases(), *_conversion_cases(), *_compute_cases(), *_inductor_cases()]
+def all_cases(triton_version: str) -> list[KernelCase]:
+    """Every case of the suite that `triton_version` can express, in table order."""
+    cases = [
+        *_atomic_cases(),
+        *_memory_cases(),
+        *_conversion_cases(),
+        *_compute_cases(),
+        *_newer_path_cases(),
+        *_inductor_cases(),
+    ]
+    return [case for case in cases if case.available_in(triton_version)]

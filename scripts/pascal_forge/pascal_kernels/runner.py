@@ -67,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--match", default="", help="only cases whose name contains this text")
     parser.add_argument("--ptx-dir", type=Path, help="write each compiled kernel's PTX here")
     args = parser.parse_args(argv)
+    cases = all_cases(triton.__version__)
     # Every case name, so the caller can tell a --match that selects nothing from an empty suite.
-    print(json.dumps({"triton": triton.__file__, "cases": [c.name for c in all_cases()]}), flush=True)
-    for case in all_cases():
+    header = {"triton": triton.__file__, "version": triton.__version__, "cases": [c.name for c in cases]}
+    print(json.dumps(header), flush=True)
+    for case in cases:
         if args.match not in case.name:
             continue
         for capability in args.capability:

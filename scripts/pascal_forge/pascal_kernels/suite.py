@@ -28,7 +28,8 @@ from ..sources import fetch
 
 PASCAL_CAPABILITIES = (60, 61)
 _LOG = logging.getLogger(__name__)
-# Inside the wheel: the CUDA 12.8 ptxas Triton 3.6.0 bundles (a CUDA 13 ptxas refuses sm_6x).
+# Inside the wheel: the CUDA 12 ptxas Triton bundles for targets below sm_100 (12.8 in 3.6.0, 12.9.86
+# in 3.8.0, byte-identical to NVIDIA's cuda-nvcc 12.9.86 one); a CUDA 13 ptxas refuses sm_6x.
 BUNDLED_PTXAS = Path("triton/backends/nvidia/bin/ptxas")
 _SCRIPTS_DIR = Path(__file__).resolve().parents[2]
 
@@ -218,6 +219,7 @@ def run_stock_and_patched(
     capabilities: Sequence[int] = PASCAL_CAPABILITIES,
     match: str = "",
     ptx_dir: Path | None = None,
+    ptxas: Path | None = None,
 ) -> tuple[SuiteRun, SuiteRun]:
     """The suite on one version's released wheel, without and with that version's patch series."""
     target = patch_check_target(recipe, version)
@@ -230,8 +232,8 @@ def run_stock_and_patched(
         ", sm_".join(map(str, capabilities)),
         target.artifact.filename,
     )
-    stock = run_suite(stock_tree, "stock", capabilities, match=match)
+    stock = run_suite(stock_tree, "stock", capabilities, ptxas, match)
     patched_tree = prepare_tree(target, series, trees_dir)
     _LOG.info("compiling it again with the %d patches of %s applied", len(series), recipe.name)
-    patched = run_suite(patched_tree, "patched", capabilities, match=match, ptx_dir=ptx_dir)
+    patched = run_suite(patched_tree, "patched", capabilities, ptxas, match, ptx_dir)
     return stock, patched
