@@ -14,7 +14,7 @@ case "${PASCAL_STAGE}" in
   llvm)
     cmake -G Ninja -S llvm-project/llvm -B "${llvm_build}" \
       -DCMAKE_BUILD_TYPE=Release \
-      -DLLVM_ENABLE_PROJECTS="mlir;lld" \
+      -DLLVM_ENABLE_PROJECTS="${LLVM_PROJECTS:?the recipe names the LLVM projects}" \
       -DLLVM_TARGETS_TO_BUILD="host;NVPTX;AMDGPU" \
       -DLLVM_BUILD_UTILS=ON \
       -DLLVM_BUILD_TOOLS=OFF \
