@@ -56,6 +56,8 @@ from pascal_forge.vllm_checks import (
 )
 
 TRITON_ATTN = "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"
+# Compiled kernels kept between runs (CI keeps .cache/); the first run compiles everything.
+TRITON_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "triton-probe"
 
 
 # --------------------------------------------------------------------------- patches
@@ -166,8 +168,9 @@ def test_triton_kernels_compile_and_fit_pascal(
     for capability in PASCAL_CAPABILITIES:
         start = time.monotonic()
         results += run_triton_probe(
-            triton_dir, ptxas, patched_vllm, capability, vllm_release.version, vllm_deps
-        )
+            triton_dir, ptxas, patched_vllm, capability, vllm_release.version, vllm_deps,
+            triton_cache=TRITON_CACHE,
+        )  # fmt: skip
         print(
             f"vLLM {vllm_release.version} sm_{capability}: Triton probe took {time.monotonic() - start:.0f} s"
         )

@@ -316,11 +316,14 @@ def run_triton_probe(
     version: str = "0.14.0",
     deps_dir: Path | None = None,
     only: str = "",
+    triton_cache: Path | None = None,
 ) -> list[KernelResult]:
     """Run vLLM `version`'s launchers in a child process that reports `capability`.
 
     One result per compiled kernel. `deps_dir` (scripts/setup-vllm-deps.sh) holds the
     Python packages of that release, ahead of the venv's; `only` narrows the cases by name.
+    `triton_cache` keeps Triton's compiled kernels between runs (a fresh one by default);
+    a cached kernel carries the same metadata, shared memory included.
     """
     with tempfile.TemporaryDirectory(prefix="pascal-forge-triton-") as scratch:
         report = Path(scratch) / "report.json"
@@ -337,7 +340,7 @@ def run_triton_probe(
             "HF_HUB_OFFLINE": "1",
             # The wheel's CUDA 12.8 ptxas: a CUDA 13 ptxas refuses sm_60/sm_61.
             "TRITON_PTXAS_PATH": str(ptxas),
-            "TRITON_CACHE_DIR": str(Path(scratch) / "cache"),
+            "TRITON_CACHE_DIR": str(triton_cache or Path(scratch) / "cache"),
             "CUDA_VISIBLE_DEVICES": "",
         }
         result = subprocess.run(

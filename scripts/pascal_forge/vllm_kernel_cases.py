@@ -7,6 +7,7 @@ Run only inside the probe of vllm_checks (kernel launches there compile and do n
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -15,6 +16,12 @@ import torch
 FP16 = torch.float16
 BLOCK_SIZE = 16  # vLLM's default KV cache block size on CUDA
 LONG_CONTEXT = 32768
+
+
+def _newer_arguments(launcher: Callable, **arguments: object) -> dict[str, object]:
+    """The keyword arguments that this release's `launcher` takes (0.33.0 added some)."""
+    parameters = inspect.signature(launcher).parameters
+    return {name: value for name, value in arguments.items() if name in parameters}
 
 
 def _paged_kv(num_blocks: int, num_kv_heads: int, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +197,7 @@ def _mrope(*, num_tokens: int = 1024) -> None:
         head_size,
         head_size,
         False,
+        **_newer_arguments(triton_mrope, is_neox_style=True),
     )
 
 
@@ -212,6 +220,8 @@ def _mla_decode(*, batch: int = 4, num_heads: int = 16, context: int = 4096) -> 
         splits,
         (kv_lora_rank + rope_dim) ** -0.5,
         page_size,
+        # TRITON_MLA's call in 0.33.0: the latent cache read once, as K and V.
+        **_newer_arguments(decode_attention_fwd, k_scale=torch.ones(1), v_scale=torch.ones(1), is_mla=True),
     )
 
 
