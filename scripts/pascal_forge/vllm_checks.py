@@ -26,7 +26,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -392,6 +392,32 @@ def format_kernel_table(results: Sequence[KernelResult]) -> str:
 # The rest runs inside the child process started by run_triton_probe.
 
 
+def _properties(name: str, capability: int, sms: int, memory_gib: int, l2_kib: int) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        name=name,
+        major=capability // 10,
+        minor=capability % 10,
+        multi_processor_count=sms,
+        total_memory=memory_gib << 30,
+        L2_cache_size=l2_kib << 10,
+        warp_size=32,
+        shared_memory_per_block=PASCAL_SHARED_MEMORY_BYTES,
+        shared_memory_per_block_optin=PASCAL_SHARED_MEMORY_BYTES,
+        shared_memory_per_multiprocessor=65536,
+        max_threads_per_multi_processor=2048,
+        regs_per_multiprocessor=65536,
+    )
+
+
+# Tesla P100 (PCIe 16 GB) and Tesla P40, as CUDA's device properties describe them.
+_PASCAL_PROPERTIES = {
+    60: _properties("Tesla P100-PCIE-16GB", 60, 56, 16, 4096),
+    61: _properties("Tesla P40", 61, 30, 24, 3072),
+}
+
+
 @contextmanager
 def _pascal_gpu(capability: int) -> Iterator[None]:
     """Make torch (and so vLLM's platform code) see one GPU of `capability`.
@@ -406,10 +432,18 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     torch.cuda.get_device_capability = lambda device=None: (major, minor)
     torch.cuda.get_device_name = lambda device=None: name
     torch.cuda.is_available = lambda: True
+    # Launchers that select the tensors' device first (FLA's input_guard in 0.33.0) select none.
+    saved_index = torch.accelerator.device_index
+    torch.accelerator.device_index = lambda index=None: nullcontext()
+    # The properties launchers size their grids by (0.33.0: vLLM's num_compute_units).
+    saved_properties = torch.cuda.get_device_properties
+    torch.cuda.get_device_properties = lambda device=None: _PASCAL_PROPERTIES[capability]
     try:
         yield
     finally:
         torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.is_available = saved
+        torch.accelerator.device_index = saved_index
+        torch.cuda.get_device_properties = saved_properties
 
 
 @contextmanager
@@ -424,9 +458,32 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
     from triton.runtime import driver
     from triton.runtime.jit import JITFunction
 
+    benchmark: dict = {"active": False, "kernel": None}
+
+    def compile_and_time(kernel_call: Callable[[], None], quantiles: Sequence[float]) -> list[float]:
+        """An autotuner's benchmark: compile the config; on Pascal one over 48 KB cannot load.
+
+        Triton's autotuner drops a config whose benchmark raises OutOfResources, as a P40's
+        driver makes it do, and keeps the first of the others (all timed alike here).
+        """
+        from triton.runtime.errors import OutOfResources
+
+        benchmark["active"] = True
+        try:
+            kernel_call()
+        finally:
+            benchmark["active"] = False
+        shared = benchmark["kernel"].metadata.shared
+        if shared > PASCAL_SHARED_MEMORY_BYTES:
+            raise OutOfResources(shared, PASCAL_SHARED_MEMORY_BYTES, "shared memory")
+        return [1.0 for _ in quantiles]
+
     class CompileOnlyDriver:
         def get_current_device(self) -> int:
             return 0
+
+        def get_benchmarker(self) -> Callable:
+            return compile_and_time
 
         def get_current_stream(self, device: int | None = None) -> int:
             return 0
@@ -441,6 +498,9 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
     original_run = JITFunction.run
 
     def compile_only_run(self, *args, grid, warmup, **kwargs):
+        if benchmark["active"]:  # an autotuner's trial, not one of vLLM's launches
+            benchmark["kernel"] = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+            return benchmark["kernel"]
         # Recorded before compiling, so a compile error is reported against this kernel.
         launches.append({"kernel": self.fn.__name__, "compiled": None})
         kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
@@ -499,6 +559,11 @@ def _probe_main(version: str, capability: int, report: Path, only: str = "") -> 
     rows: list[KernelResult] = []
     with _pascal_gpu(capability), _compile_only_launches(capability) as launches:
         _use_cuda_platform()
+        # Host tensors cannot be pinned without a GPU; 0.33.0's FLA launchers stage their
+        # chunk indices through vLLM's pinned-copy helper.
+        import vllm.utils.torch_utils
+
+        vllm.utils.torch_utils.PIN_MEMORY = False
         for case_name, case in vllm_kernel_cases.cases(version).items():
             if only not in case_name:
                 continue

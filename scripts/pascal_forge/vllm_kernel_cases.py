@@ -394,7 +394,7 @@ def _gdn_decode(*, batch: int = 32) -> None:
         A_log=torch.zeros(GDN_V_HEADS, dtype=torch.float32),
         dt_bias=torch.zeros(GDN_V_HEADS, dtype=torch.float32), scale=GDN_HEAD**-0.5,
         initial_state=torch.zeros(batch, GDN_V_HEADS, GDN_HEAD, GDN_HEAD, dtype=torch.float32),
-        out=torch.empty(1, batch, GDN_V_HEADS, GDN_HEAD, dtype=FP16),
+        out=torch.empty(batch, 1, GDN_V_HEADS, GDN_HEAD, dtype=FP16),
         ssm_state_indices=torch.arange(batch, dtype=torch.int32), use_qk_l2norm_in_kernel=True,
     )  # fmt: skip
 
