@@ -59,10 +59,11 @@ TORCH_TRITON = {"2.9.1": "3.5.1", "2.10.0": "3.6.0", "2.13.0": "3.7.1"}
 TORCH_CUDA = ("12.9", "13.0")
 TRITONS = ("3.5.1", "3.6.0", "3.7.1")
 # torchvision/torchaudio release -> the pytorch minor it was built against
-TORCHVISION = {"0.24.1": "2.9.1", "0.25.0": "2.10.0"}
+TORCHVISION = {"0.24.1": "2.9.1", "0.25.0": "2.10.0", "0.29.0": "2.14.0"}
 TORCHAUDIO = {"2.9.1": "2.9.1", "2.10.0": "2.10.0"}
 
-# Pure-Python dependencies, as noarch records: the versions satisfy vLLM 0.14.0's pins.
+# Pure-Python dependencies, as noarch records: the versions satisfy vLLM 0.14.0's pins, and
+# NEWER_LEAVES adds the versions (and names) that vLLM 0.33.0's pins need.
 LEAVES = {
     "aiohttp": "3.13.2",
     "anthropic": "0.71.0",
@@ -125,6 +126,39 @@ LEAVES = {
     "watchfiles": "1.1.1",
     # conda-forge built 0.1.23 and 0.1.32, never the 0.1.29 vLLM 0.14.0 pins.
     "xgrammar": "0.1.32",
+}
+NEWER_LEAVES = {
+    "aiohttp": "3.14.4",
+    "certifi": "2026.10.19",
+    "compressed-tensors": "0.17.0",
+    "fastapi": "0.136.0",
+    "filelock": "3.20.3",
+    "huggingface_hub": "1.31.0",
+    "jsonschema": "4.23.0",
+    "llguidance": "1.7.0",
+    "mcp": "2.2.0",
+    "mistral-common": "1.11.6",
+    "multidict": "6.9.1",
+    "numba": "0.65.0",
+    "nvtx": "0.2.15",
+    "openai": "2.25.0",
+    "opencv": "4.13.0",
+    "opentelemetry-api": "1.27.0",
+    "opentelemetry-exporter-otlp": "1.27.0",
+    "opentelemetry-sdk": "1.27.0",
+    "opentelemetry-semantic-conventions-ai": "0.4.1",
+    "orjson": "3.11.6",
+    "oss-harmony": "0.0.11",
+    "outlines-core": "0.2.14",
+    "pillow": "13.0.0",
+    "prometheus-fastapi-instrumentator": "8.0.0",
+    "protobuf": "6.33.5",
+    "requests": "2.33.0",
+    "safetensors": "0.6.2",
+    "starlette": "1.0.1",
+    "tokenizers": "0.23.2",
+    "transformers": "5.16.1",
+    "xgrammar": "0.2.8",
 }
 # What conda-forge's vllm 0.14.0 would need beyond pytorch and its kin.
 STOCK_VLLM_LEAVES = ("aiohttp", "numba", "transformers", "xgrammar", "numpy", "regex")
@@ -362,7 +396,8 @@ def _stock_vllm_0_26() -> list[dict[str, Any]]:
 def _leaves() -> list[dict[str, Any]]:
     return [
         _record(name, version, "pyhd8ed1ab_0", ["python >=3.10"], subdir="noarch", noarch="python")
-        for name, version in LEAVES.items()
+        for leaves in (LEAVES, NEWER_LEAVES)
+        for name, version in leaves.items()
     ] + [
         # The BLAS switch that pytorch's `libblas * *mkl` selects.
         _record("libblas", "3.9.0", "35_h5875eb1_mkl", [GLIBC]),

@@ -153,9 +153,21 @@ def _write_expected_contents(recipe: dict[str, Any], directory: Path) -> None:
         lines = []
         for test in output.get("tests") or []:
             for kind, paths in (test.get("package_contents") or {}).items():
-                lines += [f"{kind} {path}" for path in paths if "*" not in path]
+                lines += [f"{kind} {path}" for path in _every_branch(paths) if "*" not in path]
         if name and lines:
             (directory / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def _every_branch(items: list[Any]) -> list[str]:
+    """The strings of a list whose entries may be `if:/then:/else:` selectors, all branches
+    taken: a stub that writes one file too many passes the same checks."""
+    flat: list[str] = []
+    for item in items:
+        if isinstance(item, dict):
+            flat += _every_branch(list(item.get("then") or [])) + _every_branch(list(item.get("else") or []))
+        else:
+            flat.append(str(item))
+    return flat
 
 
 def _stub_sources(node: Any, stub: Path) -> Any:

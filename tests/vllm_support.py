@@ -1,12 +1,18 @@
-"""Fixtures for the vLLM-on-Pascal tests: the real sdist (patched and not), the patched
-triton wheel, the CUDA 12 toolkit from scripts/setup-cuda12.sh and the torch/CUTLASS headers.
+"""Fixtures for the vLLM-on-Pascal tests: the real sdist of each release (patched and not), the
+patched triton wheel of its stack, its Python packages, the CUDA 12 toolkit from
+scripts/setup-cuda12.sh and the torch/CUTLASS headers.
 
-Everything big is cached under the upstream cache (keyed by sha256) or .cache/ in the repo.
+Every fixture follows `vllm_release`, which is parametrized over both stacks' releases
+(0.14.0 with triton 3.6.0 and torch 2.9.1; 0.33.0 with triton 3.8.0 and torch 2.14.0), so each
+test runs once per release. Everything big is cached under the upstream cache (keyed by
+sha256) or .cache/ in the repo.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +21,8 @@ from pascal_forge.patches import patch_check_target, unpack_artifact
 from pascal_forge.recipes import Recipe
 from pascal_forge.vllm_checks import (
     CUTLASS_WHEEL,
-    TORCH_WHEEL,
+    RELEASES,
+    VllmRelease,
     patched_upstream,
     triton_tree,
     unpack_members,
@@ -23,37 +30,72 @@ from pascal_forge.vllm_checks import (
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
-# The seed stack's releases, which these checks were written for.
-SEED_VLLM = "0.14.0"
-SEED_TRITON = "3.6.0"
 VLLM_RECIPE = Recipe(name="vllm", directory=REPO / "recipes" / "vllm")
 TRITON_RECIPE = Recipe(name="triton", directory=REPO / "recipes" / "triton")
 SETUP_CUDA12 = REPO / "scripts" / "setup-cuda12.sh"
+SETUP_VLLM_DEPS = REPO / "scripts" / "setup-vllm-deps.sh"
 HEADERS_CACHE = REPO / ".cache" / "vllm-headers"
 
 
-@pytest.fixture(scope="session")
-def patched_vllm(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -> Path:
-    """The vLLM 0.14.0 sdist with recipes/vllm's series applied."""
-    return patched_upstream(
-        VLLM_RECIPE, VARIANT_CONFIG, tmp_path_factory.mktemp("vllm-patched"), upstream_cache, SEED_VLLM
-    )
+# 0.33.0's checks import its own 624 MB of Python packages (scripts/setup-vllm-deps.sh).
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param(v, marks=[pytest.mark.slow] if RELEASES[v].own_deps else []) for v in RELEASES],
+)
+def vllm_release(request: pytest.FixtureRequest) -> VllmRelease:
+    return RELEASES[request.param]
 
 
 @pytest.fixture(scope="session")
-def stock_vllm(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -> Path:
-    """The vLLM 0.14.0 sdist as released (the twin that shows the checks can fail)."""
-    target = patch_check_target(VLLM_RECIPE, SEED_VLLM)
+def patched_vllm(
+    vllm_release: VllmRelease, tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path
+) -> Path:
+    """The release's sdist with its series from recipes/vllm/patches/<version>/ applied."""
+    destination = tmp_path_factory.mktemp(f"vllm-{vllm_release.version}-patched")
+    return patched_upstream(VLLM_RECIPE, VARIANT_CONFIG, destination, upstream_cache, vllm_release.version)
+
+
+@pytest.fixture(scope="session")
+def stock_vllm(
+    vllm_release: VllmRelease, tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path
+) -> Path:
+    """The release's sdist as released (the twin that shows the checks can fail)."""
+    target = patch_check_target(VLLM_RECIPE, vllm_release.version)
     assert target is not None
-    return unpack_artifact(target, tmp_path_factory.mktemp("vllm-stock"), upstream_cache)
+    destination = tmp_path_factory.mktemp(f"vllm-{vllm_release.version}-stock")
+    return unpack_artifact(target, destination, upstream_cache)
 
 
 @pytest.fixture(scope="session")
-def patched_triton(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path) -> tuple[Path, Path]:
-    """The stock triton 3.6.0 wheel with recipes/triton's patches; (tree, its CUDA 12.8 ptxas)."""
-    return triton_tree(
-        TRITON_RECIPE, VARIANT_CONFIG, tmp_path_factory.mktemp("triton"), upstream_cache, SEED_TRITON
+def patched_triton(
+    vllm_release: VllmRelease, tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path
+) -> tuple[Path, Path]:
+    """The stock triton wheel of the release's stack with its series; (tree, its bundled ptxas)."""
+    version = vllm_release.triton_version
+    destination = tmp_path_factory.mktemp(f"triton-{version}")
+    return triton_tree(TRITON_RECIPE, VARIANT_CONFIG, destination, upstream_cache, version)
+
+
+@pytest.fixture(scope="session")
+def vllm_deps(vllm_release: VllmRelease, patched_vllm: Path) -> Path | None:
+    """The release's Python packages in a folder of their own, or None where the venv's do.
+
+    Made once from the patched tree's requirements/common.txt (what the conda package
+    declares) by scripts/setup-vllm-deps.sh, and reused while that file is unchanged.
+    """
+    if not vllm_release.own_deps:
+        return None
+    target = REPO / ".cache" / f"vllm-deps-{vllm_release.version}"
+    result = subprocess.run(
+        ["bash", str(SETUP_VLLM_DEPS), str(patched_vllm / "requirements" / "common.txt"), str(target)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/setup-vllm-deps.sh failed:\n{result.stderr[-3000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +108,9 @@ def cuda12() -> Path:
 
 
 @pytest.fixture(scope="session")
-def torch_include(upstream_cache: Path) -> Path:
-    return unpack_members(TORCH_WHEEL, "torch/include/", HEADERS_CACHE / TORCH_WHEEL.sha256, upstream_cache)
+def torch_include(vllm_release: VllmRelease, upstream_cache: Path) -> Path:
+    wheel = vllm_release.torch_wheel
+    return unpack_members(wheel, "torch/include/", HEADERS_CACHE / wheel.sha256, upstream_cache)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,11 @@ fi
 export CMAKE_ARGS="${CMAKE_ARGS:-} -DFETCHCONTENT_FULLY_DISCONNECTED=ON"
 
 # Keep the pytorch we built: vLLM's requirements files would otherwise pull torch from pip.
-"${PYTHON}" use_existing_torch.py
+# (0.33.0 moved the script into tools/.)
+if [[ -f tools/use_existing_torch.py ]]; then
+  "${PYTHON}" tools/use_existing_torch.py
+else
+  "${PYTHON}" use_existing_torch.py
+fi
 
 "${PYTHON}" -m pip install . --no-deps --no-build-isolation -vv

@@ -26,7 +26,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,15 +40,10 @@ PASCAL_CAPABILITIES = (60, 61)
 # Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
 PASCAL_SHARED_MEMORY_BYTES = 49152
 
-# The x86_64 CUDA build of torch 2.9.1 holds the headers a CUDA extension compiles against,
-# generated CUDA config headers included (the macOS wheel lacks c10/cuda/impl/cuda_cmake_macros.h).
-TORCH_WHEEL = UpstreamArtifact(
-    project="torch",
-    filename="torch-2.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
-    sha256="d033ff0ac3f5400df862a51bdde9bad83561f3739ea0046e68f5401ebfa67c1b",
-)
-# CUTLASS headers: vLLM pins v4.2.1 (a git tag); the nearest release on PyPI is 4.2.0, whose
-# include/ differs from v4.2.1 only in version.h and two SM100 epilogue files.
+# CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.33.0 v4.7.1 (git tags); the newest release
+# on PyPI is 4.2.0, whose include/ differs from v4.2.1 only in version.h and two SM100
+# epilogue files. A Pascal build includes CUTLASS only in the scaled_mm/nvfp4 entry points
+# and the AWQ GEMM, which use its basic types.
 CUTLASS_WHEEL = UpstreamArtifact(
     project="nvidia-cutlass",
     filename="nvidia_cutlass-4.2.0.0-py3-none-any.whl",
@@ -56,12 +51,58 @@ CUTLASS_WHEEL = UpstreamArtifact(
 )
 _CUTLASS_SOURCE = "cutlass_library/source"
 
+
+@dataclass(frozen=True)
+class VllmRelease:
+    """What the checks of one vLLM release need besides its sdist."""
+
+    version: str
+    torch_version: str
+    triton_version: str  # the triton of its stack (conda_build_config.yaml)
+    # The x86_64 CUDA build of that torch holds the headers a CUDA extension compiles
+    # against, generated CUDA config headers included (c10/cuda/impl/cuda_cmake_macros.h).
+    torch_wheel: UpstreamArtifact
+    # Its Python requirements clash with the venv's (0.33.0 wants transformers >= 5.16.1,
+    # 0.14.0 < 5), so they go in a folder of their own (scripts/setup-vllm-deps.sh).
+    own_deps: bool
+
+
+RELEASES = {
+    "0.14.0": VllmRelease(
+        version="0.14.0",
+        torch_version="2.9.1",
+        triton_version="3.6.0",
+        torch_wheel=UpstreamArtifact(
+            project="torch",
+            filename="torch-2.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
+            sha256="d033ff0ac3f5400df862a51bdde9bad83561f3739ea0046e68f5401ebfa67c1b",
+        ),
+        own_deps=False,
+    ),
+    "0.33.0": VllmRelease(
+        version="0.33.0",
+        torch_version="2.14.0",
+        triton_version="3.8.0",
+        torch_wheel=UpstreamArtifact(
+            project="torch",
+            filename="torch-2.14.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+            sha256="8d9e232b6376c62f3090237889fb1cb6887c0ece9f73e6c1052e80fc1481f999",
+        ),
+        own_deps=True,
+    ),
+}
+
 TORCH_CONFIG = """\
-# What torch 2.9.1's CUDA TorchConfig gives vLLM's CMakeLists: CUDA enabled through
+# What torch's CUDA TorchConfig gives vLLM's CMakeLists: CUDA enabled through
 # CUDAToolkit, torch's nvcc flags (Caffe2/public/cuda.cmake), one -gencode per arch of
 # TORCH_CUDA_ARCH_LIST, CMAKE_CUDA_ARCHITECTURES off, and an interface target `torch`.
-set(Torch_VERSION "2.9.1")
+set(Torch_VERSION "@TORCH_VERSION@")
 enable_language(CUDA)
+# The CUDA version vLLM's arch-list branches see: the compiler's, unless the check asks for
+# another branch (no CUDA >= 12.8 nvcc that targets sm_60 installs from PyPI or Debian).
+if(DEFINED PASCAL_FORGE_CUDA_VERSION)
+  set(CMAKE_CUDA_COMPILER_VERSION "${PASCAL_FORGE_CUDA_VERSION}")
+endif()
 set(CMAKE_CUDA_ARCHITECTURES OFF)
 find_package(CUDAToolkit REQUIRED)
 set(CUDA_FOUND TRUE)
@@ -81,7 +122,7 @@ set_target_properties(torch PROPERTIES
 set(TORCH_LIBRARIES torch)
 set(Torch_FOUND TRUE)
 """
-TORCH_CONFIG_VERSION = 'set(PACKAGE_VERSION "2.9.1")\nset(PACKAGE_VERSION_COMPATIBLE TRUE)\n'
+TORCH_CONFIG_VERSION = 'set(PACKAGE_VERSION "@TORCH_VERSION@")\nset(PACKAGE_VERSION_COMPATIBLE TRUE)\n'
 
 
 class VllmCheckError(PascalForgeError):
@@ -149,19 +190,25 @@ def configure_pascal_build(
     torch_include: Path,
     cutlass_source: Path,
     arch_list: str = PASCAL_ARCH_LIST,
+    torch_version: str = "2.9.1",
+    cuda_version: str | None = None,
 ) -> tuple[list[CompileCommand], str]:
     """Configure vLLM's CMakeLists.txt offline for `arch_list`; return its compile commands and log.
 
     FETCHCONTENT_FULLY_DISCONNECTED makes any FetchContent download an error, so a
-    successful configure also shows that the build downloads nothing.
+    successful configure also shows that the build downloads nothing. `cuda_version`
+    (e.g. "12.9") is the CUDA version vLLM's arch-list branches see instead of the
+    compiler's own.
     """
     cmake = shutil.which("cmake")
     if cmake is None:
         raise VllmCheckError("cmake >= 3.26 is not on PATH (pip install cmake ninja)")
     config_dir = build_dir / "torch-config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "TorchConfig.cmake").write_text(TORCH_CONFIG)
-    (config_dir / "TorchConfigVersion.cmake").write_text(TORCH_CONFIG_VERSION)
+    (config_dir / "TorchConfig.cmake").write_text(TORCH_CONFIG.replace("@TORCH_VERSION@", torch_version))
+    (config_dir / "TorchConfigVersion.cmake").write_text(
+        TORCH_CONFIG_VERSION.replace("@TORCH_VERSION@", torch_version)
+    )
     nvcc = cuda_root / "bin" / "nvcc"
     args = [
         cmake,
@@ -182,6 +229,7 @@ def configure_pascal_build(
         f"-DVLLM_CUTLASS_SRC_DIR={cutlass_source}",
         f"-DCUTLASS_INCLUDE_DIR={cutlass_source / 'include'}",
         f"-DCUTLASS_TOOLS_UTIL_INCLUDE_DIR={cutlass_source / 'tools' / 'util' / 'include'}",
+        *([f"-DPASCAL_FORGE_CUDA_VERSION={cuda_version}"] if cuda_version else []),
     ]
     env = {
         **os.environ,
@@ -242,6 +290,8 @@ class KernelResult:
     shared: int
     num_warps: int
     error: str = ""
+    # The PTX uses dp4a (the int8 dot product of sm_61, which sm_60 lacks).
+    dp4a: bool = False
 
     @property
     def fits(self) -> bool:
@@ -258,8 +308,23 @@ def triton_tree(
     return tree, ptxas
 
 
-def run_triton_probe(triton_dir: Path, ptxas: Path, vllm_tree: Path, capability: int) -> list[KernelResult]:
-    """Run vLLM's launchers in a child process that reports `capability`; one result per compiled kernel."""
+def run_triton_probe(
+    triton_dir: Path,
+    ptxas: Path,
+    vllm_tree: Path,
+    capability: int,
+    version: str = "0.14.0",
+    deps_dir: Path | None = None,
+    only: str = "",
+    triton_cache: Path | None = None,
+) -> list[KernelResult]:
+    """Run vLLM `version`'s launchers in a child process that reports `capability`.
+
+    One result per compiled kernel. `deps_dir` (scripts/setup-vllm-deps.sh) holds the
+    Python packages of that release, ahead of the venv's; `only` narrows the cases by name.
+    `triton_cache` keeps Triton's compiled kernels between runs (a fresh one by default);
+    a cached kernel carries the same metadata, shared memory included.
+    """
     with tempfile.TemporaryDirectory(prefix="pascal-forge-triton-") as scratch:
         report = Path(scratch) / "report.json"
         env = {
@@ -269,14 +334,26 @@ def run_triton_probe(triton_dir: Path, ptxas: Path, vllm_tree: Path, capability:
         }
         scripts = Path(__file__).resolve().parent.parent
         env |= {
-            "PYTHONPATH": os.pathsep.join([str(triton_dir), str(vllm_tree), str(scripts)]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(triton_dir), *([str(deps_dir)] if deps_dir else []), str(vllm_tree), str(scripts)]
+            ),
+            "HF_HUB_OFFLINE": "1",
             # The wheel's CUDA 12.8 ptxas: a CUDA 13 ptxas refuses sm_60/sm_61.
             "TRITON_PTXAS_PATH": str(ptxas),
-            "TRITON_CACHE_DIR": str(Path(scratch) / "cache"),
+            "TRITON_CACHE_DIR": str(triton_cache or Path(scratch) / "cache"),
             "CUDA_VISIBLE_DEVICES": "",
         }
         result = subprocess.run(
-            [sys.executable, "-m", "pascal_forge.vllm_checks", str(capability), str(report)],
+            [
+                sys.executable,
+                "-m",
+                "pascal_forge.vllm_checks",
+                "probe",
+                version,
+                str(capability),
+                str(report),
+                only,
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -315,6 +392,32 @@ def format_kernel_table(results: Sequence[KernelResult]) -> str:
 # The rest runs inside the child process started by run_triton_probe.
 
 
+def _properties(name: str, capability: int, sms: int, memory_gib: int, l2_kib: int) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        name=name,
+        major=capability // 10,
+        minor=capability % 10,
+        multi_processor_count=sms,
+        total_memory=memory_gib << 30,
+        L2_cache_size=l2_kib << 10,
+        warp_size=32,
+        shared_memory_per_block=PASCAL_SHARED_MEMORY_BYTES,
+        shared_memory_per_block_optin=PASCAL_SHARED_MEMORY_BYTES,
+        shared_memory_per_multiprocessor=65536,
+        max_threads_per_multi_processor=2048,
+        regs_per_multiprocessor=65536,
+    )
+
+
+# Tesla P100 (PCIe 16 GB) and Tesla P40, as CUDA's device properties describe them.
+_PASCAL_PROPERTIES = {
+    60: _properties("Tesla P100-PCIE-16GB", 60, 56, 16, 4096),
+    61: _properties("Tesla P40", 61, 30, 24, 3072),
+}
+
+
 @contextmanager
 def _pascal_gpu(capability: int) -> Iterator[None]:
     """Make torch (and so vLLM's platform code) see one GPU of `capability`.
@@ -329,10 +432,18 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     torch.cuda.get_device_capability = lambda device=None: (major, minor)
     torch.cuda.get_device_name = lambda device=None: name
     torch.cuda.is_available = lambda: True
+    # Launchers that select the tensors' device first (FLA's input_guard in 0.33.0) select none.
+    saved_index = torch.accelerator.device_index
+    torch.accelerator.device_index = lambda index=None: nullcontext()
+    # The properties launchers size their grids by (0.33.0: vLLM's num_compute_units).
+    saved_properties = torch.cuda.get_device_properties
+    torch.cuda.get_device_properties = lambda device=None: _PASCAL_PROPERTIES[capability]
     try:
         yield
     finally:
         torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.is_available = saved
+        torch.accelerator.device_index = saved_index
+        torch.cuda.get_device_properties = saved_properties
 
 
 @contextmanager
@@ -347,9 +458,32 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
     from triton.runtime import driver
     from triton.runtime.jit import JITFunction
 
+    benchmark: dict = {"active": False, "kernel": None}
+
+    def compile_and_time(kernel_call: Callable[[], None], quantiles: Sequence[float]) -> list[float]:
+        """An autotuner's benchmark: compile the config; on Pascal one over 48 KB cannot load.
+
+        Triton's autotuner drops a config whose benchmark raises OutOfResources, as a P40's
+        driver makes it do, and keeps the first of the others (all timed alike here).
+        """
+        from triton.runtime.errors import OutOfResources
+
+        benchmark["active"] = True
+        try:
+            kernel_call()
+        finally:
+            benchmark["active"] = False
+        shared = benchmark["kernel"].metadata.shared
+        if shared > PASCAL_SHARED_MEMORY_BYTES:
+            raise OutOfResources(shared, PASCAL_SHARED_MEMORY_BYTES, "shared memory")
+        return [1.0 for _ in quantiles]
+
     class CompileOnlyDriver:
         def get_current_device(self) -> int:
             return 0
+
+        def get_benchmarker(self) -> Callable:
+            return compile_and_time
 
         def get_current_stream(self, device: int | None = None) -> int:
             return 0
@@ -364,6 +498,9 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
     original_run = JITFunction.run
 
     def compile_only_run(self, *args, grid, warmup, **kwargs):
+        if benchmark["active"]:  # an autotuner's trial, not one of vLLM's launches
+            benchmark["kernel"] = original_run(self, *args, grid=grid, warmup=True, **kwargs)
+            return benchmark["kernel"]
         # Recorded before compiling, so a compile error is reported against this kernel.
         launches.append({"kernel": self.fn.__name__, "compiled": None})
         kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
@@ -388,7 +525,11 @@ _CUTLASS_CAPABILITY_QUERIES = (
     "cutlass_scaled_mm_supports_block_fp8",
     "cutlass_group_gemm_supported",
     "cutlass_scaled_mm_supports_fp4",
+    "mxfp4_experts_quant_supported",
 )
+# The compiled extension modules vLLM imports for their side effects (op registration):
+# vllm._C in 0.14.0; the stable-ABI vllm._C_stable_libtorch in 0.33.0.
+_EXTENSION_MODULES = ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch")
 
 
 def _use_cuda_platform() -> None:
@@ -397,7 +538,8 @@ def _use_cuda_platform() -> None:
 
     import torch
 
-    sys.modules.setdefault("vllm._C", types.ModuleType("vllm._C"))
+    for name in _EXTENSION_MODULES:
+        sys.modules.setdefault(name, types.ModuleType(name))
     # Capability queries that vLLM's quantization utils call at import. The real ops
     # (csrc/quantization/w8a8/cutlass/scaled_mm_entry.cu) answer False below 8.9.
     library = torch.library.Library("_C", "FRAGMENT")
@@ -411,13 +553,18 @@ def _use_cuda_platform() -> None:
     platforms._current_platform = CudaPlatform()
 
 
-def _probe_main(capability: int, report: Path, only: str = "") -> None:
+def _probe_main(version: str, capability: int, report: Path, only: str = "") -> None:
     from pascal_forge import vllm_kernel_cases
 
     rows: list[KernelResult] = []
     with _pascal_gpu(capability), _compile_only_launches(capability) as launches:
         _use_cuda_platform()
-        for case_name, case in vllm_kernel_cases.CASES.items():
+        # Host tensors cannot be pinned without a GPU; 0.33.0's FLA launchers stage their
+        # chunk indices through vLLM's pinned-copy helper.
+        import vllm.utils.torch_utils
+
+        vllm.utils.torch_utils.PIN_MEMORY = False
+        for case_name, case in vllm_kernel_cases.cases(version).items():
             if only not in case_name:
                 continue
             start = len(launches)
@@ -436,8 +583,11 @@ def _probe_main(capability: int, report: Path, only: str = "") -> None:
                     rows.append(KernelResult(case_name, label, capability, False, 0, 0, reason))
                 else:
                     metadata = compiled.metadata
+                    dp4a = "dp4a" in compiled.asm.get("ptx", "")
                     rows.append(
-                        KernelResult(case_name, label, capability, True, metadata.shared, metadata.num_warps)
+                        KernelResult(
+                            case_name, label, capability, True, metadata.shared, metadata.num_warps, dp4a=dp4a
+                        )
                     )
             if error and all(row.ok for row in rows[-len(names) :]):
                 rows.append(KernelResult(case_name, "(launcher)", capability, False, 0, 0, error))
@@ -453,6 +603,14 @@ def _refusal(action: Callable[[], object]) -> str:
     return ""
 
 
+def _outcome(action: Callable[[], object]) -> str:
+    """What `action` returns, or "refused: " and the message of the exception it raises."""
+    try:
+        return str(action())
+    except Exception as exc:  # the refusal is what is reported
+        return f"refused: {exc}"
+
+
 def _platform_main(capability: int, report: Path) -> None:
     """vLLM's own selection code on a GPU of `capability`: backends, dtypes, refusals."""
     import torch
@@ -465,9 +623,11 @@ def _platform_main(capability: int, report: Path) -> None:
         from vllm.v1.attention.backends.registry import AttentionBackendEnum
         from vllm.v1.attention.selector import AttentionSelectorConfig
 
-        def backend(use_mla: bool, selected: AttentionBackendEnum | None = None) -> str:
+        def backend(
+            use_mla: bool, selected: AttentionBackendEnum | None = None, kv_cache_dtype: str = "auto"
+        ) -> str:
             head_size = 576 if use_mla else 128
-            config = AttentionSelectorConfig(head_size, torch.float16, "auto", 16, use_mla=use_mla)
+            config = AttentionSelectorConfig(head_size, torch.float16, kv_cache_dtype, 16, use_mla=use_mla)
             return current_platform.get_attn_backend_cls(selected, config)
 
         def check_quantization(method: str, checkpoint_config: dict) -> None:
@@ -481,6 +641,9 @@ def _platform_main(capability: int, report: Path) -> None:
                 quantization=method,
                 hf_config=SimpleNamespace(quantization_config=checkpoint_config),
                 dtype=torch.float16,
+                # 0.33.0: online quantization arguments, none for a checkpoint's own
+                quantization_config=None,
+                revision=None,
             )
             VllmConfig._get_quantization_config(model_config, load_config=None)
 
@@ -510,6 +673,9 @@ def _platform_main(capability: int, report: Path) -> None:
             "fp8_kv_refusal": _refusal(lambda: check_config("fp8")),
             "fp8_e5m2_kv_refusal": _refusal(lambda: check_config("fp8_e5m2")),
             "auto_kv_refusal": _refusal(lambda: check_config("auto")),
+            # 0.33.0's int8 KV cache with per-(token, head) scales; 0.14.0 has no such dtype.
+            "int8_kv_refusal": _refusal(lambda: check_config("int8_per_token_head")),
+            "int8_kv_backend": _outcome(lambda: backend(False, kv_cache_dtype="int8_per_token_head")),
             "flash_attn_refusal": _refusal(lambda: backend(False, AttentionBackendEnum.FLASH_ATTN)),
             # Checkpoint configs as AutoAWQ and AutoGPTQ write them into config.json.
             "awq_refusal": _refusal(
@@ -523,6 +689,7 @@ def _platform_main(capability: int, report: Path) -> None:
                         "bits": 4,
                         "group_size": 128,
                         "desc_act": False,
+                        "sym": True,
                         "modules_in_block_to_quantize": [["self_attn.q_proj", "mlp.down_proj"]],
                     },
                 )
@@ -531,12 +698,40 @@ def _platform_main(capability: int, report: Path) -> None:
     report.write_text(json.dumps(result, indent=1))
 
 
+def _serve_main(dropped: str, report: Path) -> None:
+    """Build `vllm serve`'s FastAPI app (no engine) from the CLI's default arguments.
+
+    Reports which of the comma-separated import names in `dropped` are importable here (the
+    check is only worth something where none is) and the app's routes or the error.
+    """
+    import importlib.util
+
+    present = [name for name in dropped.split(",") if importlib.util.find_spec(name) is not None]
+    routes: list[str] = []
+    error = ""
+    with _pascal_gpu(61):
+        _use_cuda_platform()
+        try:
+            from vllm.entrypoints.common.cli_args import make_arg_parser
+            from vllm.entrypoints.openai.api_server import build_app
+            from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+            args = make_arg_parser(FlexibleArgumentParser()).parse_args([])
+            app = build_app(args, supported_tasks=("generate",))
+            routes = sorted({getattr(route, "path", "") for route in app.routes})
+        except Exception as exc:  # the failure is what is reported
+            error = f"{type(exc).__name__}: {exc}"
+    report.write_text(json.dumps({"present": present, "routes": routes, "error": error}, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[0] == "platform":
         _platform_main(int(args[1]), Path(args[2]))
-    else:
-        _probe_main(int(args[0]), Path(args[1]), args[2] if len(args) > 2 else "")
+    elif args[0] == "serve":
+        _serve_main(args[1], Path(args[2]))
+    else:  # probe VERSION CAPABILITY REPORT [ONLY]
+        _probe_main(args[1], int(args[2]), Path(args[3]), args[4] if len(args) > 4 else "")
 
 
 CaseFn = Callable[[], None]

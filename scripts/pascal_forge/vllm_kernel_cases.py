@@ -7,6 +7,7 @@ Run only inside the probe of vllm_checks (kernel launches there compile and do n
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -15,6 +16,12 @@ import torch
 FP16 = torch.float16
 BLOCK_SIZE = 16  # vLLM's default KV cache block size on CUDA
 LONG_CONTEXT = 32768
+
+
+def _newer_arguments(launcher: Callable, **arguments: object) -> dict[str, object]:
+    """The keyword arguments that this release's `launcher` takes (0.33.0 added some)."""
+    parameters = inspect.signature(launcher).parameters
+    return {name: value for name, value in arguments.items() if name in parameters}
 
 
 def _paged_kv(num_blocks: int, num_kv_heads: int, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +197,7 @@ def _mrope(*, num_tokens: int = 1024) -> None:
         head_size,
         head_size,
         False,
+        **_newer_arguments(triton_mrope, is_neox_style=True),
     )
 
 
@@ -212,6 +220,8 @@ def _mla_decode(*, batch: int = 4, num_heads: int = 16, context: int = 4096) -> 
         splits,
         (kv_lora_rank + rope_dim) ** -0.5,
         page_size,
+        # TRITON_MLA's call in 0.33.0: the latent cache read once, as K and V.
+        **_newer_arguments(decode_attention_fwd, k_scale=torch.ones(1), v_scale=torch.ones(1), is_mla=True),
     )
 
 
@@ -275,3 +285,160 @@ CASES: dict[str, Callable[[], None]] = {
     "triton_mla decode": _mla_decode,
     "merge_attn_states": _merge_attn_states,
 }
+
+
+# --------------------------------------------------------------------------- 0.33.0 only
+
+# Qwen3.5/Qwen3-Next gated-delta-net layers: 16 key heads and 32 value heads of 128, conv width 4.
+GDN_K_HEADS, GDN_V_HEADS, GDN_HEAD, GDN_CONV = 16, 32, 128, 4
+GDN_CONV_DIM = 2 * GDN_K_HEADS * GDN_HEAD + GDN_V_HEADS * GDN_HEAD
+
+
+def _int8_kv_attention(*, query_lens: list[int], context: int) -> None:
+    """TRITON_ATTN with --kv-cache-dtype int8_per_token_head (Llama-3-8B shapes)."""
+    from vllm.v1.attention.ops.triton_reshape_and_cache_flash import (
+        triton_reshape_and_cache_flash_per_token_head_quant,
+    )
+    from vllm.v1.attention.ops.triton_unified_attention import unified_attention
+    from vllm.v1.kv_cache_interface import KVQuantMode
+
+    head_size, num_heads, num_kv_heads = 128, 32, 8
+    num_seqs = len(query_lens)
+    blocks = num_seqs * (context // BLOCK_SIZE)
+    # The backend's layout: int8 (blocks, kv_heads, block_size, 2 * (head + 4 scale bytes)),
+    # seen as (blocks, block_size, kv_heads, head) K and V views; float32 scales beside.
+    packed = torch.zeros(blocks, num_kv_heads, BLOCK_SIZE, 2 * (head_size + 4), dtype=torch.int8)
+    packed = packed.transpose(1, 2)
+    key_cache, value_cache = packed[..., :head_size], packed[..., head_size + 4 : 2 * head_size + 4]
+    k_scales = torch.ones(blocks, BLOCK_SIZE, num_kv_heads, dtype=torch.float32)
+    v_scales = torch.ones_like(k_scales)
+    tokens = sum(query_lens)
+    key = torch.zeros(tokens, num_kv_heads, head_size, dtype=FP16)
+    triton_reshape_and_cache_flash_per_token_head_quant(
+        key, torch.zeros_like(key), key_cache, value_cache, k_scales, v_scales,
+        torch.arange(tokens, dtype=torch.int64), kv_quant_mode=KVQuantMode.INT8_PER_TOKEN_HEAD,
+    )  # fmt: skip
+    q = torch.zeros(tokens, num_heads, head_size, dtype=FP16)
+    from vllm.v1.attention.backends.triton_attn import MIN_LAUNCH_GRID_SIZE_2D, NUM_PAR_SOFTMAX_SEGMENTS
+
+    threshold, segments = MIN_LAUNCH_GRID_SIZE_2D // num_kv_heads, NUM_PAR_SOFTMAX_SEGMENTS
+    unified_attention(
+        q=q, k=key_cache, v=value_cache, out=torch.empty_like(q),
+        cu_seqlens_q=torch.tensor([0, *torch.tensor(query_lens).cumsum(0).tolist()], dtype=torch.int32),
+        max_seqlen_q=max(query_lens), seqused_k=torch.full((num_seqs,), context, dtype=torch.int32),
+        max_seqlen_k=context, softmax_scale=head_size**-0.5, causal=True, window_size=(-1, -1),
+        block_table=torch.arange(blocks, dtype=torch.int32).reshape(num_seqs, -1), softcap=0,
+        q_descale=None, k_descale=None, v_descale=None, seq_threshold_3D=threshold,
+        num_par_softmax_segments=segments,
+        softmax_segm_output=torch.empty(threshold, num_heads, segments, head_size, dtype=torch.float32),
+        softmax_segm_max=torch.empty(threshold, num_heads, segments, dtype=torch.float32),
+        softmax_segm_expsum=torch.empty(threshold, num_heads, segments, dtype=torch.float32),
+        kv_quant_mode=KVQuantMode.INT8_PER_TOKEN_HEAD, k_scale_cache=k_scales, v_scale_cache=v_scales,
+    )  # fmt: skip
+
+
+def _gdn_conv_prefill(*, tokens: int = 2048) -> None:
+    from vllm.model_executor.layers.mamba.ops.causal_conv1d import causal_conv1d_fn
+
+    mixed_qkv = torch.zeros(tokens, GDN_CONV_DIM, dtype=FP16)
+    # vLLM's conv state: (cache lines, width - 1, dim), seen transposed.
+    conv_state = torch.zeros(4, GDN_CONV - 1, GDN_CONV_DIM, dtype=FP16).transpose(1, 2)
+    causal_conv1d_fn(
+        mixed_qkv.transpose(0, 1), torch.zeros(GDN_CONV_DIM, GDN_CONV, dtype=FP16), None,
+        conv_states=conv_state, query_start_loc=torch.tensor([0, tokens], dtype=torch.int32),
+        cache_indices=torch.zeros(1, dtype=torch.int32),
+        has_initial_state=torch.zeros(1, dtype=torch.bool), activation="silu",
+    )  # fmt: skip
+
+
+def _gdn_conv_decode(*, batch: int = 32) -> None:
+    from vllm.model_executor.layers.mamba.ops.causal_conv1d import causal_conv1d_update
+
+    conv_state = torch.zeros(batch, GDN_CONV - 1, GDN_CONV_DIM, dtype=FP16).transpose(1, 2)
+    causal_conv1d_update(
+        torch.zeros(batch, GDN_CONV_DIM, dtype=FP16), conv_state,
+        torch.zeros(GDN_CONV_DIM, GDN_CONV, dtype=FP16), None, "silu",
+        conv_state_indices=torch.arange(batch, dtype=torch.int32),
+    )  # fmt: skip
+
+
+def _gdn_prefill(*, tokens: int = 2048) -> None:
+    """Post-conv prep, then the chunked gated delta rule (FLA), as a prefill runs them."""
+    from vllm.third_party.flash_linear_attention.ops import (
+        chunk_gated_delta_rule,
+        fused_post_conv_prep,
+    )
+
+    q, k, v, g, beta = fused_post_conv_prep(
+        conv_output=torch.zeros(tokens, GDN_CONV_DIM, dtype=FP16),
+        a=torch.zeros(tokens, GDN_V_HEADS, dtype=FP16),
+        b=torch.zeros(tokens, GDN_V_HEADS, dtype=FP16),
+        A_log=torch.zeros(GDN_V_HEADS, dtype=torch.float32),
+        dt_bias=torch.zeros(GDN_V_HEADS, dtype=torch.float32),
+        num_k_heads=GDN_K_HEADS, head_k_dim=GDN_HEAD, head_v_dim=GDN_HEAD,
+    )  # fmt: skip
+    chunk_gated_delta_rule(
+        q=q.unsqueeze(0), k=k.unsqueeze(0), v=v.unsqueeze(0), g=g.unsqueeze(0), beta=beta.unsqueeze(0),
+        initial_state=torch.zeros(1, GDN_V_HEADS, GDN_HEAD, GDN_HEAD, dtype=torch.float32),
+        output_final_state=True, cu_seqlens=torch.tensor([0, tokens], dtype=torch.int32),
+        use_qk_l2norm_in_kernel=False,
+    )  # fmt: skip
+
+
+def _gdn_decode(*, batch: int = 32) -> None:
+    from vllm.third_party.flash_linear_attention.ops import fused_recurrent_gated_delta_rule_packed_decode
+
+    fused_recurrent_gated_delta_rule_packed_decode(
+        mixed_qkv=torch.zeros(batch, GDN_CONV_DIM, dtype=FP16),
+        a=torch.zeros(batch, GDN_V_HEADS, dtype=FP16), b=torch.zeros(batch, GDN_V_HEADS, dtype=FP16),
+        A_log=torch.zeros(GDN_V_HEADS, dtype=torch.float32),
+        dt_bias=torch.zeros(GDN_V_HEADS, dtype=torch.float32), scale=GDN_HEAD**-0.5,
+        initial_state=torch.zeros(batch, GDN_V_HEADS, GDN_HEAD, GDN_HEAD, dtype=torch.float32),
+        out=torch.empty(batch, 1, GDN_V_HEADS, GDN_HEAD, dtype=FP16),
+        ssm_state_indices=torch.arange(batch, dtype=torch.int32), use_qk_l2norm_in_kernel=True,
+    )  # fmt: skip
+
+
+def _gdn_mtp_verify(*, batch: int = 8, draft: int = 3) -> None:
+    """MTP: the draft tokens' gated delta rule update with sigmoid gating (spec decode)."""
+    from vllm.third_party.flash_linear_attention.ops import fused_sigmoid_gating_delta_rule_update
+
+    tokens = batch * (draft + 1)
+    fused_sigmoid_gating_delta_rule_update(
+        A_log=torch.zeros(GDN_V_HEADS, dtype=torch.float32),
+        a=torch.zeros(tokens, GDN_V_HEADS, dtype=FP16), b=torch.zeros(tokens, GDN_V_HEADS, dtype=FP16),
+        dt_bias=torch.zeros(GDN_V_HEADS, dtype=torch.float32),
+        q=torch.zeros(1, tokens, GDN_K_HEADS, GDN_HEAD, dtype=FP16),
+        k=torch.zeros(1, tokens, GDN_K_HEADS, GDN_HEAD, dtype=FP16),
+        v=torch.zeros(1, tokens, GDN_V_HEADS, GDN_HEAD, dtype=FP16),
+        initial_state=torch.zeros(batch * (draft + 1), GDN_V_HEADS, GDN_HEAD, GDN_HEAD, dtype=torch.float32),
+        inplace_final_state=True,
+        cu_seqlens=torch.arange(0, tokens + 1, draft + 1, dtype=torch.int32),
+        ssm_state_indices=torch.arange(tokens, dtype=torch.int32).reshape(batch, draft + 1),
+        num_accepted_tokens=torch.ones(batch, dtype=torch.int32), use_qk_l2norm_in_kernel=True,
+    )  # fmt: skip
+
+
+def _gated_rms_norm(*, tokens: int = 2048) -> None:
+    """The GDN output norm (RMSNormGated, FLA's layernorm_guard kernel)."""
+    from vllm.third_party.flash_linear_attention.ops.layernorm_guard import rmsnorm_fn
+
+    x = torch.zeros(tokens * GDN_V_HEADS, GDN_HEAD, dtype=FP16)
+    rmsnorm_fn(x, torch.ones(GDN_HEAD, dtype=FP16), None, z=torch.zeros_like(x), eps=1e-6)
+
+
+CASES_0_33: dict[str, Callable[[], None]] = {
+    "int8 kv prefill h128 8k": lambda: _int8_kv_attention(query_lens=[2048], context=8192),
+    "int8 kv decode-3d h128 32k": lambda: _int8_kv_attention(query_lens=[1] * 4, context=LONG_CONTEXT),
+    "gdn conv1d prefill (qwen3.5)": _gdn_conv_prefill,
+    "gdn conv1d decode (qwen3.5)": _gdn_conv_decode,
+    "gdn chunk prefill (qwen3.5)": _gdn_prefill,
+    "gdn recurrent decode (qwen3.5)": _gdn_decode,
+    "gdn mtp verify (qwen3.5)": _gdn_mtp_verify,
+    "gdn gated rmsnorm (qwen3.5)": _gated_rms_norm,
+}
+
+
+def cases(version: str) -> dict[str, Callable[[], None]]:
+    """The cases that vLLM `version`'s launchers support."""
+    return CASES if version == "0.14.0" else {**CASES, **CASES_0_33}
