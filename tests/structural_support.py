@@ -37,12 +37,13 @@ from pascal_forge.plan import Plan, make_plan
 
 SUBDIR = "linux-64"
 
-# Versions conda-forge really has, where a pin of ours is known to miss them. A stub channel
-# that offered every pinned version would hide exactly the failure a first build meets.
+# Versions conda-forge is known to have, and versions it is known never to have built. A stub
+# channel that offered every pinned version would hide exactly the failure a first build meets.
 CONDA_FORGE_VERSIONS = {
     # conda-forge built xgrammar 0.1.23 and 0.1.32, never 0.1.29 (vllm-feedstock pins >=0.1.32).
     "xgrammar": ("0.1.23", "0.1.32"),
 }
+NEVER_BUILT = {"xgrammar": ("0.1.29",)}
 
 # Python as conda-forge ships it: the full version, and the build string tag the matrix selects.
 PYTHONS = {
@@ -289,17 +290,16 @@ def _python_family() -> Iterator[dict[str, Any]]:
 
 def _versions_for(name: str, specs: set[str]) -> set[tuple[str, str]]:
     """One (version, build string) per spec, from conda-forge's versions where they are known."""
-    known = CONDA_FORGE_VERSIONS.get(name)
-    chosen: set[tuple[str, str]] = set()
+    known = CONDA_FORGE_VERSIONS.get(name, ())
+    never = NEVER_BUILT.get(name, ())
+    chosen: set[tuple[str, str]] = {(v, "h0") for v in known}
     for text in specs:
         match = MatchSpec(text)
         build = _build_for(str(match.build) if match.build else "")
-        candidates = known or _candidate_versions(text)
+        candidates = [v for v in (*known, *_candidate_versions(text)) if v not in never]
         version = next((v for v in candidates if _matches(match, name, v, build)), None)
         if version is not None:
             chosen.add((version, build))
-    if known:
-        chosen |= {(v, "h0") for v in known}
     return chosen or {("1.0.0", "h0")}
 
 
