@@ -65,7 +65,7 @@ def test_it_checks_each_recipe_and_files_one_issue_per_recipe(workflow):
 
 def test_a_new_recipe_with_an_upstream_artifact_gets_a_job_and_one_without_does_not(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    (repo / "recipes" / "torchvision").mkdir()
+    (repo / "recipes" / "torchvision").mkdir(exist_ok=True)  # the draft recipe may be there
     (repo / "recipes" / "torchvision" / "recipe.yaml").write_text(textwrap.dedent(TORCHVISION))
     plain = textwrap.dedent(TORCHVISION).split("extra:")[0].replace("torchvision-demo", "plain-demo")
     (repo / "recipes" / "plain").mkdir()

@@ -478,4 +478,7 @@ def test_a_ctrl_c_at_any_moment_of_start_up_is_never_a_traceback(
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
     assert "Traceback" not in err, err
-    assert (run.returncode == 130 and "error: interrupted" in err) or run.returncode == 0, err
+    # 130 from our handler; -SIGINT when the interrupt lands in Python's own shutdown after
+    # our line was printed; 0 when the command finished first.
+    interrupted = run.returncode in (130, -signal.SIGINT) and "error: interrupted" in err
+    assert interrupted or run.returncode == 0, err

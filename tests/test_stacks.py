@@ -34,6 +34,15 @@ MIXED = [
 ]
 
 
+# vLLM 0.33.0 pins torchvision ==0.29.0, and no CUDA 12 build of it exists (conda-forge's and
+# PyPI's are CUDA 13 builds, as the fixture's are): until the channel builds torchvision (the
+# draft recipe in recipes/torchvision/), the current stack cannot install and the solver falls
+# back to the seed stack. strict: these start failing the day the recipe lands.
+NO_CUDA12_TORCHVISION = pytest.mark.xfail(
+    strict=True, reason="torchvision 0.29.0 has no CUDA 12 build yet: recipes/torchvision is a draft"
+)
+
+
 @pytest.fixture(scope="module")
 def planned() -> dict[str, dict[str, Any]]:
     return planned_repodata(make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built")))
@@ -55,6 +64,7 @@ def _stack_of(solution, build_prefix: str) -> dict[str, str]:
     return found
 
 
+@NO_CUDA12_TORCHVISION
 @pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("cuda", sorted(DRIVERS))
 def test_vllm_pascal_installs_the_current_stack(ours: str, cuda: str, priority: str) -> None:
@@ -79,6 +89,7 @@ def test_pytorch_2_9_1_from_this_channel_brings_the_seed_triton(ours: str, pytho
     assert _stack_of(solution, "cuda129") == SEED
 
 
+@NO_CUDA12_TORCHVISION
 @pytest.mark.parametrize("python", ["3.11", "3.12", "3.13", "3.14"])
 def test_every_python_of_the_current_stack_solves(ours: str, python: str) -> None:
     solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python)
@@ -117,3 +128,9 @@ def test_twin_without_the_pins_a_mixed_set_installs(
     loose = str(write_channel(_without_version_pins(planned), tmp_path))
     solution = solve(specs, [loose, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
     assert solution.get("pytorch") is not None
+
+
+def test_today_the_current_stack_stops_at_torchvision(ours: str) -> None:
+    """What a user gets now, named: the solver's reason is the CUDA 13-only torchvision."""
+    with pytest.raises(SolveError, match=r"torchvision ==0\.29\.0"):
+        solve(["vllm-pascal 0.33.*"], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
