@@ -55,6 +55,9 @@ from pascal_forge.vllm_checks import (
     run_triton_probe,
 )
 
+# Every check here imports vLLM or its build tools from the vllm-checks extra.
+pytestmark = pytest.mark.vllm_checks
+
 TRITON_ATTN = "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"
 # Compiled kernels kept between runs (CI keeps .cache/); the first run compiles everything.
 TRITON_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "triton-probe"
