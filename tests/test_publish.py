@@ -459,7 +459,9 @@ def test_a_ctrl_c_while_publish_starts_is_one_line(
     assert "interrupted" in err and "Traceback" not in err and SECRET not in err
 
 
-@pytest.mark.parametrize("after_seconds", [0.25, 0.5, 1.0])
+# Not earlier: on a loaded 2-core machine Python's own start-up, before any of our code runs,
+# can outlast a quarter second, and a Ctrl-C there is Python's traceback, not ours.
+@pytest.mark.parametrize("after_seconds", [0.5, 1.0, 1.5])
 def test_a_ctrl_c_at_any_moment_of_start_up_is_never_a_traceback(
     channel: Path, tmp_path: Path, after_seconds: float
 ) -> None:

@@ -46,10 +46,10 @@ from .solve import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    _log_progress_to_stderr()
     try:
+        # Parsing builds the whole parser, long enough for a Ctrl-C to land in it.
+        args = _parser().parse_args(argv)
+        _log_progress_to_stderr()
         return args.handler(args)
     except PascalForgeError as exc:
         _print_error(str(exc))
