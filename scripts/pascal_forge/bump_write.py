@@ -91,12 +91,24 @@ def _add_source_block(
     text: str, recipe: Recipe, report: BumpReport, fetchable: dict[str, str]
 ) -> tuple[str, list[str]]:
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if _version_line(report.old_version).match(line)), None)
-    if start is None:
+    starts = [i for i, line in enumerate(lines) if _version_line(report.old_version).match(line)]
+    if not starts:
         raise BumpError(
             f'{recipe.path}: no `- if: version == "{report.old_version}"` source block to copy for '
             f"{report.new_version}"
         )
+    # A recipe with staging outputs has one block per output (triton: LLVM, then triton);
+    # each is copied, the last first so that the earlier ones keep their line numbers.
+    unknown: list[str] = []
+    for start in reversed(starts):
+        lines, found = _copy_block(lines, start, recipe, report, fetchable)
+        unknown = found + unknown
+    return "".join(lines), unknown
+
+
+def _copy_block(
+    lines: list[str], start: int, recipe: Recipe, report: BumpReport, fetchable: dict[str, str]
+) -> tuple[list[str], list[str]]:
     end = _block(lines, start)
     old, new = report.old_version, report.new_version
     same_version = re.compile(rf"(?<![\d.]){re.escape(old)}(?!\d)")
@@ -131,7 +143,7 @@ def _add_source_block(
                 block[index] = line.replace(value, f"{PLACEHOLDER} sha256 of {url}")
                 unknown.append(f"sha256 of {url} ({_line_ref(recipe, end, index)})")
     lines[end:end] = block if lines[end - 1].endswith("\n") else ["\n", *block]
-    return "".join(lines), unknown
+    return lines, unknown
 
 
 def _line_ref(recipe: Recipe, end: int, index: int) -> str:
