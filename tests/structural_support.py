@@ -33,7 +33,7 @@ import yaml
 from rattler import BuildString, MatchSpec, PackageRecord, Version
 
 from pascal_forge.channel import index_channel
-from pascal_forge.plan import Plan, make_plan
+from pascal_forge.plan import Plan
 
 SUBDIR = "linux-64"
 
@@ -387,7 +387,3 @@ def _write_package(subdir: Path, record: dict[str, Any]) -> Path:
                 tar.add(path, arcname=str(path.relative_to(staging)))
     shutil.rmtree(staging)
     return archive
-
-
-def plans_for(recipes: Path, variant_config: Path, channel: Path) -> Plan:
-    return make_plan(recipes, variant_config, channel)
