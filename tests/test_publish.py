@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -459,15 +460,36 @@ def test_a_ctrl_c_while_publish_starts_is_one_line(
     assert "interrupted" in err and "Traceback" not in err and SECRET not in err
 
 
-# Not earlier: on a loaded 2-core machine Python's own start-up, before any of our code runs,
-# can outlast a quarter second, and a Ctrl-C there is Python's traceback, not ours.
-@pytest.mark.parametrize("after_seconds", [0.5, 1.0, 1.5])
+def _wait_until_python_handles_sigint(pid: int, timeout: float = 60.0) -> None:
+    """Until Python has installed its SIGINT handler: before that a Ctrl-C is SIG_DFL's silent death.
+
+    The kernel lists caught signals as a hex mask on /proc/PID/status's SigCgt line; SIGINT is bit 2.
+    Waiting on it, not on the clock, keeps a slow start-up on a loaded CI machine from looking like
+    our bug: CI saw returncode -2 and an empty stderr after a fixed half-second sleep.
+    """
+    deadline = time.monotonic() + timeout
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        try:
+            lines = status.read_text().splitlines()
+        except FileNotFoundError:
+            return  # it has already ended; the caller's communicate() tells how
+        for line in lines:
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)):
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never installed a SIGINT handler in {timeout:.0f} s")
+
+
+# The delays count from the moment Python's own handler is in place, not from the spawn. What
+# is left of Python's start-up after that (site, runpy, finding our package) takes milliseconds
+# and is out of reach; our try block covers everything from the import of the command line on.
+@pytest.mark.parametrize("after_seconds", [0.25, 0.75, 1.5])
 def test_a_ctrl_c_at_any_moment_of_start_up_is_never_a_traceback(
     channel: Path, tmp_path: Path, after_seconds: float
 ) -> None:
     # `python -m pascal_forge` is what the `pascal-forge` command runs: importing the command line
     # takes about half a second, and a Ctrl-C lands in it, in argument parsing or in the work.
-    # (Python's own first ~50 ms, before any of our code runs, are out of reach.)
     command = ["publish", "--channel", str(channel), "--to", str(tmp_path / "t")]
     run = subprocess.Popen(
         [sys.executable, "-m", "pascal_forge", *command],
@@ -476,11 +498,15 @@ def test_a_ctrl_c_at_any_moment_of_start_up_is_never_a_traceback(
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    _wait_until_python_handles_sigint(run.pid)
     time.sleep(after_seconds)
     run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
+    out, err = run.communicate(timeout=120)
     assert "Traceback" not in err, err
-    # 130 from our handler; -SIGINT when the interrupt lands in Python's own shutdown after
-    # our line was printed; 0 when the command finished first.
+    # 130 from our handlers, or -SIGINT when the interrupt lands in Python's own shutdown after
+    # our line was printed. A command that got to its summary may also end by -SIGINT: Python
+    # restores SIG_DFL as it shuts down, and CI's loaded runners hit that moment.
     interrupted = run.returncode in (130, -signal.SIGINT) and "error: interrupted" in err
-    assert interrupted or run.returncode == 0, err
+    summary = re.search(r"uploaded \d+ package\(s\)", out)
+    finished = summary is not None and run.returncode in (0, -signal.SIGINT)
+    assert interrupted or finished, (run.returncode, out, err)
