@@ -307,6 +307,38 @@ def test_without_stubs_the_kernel_module_does_not_import(fake_tree: Path) -> Non
         vllm_import.import_kernels(fake_tree, ["fakevllm_gpu_harness.kernel"])
 
 
+def _plugin_tree(root: Path) -> Path:
+    """A module that, like vLLM 0.33.0's kv_cache_interface, asks a config module for a handler."""
+    package = root / "fakevllm_gpu_harness"
+    package.mkdir(exist_ok=True)
+    (package / "quant.py").write_text(
+        "def is_quantized(dtype):\n"
+        "    from fakevllm_gpu_harness.cfg import get_handler\n"
+        "    return get_handler(dtype) is not None\n"
+    )
+    return root
+
+
+def test_stub_answers_as_the_real_module_without_plugins(fake_tree: Path, monkeypatch) -> None:
+    answers = {"get_handler": lambda name: None}
+    monkeypatch.setitem(vllm_import.STUB_ATTRIBUTES, "fakevllm_gpu_harness.cfg", answers)
+    quant = vllm_import.import_kernels(
+        _plugin_tree(fake_tree), ["fakevllm_gpu_harness.quant"], ["fakevllm_gpu_harness.cfg"]
+    )["fakevllm_gpu_harness.quant"]
+    assert quant.is_quantized("auto") is False
+    # vLLM 0.33.0's real registry of KV cache dtype handlers is empty without plugins.
+    assert vllm_import.STUB_ATTRIBUTES["vllm.config.cache"]["get_kv_cache_dtype_handler"]("auto") is None
+    assert "vllm.config" in vllm_import.FUSED_MOE_STUBS_0_33
+
+
+def test_bare_stub_makes_auto_look_quantized(fake_tree: Path) -> None:
+    """Twin: a stand-in answer is not None, which made reshape_and_cache view an fp16 cache as fp8."""
+    quant = vllm_import.import_kernels(
+        _plugin_tree(fake_tree), ["fakevllm_gpu_harness.quant"], ["fakevllm_gpu_harness.cfg"]
+    )["fakevllm_gpu_harness.quant"]
+    assert quant.is_quantized("auto") is True
+
+
 # --------------------------------------------------------------------------- carried files
 
 
@@ -320,6 +352,17 @@ def test_triton_series_is_the_recipes_patch_list() -> None:
     )
     files = prepare_gpu_carry._changed_package_files(series, dict(target.path_map))
     assert "backends/nvidia/compiler.py" in files and "language/semantic.py" in files
+
+
+def test_each_carried_vllm_tree_has_its_series() -> None:
+    import prepare_gpu_carry
+
+    assert prepare_gpu_carry.VLLM_VERSIONS == ("0.14.0", "0.33.0")
+    for version in prepare_gpu_carry.VLLM_VERSIONS:
+        series = prepare_gpu_carry.vllm_series(version=version)
+        assert series and all(p.parent.name == version for p in series), version
+        # The fp32 tiles the seed run measured as too big for 48 KB are part of both series.
+        assert "0015-fp32-attention-tiles-for-pascal.patch" in {p.name for p in series}, version
 
 
 @pytest.mark.slow
@@ -339,3 +382,45 @@ def test_wrong_tiles_edit_the_patched_tree(upstream_cache: Path, tmp_path: Path)
     # Twin: the stock file lacks the Pascal branch the grid edit targets.
     with pytest.raises(SystemExit, match="grid-drops-query-tail"):
         prepare_gpu_carry.wrong_tile_variants(text.replace("triton.cdiv(max_input_len", "cdiv(max_input_len"))
+
+
+_KV_QUANT_PROBE = """
+import sys
+from pathlib import Path
+import vllm_import
+tree = Path(sys.argv[1])
+vllm_import.ensure_dist_info(tree)
+vllm_import.pascal_platform(tree)
+stubs = vllm_import.FUSED_MOE_STUBS_0_33
+if sys.argv[2] == "bare":
+    vllm_import.STUB_ATTRIBUTES.clear()
+m = vllm_import.import_kernels(tree, ["vllm.v1.kv_cache_interface"], stubs)["vllm.v1.kv_cache_interface"]
+print(m.is_quantized_kv_cache("auto"), m.is_quantized_kv_cache("fp8"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stub", "expected"), [("answered", "False True"), ("bare", "True True")])
+def test_current_release_sees_auto_kv_cache_as_unquantized(
+    upstream_cache: Path, tmp_path: Path, stub: str, expected: str
+) -> None:
+    """vLLM 0.33.0's own is_quantized_kv_cache under the harness's stubs; twin: the bare stub."""
+    import subprocess
+
+    import prepare_gpu_carry
+
+    from pascal_forge.vllm_checks import patched_upstream
+
+    vllm = prepare_gpu_carry.Recipe("vllm", REPO / "recipes" / "vllm")
+    tree = patched_upstream(
+        vllm, prepare_gpu_carry.VARIANT_CONFIG, tmp_path, upstream_cache, prepare_gpu_carry.CURRENT_VLLM
+    )
+    path = f"{REPO / 'scripts' / 'gpu'}:{REPO / 'scripts'}"
+    result = subprocess.run(
+        [sys.executable, "-c", _KV_QUANT_PROBE, str(tree), stub],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip().splitlines()[-1:] == [expected], result.stderr[-3000:]

@@ -195,21 +195,29 @@ def test_triton_kernels_compile_and_fit_pascal(
     assert len({(r.case, r.capability) for r in results}) == 2 * len({r.case for r in results})
 
 
+# Twins: cases whose released tiles ask more than Pascal's 48 KB per block on sm_61.
+STOCK_OVERFLOWS = {
+    # 128x64 tiles: 98,304 B.
+    "prefix_prefill h128": "prefix_prefill h128",
+    # Gemma3's 32-key tiles in float32 at head 256: 51,200 B (patch 0015 puts Pascal's rule first).
+    "gemma3 fp32": "unified_attn prefill h256 gemma3 sw1024 fp32",
+}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("only", STOCK_OVERFLOWS.values(), ids=STOCK_OVERFLOWS.keys())
 def test_stock_triton_kernels_overflow_pascal_shared_memory(
     vllm_release: VllmRelease,
     stock_vllm: Path,
     patched_triton: tuple[Path, Path],
     vllm_deps: Path | None,
+    only: str,
 ) -> None:
-    """Twin: the released prefix prefill needs more than Pascal's 48 KB per block (98,304 B)."""
     triton_dir, ptxas = patched_triton
-    results = run_triton_probe(
-        triton_dir, ptxas, stock_vllm, 61, vllm_release.version, vllm_deps, only="prefix_prefill h128"
-    )
+    results = run_triton_probe(triton_dir, ptxas, stock_vllm, 61, vllm_release.version, vllm_deps, only=only)
     print(format_kernel_table(results))
-    prefix = [r for r in results if r.case.startswith("prefix_prefill h128")]
-    assert prefix and all(r.ok and r.shared > PASCAL_SHARED_MEMORY_BYTES for r in prefix)
+    attention = [r for r in results if r.case.startswith(only) and r.kernel != "reduce_segments"]
+    assert attention and all(r.ok and r.shared > PASCAL_SHARED_MEMORY_BYTES for r in attention)
 
 
 # --------------------------------------------------------------------------- CUDA sources
@@ -362,8 +370,8 @@ def test_stock_moe_wna16_does_not_compile_for_pascal(
 
 
 # Packages the 0.33.0 series drops from the requirements (import names), and
-# model_hosting_container_standards, which conda-forge lacks. apache-tvm-ffi is not among
-# them: xgrammar, which vLLM needs, requires it.
+# model_hosting_container_standards, which conda-forge lacks; mcp 2.x (patch 0023) is not on
+# conda-forge either. apache-tvm-ffi is not among them: xgrammar, which vLLM needs, requires it.
 DROPPED_IMPORTS = (
     "flashinfer",
     "tilelang",
@@ -376,6 +384,7 @@ DROPPED_IMPORTS = (
     "fastsafetensors",
     "instanttensor",
     "model_hosting_container_standards",
+    "mcp",
 )
 
 

@@ -2,11 +2,12 @@
 
     python scripts/gpu/prepare_gpu_carry.py DEST
 
-DEST then holds (about 16 MiB, within the 64 MiB a GPU call carries):
+DEST then holds (about 25 MiB, within the 64 MiB a GPU call carries):
 - triton-overlay/: the files our triton 3.6.0 series changes, patched, with the released
   wheel's sha256 of each (the GPU machine has its own triton 3.6.0 and no GNU patch);
-- vllm-0.14.0-pascal.tgz / vllm-0.14.0-stock.tgz: the Python files of the 0.14.0 sdist with
-  and without our vLLM series; vllm-0.33.0.tgz: the current release's, as released;
+- vllm-0.14.0-pascal.tgz / vllm-0.14.0-stock.tgz, vllm-0.33.0-pascal.tgz / vllm-0.33.0-stock.tgz:
+  the Python files of the seed's and the current release's sdist with and without our series
+  for that version (recipes/vllm/patches/<version>/, as the recipe lists it);
 - wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
   (the twin that the error bound must catch);
 - scripts/: this folder and pascal_forge's errors module, which the harness imports.
@@ -29,16 +30,10 @@ from pascal_form import write_overlay  # noqa: E402
 
 from pascal_forge.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
 from pascal_forge.recipes import Recipe  # noqa: E402
-from pascal_forge.sources import UpstreamArtifact  # noqa: E402
 from pascal_forge.vllm_checks import patched_upstream  # noqa: E402
 
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 PREFIX_PREFILL = "vllm/v1/attention/ops/prefix_prefill.py"
-VLLM_CURRENT = UpstreamArtifact(
-    project="vllm",
-    filename="vllm-0.33.0.tar.gz",
-    sha256="f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112",
-)
 # Deliberately wrong Pascal tile plans for prefix_prefill, each a (name, old, new) edit of the
 # patched file: the grid drops the last partial query tile; the ALiBi kernel's context loop
 # drops the last partial key tile (a BLOCK_N that skips the tail).
@@ -55,11 +50,12 @@ WRONG_TILES = (
     ),
 )
 
-# Candidate Pascal tiles for float32, which the patched tree lacks (measured on the GPU:
-# prefix_prefill h128 fp32 asks 57,344 B, unified attention prefill h256 fp32 81,920 B).
-# The seed stack's releases: the device's own triton is 3.6.0.
+# The seed stack's releases: the device's own triton is 3.6.0. The current stack's vLLM runs
+# on that triton too: its triton 3.8.0 wheel (248 MB) does not fit a GPU call's 64 MiB.
 SEED_TRITON = "3.6.0"
 SEED_VLLM = "0.14.0"
+CURRENT_VLLM = "0.33.0"
+VLLM_VERSIONS = (SEED_VLLM, CURRENT_VLLM)
 
 
 def triton_series(repo: Path = REPO) -> list[Path]:
@@ -68,8 +64,8 @@ def triton_series(repo: Path = REPO) -> list[Path]:
     return recipe_patch_series(Recipe("triton", repo / "recipes" / "triton"), VARIANT_CONFIG, SEED_TRITON)
 
 
-def vllm_series(repo: Path = REPO) -> list[Path]:
-    return recipe_patch_series(Recipe("vllm", repo / "recipes" / "vllm"), VARIANT_CONFIG, SEED_VLLM)
+def vllm_series(repo: Path = REPO, version: str = SEED_VLLM) -> list[Path]:
+    return recipe_patch_series(Recipe("vllm", repo / "recipes" / "vllm"), VARIANT_CONFIG, version)
 
 
 def _changed_package_files(series: list[Path], path_map: dict[str, str]) -> list[str]:
@@ -119,16 +115,17 @@ def main(destination: Path) -> int:
         print(f"triton overlay: {files}")
 
         vllm = Recipe("vllm", REPO / "recipes" / "vllm")
-        vllm_target = patch_check_target(vllm, SEED_VLLM)
-        assert vllm_target is not None
-        pascal_tree = patched_upstream(vllm, VARIANT_CONFIG, scratch_dir / "vllm-pascal", None, SEED_VLLM)
-        stock_tree = unpack_artifact(vllm_target, scratch_dir / "vllm-stock")
-        _python_tarball(pascal_tree, destination / "vllm-0.14.0-pascal.tgz")
-        _python_tarball(stock_tree, destination / "vllm-0.14.0-stock.tgz")
-        current = unpack_artifact(
-            type(vllm_target)(artifact=VLLM_CURRENT, strip_prefix="vllm-0.33.0"), scratch_dir / "vllm-current"
-        )
-        _python_tarball(current, destination / "vllm-0.33.0.tgz")
+        trees = {}
+        for version in VLLM_VERSIONS:
+            vllm_target = patch_check_target(vllm, version)
+            assert vllm_target is not None
+            trees[version] = patched_upstream(
+                vllm, VARIANT_CONFIG, scratch_dir / f"vllm-{version}-pascal", None, version
+            )
+            stock_tree = unpack_artifact(vllm_target, scratch_dir / f"vllm-{version}-stock")
+            _python_tarball(trees[version], destination / f"vllm-{version}-pascal.tgz")
+            _python_tarball(stock_tree, destination / f"vllm-{version}-stock.tgz")
+        pascal_tree = trees[SEED_VLLM]
 
         wrong = destination / "wrong-tiles"
         shutil.rmtree(wrong, ignore_errors=True)

@@ -22,7 +22,7 @@ import sys; from pathlib import Path
 from pascal_form import overlay_patched_triton
 print('patched triton files:', overlay_patched_triton(Path('$STOCK_TRITON'), Path('$CARRY/triton-overlay'), Path('$WORK/patched')))
 " || exit 1
-for tree in 0.14.0-pascal 0.14.0-stock 0.33.0; do
+for tree in 0.14.0-pascal 0.14.0-stock 0.33.0-pascal 0.33.0-stock; do
   mkdir -p "$WORK/vllm-$tree" && tar xzf "$CARRY/vllm-$tree.tgz" -C "$WORK/vllm-$tree"
 done
 for wrong in "$CARRY"/wrong-tiles/*.py; do
@@ -55,9 +55,13 @@ run() {
 P="$WORK/patched"
 run seed-0.14.0 "$P" --vllm "$WORK/vllm-0.14.0-pascal"
 run inductor "$P" --suite inductor
-# 0.33.0 has no Pascal tiles; its prefix_prefill tiles at head size 256 take minutes to compile
-# for sm_61 (seen: the run was cut at 420 s before reaching them), so those cases are left out.
-run current-0.33.0 "$P" --vllm "$WORK/vllm-0.33.0" --moe-stubs 0.33 \
+# The current release with our 0.33.0 series, every case of the seed. Its triton is the
+# device's 3.6.0 with our 3.6.0 series: a triton 3.8.0 wheel does not fit the 64 MiB upload.
+run current-0.33.0-pascal "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33
+# Its twin, 0.33.0 as released (no Pascal tiles): its prefix_prefill tiles at head size 256 take
+# minutes to compile for sm_61 (seen: the run was cut at 420 s before reaching them), so those
+# cases are left out.
+run current-0.33.0 "$P" --vllm "$WORK/vllm-0.33.0-stock" --moe-stubs 0.33 \
   --skip "prefix_prefill h256,prefix_prefill alibi h256"
 # Head size 128 only: the stock tiles at 256 take minutes to compile for sm_61.
 run twin-stock-tiles "$P" --vllm "$WORK/vllm-0.14.0-stock" --only "prefix_prefill h128,prefix_prefill alibi h128"

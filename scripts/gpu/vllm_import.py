@@ -50,6 +50,16 @@ FUSED_MOE_STUBS_0_33 = (
 )
 
 
+# Names a stub answers as the real module does on a plain install, where a stand-in would
+# change what the kernels compute: vLLM 0.33.0's kv_cache_interface asks vllm.config.cache for a
+# plugin's KV cache dtype handler (none is registered without plugins), and a stand-in answer
+# made "auto" look quantized, so reshape_and_cache viewed an fp16 cache as fp8e4nv, which sm_61
+# cannot compile.
+STUB_ATTRIBUTES: dict[str, dict[str, Any]] = {
+    "vllm.config.cache": {"get_kv_cache_dtype_handler": lambda name: None},
+}
+
+
 class _AnythingMeta(type):
     """A name that can be used as a decorator, base class, call or attribute chain."""
 
@@ -102,6 +112,7 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.used.append(spec.name)
         module = StubModule(spec.name)
         module.__path__ = []
+        module.__dict__.update(STUB_ATTRIBUTES.get(spec.name, {}))
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:

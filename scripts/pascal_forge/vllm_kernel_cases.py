@@ -24,9 +24,11 @@ def _newer_arguments(launcher: Callable, **arguments: object) -> dict[str, objec
     return {name: value for name, value in arguments.items() if name in parameters}
 
 
-def _paged_kv(num_blocks: int, num_kv_heads: int, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _paged_kv(
+    num_blocks: int, num_kv_heads: int, head_size: int, dtype: torch.dtype = FP16
+) -> tuple[torch.Tensor, torch.Tensor]:
     # TRITON_ATTN's layout: (num_blocks, 2, block_size, num_kv_heads, head_size), unbound on dim 1.
-    cache = torch.zeros(num_blocks, 2, BLOCK_SIZE, num_kv_heads, head_size, dtype=FP16)
+    cache = torch.zeros(num_blocks, 2, BLOCK_SIZE, num_kv_heads, head_size, dtype=dtype)
     return cache.unbind(1)
 
 
@@ -38,14 +40,15 @@ def _unified_attention(
     query_lens: list[int],
     context: int,
     window: int = -1,
+    dtype: torch.dtype = FP16,
 ) -> None:
     from vllm.v1.attention.backends.triton_attn import MIN_LAUNCH_GRID_SIZE_2D, NUM_PAR_SOFTMAX_SEGMENTS
     from vllm.v1.attention.ops.triton_unified_attention import unified_attention
 
     num_seqs = len(query_lens)
     blocks_per_seq = context // BLOCK_SIZE
-    key_cache, value_cache = _paged_kv(num_seqs * blocks_per_seq, num_kv_heads, head_size)
-    q = torch.zeros(sum(query_lens), num_heads, head_size, dtype=FP16)
+    key_cache, value_cache = _paged_kv(num_seqs * blocks_per_seq, num_kv_heads, head_size, dtype)
+    q = torch.zeros(sum(query_lens), num_heads, head_size, dtype=dtype)
     cu_seqlens_q = torch.tensor([0, *torch.tensor(query_lens).cumsum(0).tolist()], dtype=torch.int32)
     seqused_k = torch.full((num_seqs,), context, dtype=torch.int32)
     block_table = torch.arange(num_seqs * blocks_per_seq, dtype=torch.int32).reshape(num_seqs, -1)
@@ -75,6 +78,19 @@ def _unified_attention(
         softmax_segm_output=torch.empty(threshold, num_heads, segments, head_padded, dtype=torch.float32),
         softmax_segm_max=torch.empty(threshold, num_heads, segments, dtype=torch.float32),
         softmax_segm_expsum=torch.empty(threshold, num_heads, segments, dtype=torch.float32),
+    )
+
+
+def _gemma3_fp32(head_size: int, num_heads: int, num_kv_heads: int, query_lens: list[int]) -> None:
+    """Gemma3's signature (sliding window 1024, head 128 or 256) in float32."""
+    _unified_attention(
+        head_size=head_size,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        query_lens=query_lens,
+        context=8192,
+        window=1024,
+        dtype=torch.float32,
     )
 
 
@@ -256,6 +272,11 @@ CASES: dict[str, Callable[[], None]] = {
     "unified_attn decode-3d h256 gemma3 sw1024": lambda: _unified_attention(
         head_size=256, num_heads=8, num_kv_heads=4, query_lens=[1] * 4, context=LONG_CONTEXT, window=1024
     ),
+    # --dtype float32, which a P40 (1/64-rate fp16) may prefer: the tile rules see 4-byte elements,
+    # and Gemma3's own rule asks 32-key tiles.
+    "unified_attn prefill h256 gemma3 sw1024 fp32": lambda: _gemma3_fp32(256, 8, 4, [2048]),
+    "unified_attn decode-3d h256 gemma3 sw1024 fp32": lambda: _gemma3_fp32(256, 8, 4, [1] * 4),
+    "unified_attn prefill h128 gemma3-27b sw1024 fp32": lambda: _gemma3_fp32(128, 32, 16, [2048]),
     "unified_attn prefill gqa32 h128": lambda: _unified_attention(
         head_size=128, num_heads=64, num_kv_heads=2, query_lens=[1024], context=LONG_CONTEXT
     ),
