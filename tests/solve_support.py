@@ -127,38 +127,53 @@ LEAVES = {
     # conda-forge built 0.1.23 and 0.1.32, never the 0.1.29 vLLM 0.14.0 pins.
     "xgrammar": "0.1.32",
 }
+# vLLM 0.33.0's run pins at conda-forge's real versions: the newest build that the feedstock's
+# newest stored commit (2026-12-02) shows, or, where a pin asks for an older one, the build of it
+# in the feedstock's history. "index" means a newer commit of the feedstock held by the search
+# index than its stored snapshot; "vllm-feedstock" means conda-forge's vllm 0.26.0 (0f0bf0b),
+# whose CI solved that exact pin, needs it. docs/current-stack-research.md has the whole table.
 NEWER_LEAVES = {
-    "aiohttp": "3.14.4",
-    "certifi": "2026.10.19",
-    "compressed-tensors": "0.17.0",
-    "fastapi": "0.136.0",
-    "filelock": "3.20.3",
-    "huggingface_hub": "1.31.0",
-    "jsonschema": "4.23.0",
-    "llguidance": "1.7.0",
-    "mcp": "2.2.0",
-    "mistral-common": "1.11.6",
-    "multidict": "6.9.1",
-    "numba": "0.65.0",
-    "nvtx": "0.2.15",
-    "openai": "2.25.0",
-    "opencv": "4.13.0",
-    "opentelemetry-api": "1.27.0",
-    "opentelemetry-exporter-otlp": "1.27.0",
-    "opentelemetry-sdk": "1.27.0",
-    "opentelemetry-semantic-conventions-ai": "0.4.1",
-    "orjson": "3.11.6",
-    "oss-harmony": "0.0.11",
-    "outlines-core": "0.2.14",
-    "pillow": "13.0.0",
-    "prometheus-fastapi-instrumentator": "8.0.0",
-    "protobuf": "6.33.5",
-    "requests": "2.33.0",
-    "safetensors": "0.6.2",
-    "starlette": "1.0.1",
-    "tokenizers": "0.23.2",
-    "transformers": "5.16.1",
-    "xgrammar": "0.2.8",
+    "aiohttp": "3.14.4",  # aiohttp-feedstock 3166995 (index)
+    "certifi": "2026.2.25",  # certifi-feedstock c0e425a
+    "compressed-tensors": "0.17.0",  # vllm-feedstock 0f0bf0b pins ==0.17.0 (0.19.0: index 1f1302a)
+    "fastapi": "0.136.3",  # fastapi-feedstock 6bcb90a (newest 0.138.2, 7421350)
+    "filelock": "3.32.3",  # filelock-feedstock be329a0
+    "huggingface_hub": "1.31.0",  # transformers 5.18.0 (index 09510b2) runs on >=1.31.0
+    "jsonschema": "4.26.0",  # jsonschema-feedstock 534ba78
+    "llguidance": "1.7.5",  # llguidance-feedstock f45e891
+    "mcp": "1.28.1",  # mcp-feedstock e957ad0
+    "mistral-common": "1.11.7",  # mistral-common-feedstock ea7c37c
+    "multidict": "6.7.1",  # multidict-feedstock 55762c2
+    "numba": "0.65.0",  # numba-feedstock 0cfe8ff (newest 0.65.1, 286a0d5)
+    "nvtx": "0.2.15",  # nvtx-feedstock ba3d041
+    "openai": "2.53.0",  # openai-feedstock 768a8ae
+    "opencv": "4.13.0",  # opencv-feedstock 4.x branch (main builds 5.0.0, 1827a2e)
+    "opentelemetry-api": "1.41.1",  # opentelemetry-api-feedstock b2c5529
+    "opentelemetry-exporter-otlp": "1.44.0",  # opentelemetry-exporter-otlp-feedstock 2352e96
+    "opentelemetry-sdk": "1.44.0",  # opentelemetry-sdk-feedstock a936177
+    "opentelemetry-semantic-conventions-ai": "0.5.1",  # its feedstock e8c44a6
+    "orjson": "3.12.0",  # orjson-feedstock 6dbbc3b
+    "outlines-core": "0.2.14",  # outlines-core-feedstock 1a3f09b
+    "pillow": "12.3.0",  # pillow-feedstock 0d69e2d (index)
+    "prometheus-fastapi-instrumentator": "8.0.2",  # its feedstock 1761380
+    "protobuf": "6.33.5",  # protobuf-feedstock v6.33.x f1926f1 (main builds 7.35.1, 02391eb)
+    "requests": "2.33.1",  # requests-feedstock 4608c28
+    "safetensors": "0.7.0",  # safetensors-feedstock 3b837e7
+    "starlette": "1.3.0",  # starlette-feedstock 3460b2c
+    "tokenizers": "0.23.1",  # tokenizers-feedstock 4f21125
+    "transformers": "5.18.0",  # transformers-feedstock 09510b2 (index; snapshot 5.15.1, 6672ff1)
+    "xgrammar": "0.2.2",  # xgrammar-feedstock 64e5bab
+}
+# vLLM 0.33.0's pins that conda-forge has no build of (recipe pin -> the pin as released), which
+# patches 0020-0022 of its series bring down to conda-forge's builds and names (the
+# tests in test_stacks.py and test_structural.py solve both).
+RELEASED_0_33_0_PINS = {
+    "xgrammar >=0.2.2,<0.3": "xgrammar ==0.2.8",
+    "pillow >=12.3.0": "pillow >=13.0.0",
+    "tokenizers >=0.23.1": "tokenizers >=0.23.2",
+    "multidict >=6.7.1": "multidict >=6.9.1",
+    "certifi >=2026.2.25": "certifi >=2026.10.19",
+    "openai-harmony >=0.0.8": "oss-harmony >=0.0.11",
 }
 # What conda-forge's vllm 0.14.0 would need beyond pytorch and its kin.
 STOCK_VLLM_LEAVES = ("aiohttp", "numba", "transformers", "xgrammar", "numpy", "regex")

@@ -40,10 +40,22 @@ SUBDIR = "linux-64"
 # Versions conda-forge is known to have, and versions it is known never to have built. A stub
 # channel that offered every pinned version would hide exactly the failure a first build meets.
 CONDA_FORGE_VERSIONS = {
-    # conda-forge built xgrammar 0.1.23 and 0.1.32, never 0.1.29 (vllm-feedstock pins >=0.1.32).
-    "xgrammar": ("0.1.23", "0.1.32"),
+    # conda-forge built xgrammar 0.1.23 and 0.1.32, never 0.1.29 (vllm-feedstock pins >=0.1.32);
+    # 0.2.2 is its newest (xgrammar-feedstock 64e5bab).
+    "xgrammar": ("0.1.23", "0.1.32", "0.2.2"),
 }
 NEVER_BUILT = {"xgrammar": ("0.1.29",)}
+# The newest build conda-forge has of names vLLM 0.33.0 pins above it, read from the newest
+# stored commit of each feedstock on 2026-12-02 (docs/current-stack-research.md has the table):
+# no stub version above these exists, so a floor beyond conda-forge fails here as it would there.
+CONDA_FORGE_NEWEST = {
+    "certifi": "2026.2.25",  # certifi-feedstock c0e425a
+    "mcp": "1.28.1",  # mcp-feedstock e957ad0
+    "multidict": "6.7.1",  # multidict-feedstock 55762c2
+    "pillow": "12.3.0",  # pillow-feedstock 0d69e2d
+    "tokenizers": "0.23.1",  # tokenizers-feedstock 4f21125
+    "xgrammar": "0.2.2",  # xgrammar-feedstock 64e5bab
+}
 
 # Python as conda-forge ships it: the full version, and the build string tag the matrix selects.
 PYTHONS = {
@@ -212,14 +224,20 @@ def script_runs(log: Path) -> list[tuple[str, ...]]:
 
 
 def rendered_specs(plan: Plan) -> dict[str, set[str]]:
-    """Every requirement spec of every planned output, by package name (our own names left out)."""
-    ours = {b.output.name for b in plan.builds}
+    """Every requirement spec of every planned output that none of our own builds satisfies, by
+    package name: a name we build is stubbed only for a version or build we do not make."""
+    ours: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for b in plan.builds:
+        ours[b.output.name].append((b.output.version, b.output.build_string))
     specs: dict[str, set[str]] = defaultdict(set)
     for build in plan.builds:
         recipe = build.output.rendered.recipe.to_dict()
         for spec in _all_specs(recipe):
             name = spec.split()[0]
-            if name not in ours and not name.startswith("__"):
+            if name.startswith("__"):
+                continue
+            match = MatchSpec(spec)
+            if not any(_matches(match, name, version, string) for version, string in ours.get(name, ())):
                 specs[name].add(spec)
     return specs
 
@@ -296,11 +314,16 @@ def _versions_for(name: str, specs: set[str]) -> set[tuple[str, str]]:
     for text in specs:
         match = MatchSpec(text)
         build = _build_for(str(match.build) if match.build else "")
-        candidates = [v for v in (*known, *_candidate_versions(text)) if v not in never]
+        candidates = [v for v in (*known, *_candidate_versions(text)) if v not in never and _built(name, v)]
         version = next((v for v in candidates if _matches(match, name, v, build)), None)
         if version is not None:
             chosen.add((version, build))
     return chosen or {("1.0.0", "h0")}
+
+
+def _built(name: str, version: str) -> bool:
+    newest = CONDA_FORGE_NEWEST.get(name)
+    return newest is None or Version(version) <= Version(newest)
 
 
 def _candidate_versions(spec: str) -> list[str]:

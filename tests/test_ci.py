@@ -154,7 +154,7 @@ def test_workflow_jobs_and_matrix_match_the_plan(rendered, forge):
         "pytorch",
         "vllm",
     ]
-    assert workflow["jobs"]["vllm"]["needs"] == ["triton", "pytorch"]
+    assert workflow["jobs"]["vllm"]["needs"] == ["triton", "pytorch", "torchaudio", "torchvision"]
 
 
 def test_a_workflow_out_of_plan_order_is_caught(rendered, forge):
@@ -171,8 +171,8 @@ def test_a_workflow_out_of_plan_order_is_caught(rendered, forge):
     download["with"]["pattern"] = "channel-vllm-*"
     workflow["jobs"] = {"pytorch": jobs.pop("pytorch"), **jobs}
     problems = "\n".join(workflow_problems(workflow, rendered.configs, forge.upload_on_branch))
-    assert "build jobs are ['pytorch', 'triton', 'vllm']" in problems
-    assert "job vllm does not wait for ['pytorch']" in problems
+    assert "build jobs are ['pytorch', 'triton', 'torchaudio', 'torchvision', 'vllm']" in problems
+    assert "job vllm does not wait for ['pytorch', 'torchaudio', 'torchvision']" in problems
     assert "job pytorch builds configs ['linux_64_cuda_compiler_version12.6vllm_version0.14.0'," in problems
     assert "the test job covers" in problems
     assert "publish runs under 'always()'" in problems
@@ -381,7 +381,7 @@ def test_every_action_is_pinned_to_a_commit_from_the_one_pin_table():
 
 def test_build_scripts_ci_scripts_and_workflow_steps_pass_shellcheck():
     scripts = {str(p.relative_to(REPO)): p.read_text() for p in BUILD_SCRIPTS + CI_SCRIPTS}
-    # triton, pytorch, vllm, and the drafted torchvision and torchaudio recipes.
+    # triton, pytorch, vllm, torchvision and torchaudio.
     assert len(BUILD_SCRIPTS) == 5
     for workflow in WORKFLOWS:
         scripts.update(run_blocks(load_workflow(workflow), workflow.name))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rattler_build import Stage0Recipe, VariantConfig
 
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.cli import main
@@ -19,11 +20,17 @@ from pascal_forge.variants import load_variant_config
 CUDA_VERSIONS = {"12.6", "12.9"}
 # Each stack's releases and Pythons (the seed stack, then the current one).
 STACKS = {
-    "seed": ({"triton": "3.6.0", "pytorch": "2.9.1", "vllm": "0.14.0"}, {"3.10", "3.11", "3.12", "3.13"}),
-    "current": ({"triton": "3.8.0", "pytorch": "2.14.0", "vllm": "0.33.0"}, {"3.11", "3.12", "3.13", "3.14"}),
+    "seed": (
+        dict(triton="3.6.0", pytorch="2.9.1", torchvision="0.24.1", torchaudio="2.9.1", vllm="0.14.0"),
+        {"3.10", "3.11", "3.12", "3.13"},
+    ),
+    "current": (
+        dict(triton="3.8.0", pytorch="2.14.0", torchvision="0.29.0", torchaudio="2.11.0", vllm="0.33.0"),
+        {"3.11", "3.12", "3.13", "3.14"},
+    ),
 }
 VERSION_OF = {"libtorch": "pytorch", "pytorch-gpu": "pytorch", "vllm": "vllm", "vllm-pascal": "vllm"}
-PYTHON_OUTPUTS = {"triton", "pytorch"}
+PYTHON_OUTPUTS = {"triton", "pytorch", "torchvision", "torchaudio"}
 # vllm is one abi3 package per CUDA version (its _C.abi3.so serves every Python of its stack).
 CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm", "vllm-pascal"}
 
@@ -35,7 +42,7 @@ def plan(tmp_path_factory):
 
 def test_every_recipe_renders_for_every_variant(plan):
     by_recipe = {b.output.recipe for b in plan.builds}
-    assert by_recipe == {"triton", "pytorch", "vllm"}
+    assert by_recipe == {"triton", "pytorch", "vllm", "torchvision", "torchaudio"}
     assert {b.output.name for b in plan.builds} == PYTHON_OUTPUTS | CUDA_ONLY_OUTPUTS
 
 
@@ -50,6 +57,43 @@ def test_python_outputs_cover_each_stack_times_two_cuda_times_its_pythons(plan, 
         for cuda, python in product(CUDA_VERSIONS, pythons)
     ]
     assert sorted(combos) == sorted(expected)
+
+
+def _write_skip_recipe(directory: Path) -> Path:
+    recipe = directory / "skipper"
+    recipe.mkdir(parents=True)
+    (recipe / "recipe.yaml").write_text(
+        "context:\n  version: ${{ pytorch_version }}\n"
+        "package: {name: skipper, version: '${{ version }}'}\n"
+        'build:\n  skip:\n    - not linux64\n    - version == "2.9.1"\n'
+        "requirements:\n  host:\n    - python\n"
+    )
+    return directory
+
+
+def test_a_skip_condition_drops_its_variants_from_the_plan(tmp_path):
+    plan = make_plan(_write_skip_recipe(tmp_path / "recipes"), VARIANT_CONFIG, tmp_path / "channel")
+    assert {(b.output.version, b.output.python) for b in plan.builds} == {
+        ("2.14.0", python) for python in STACKS["current"][1]
+    }
+
+
+def test_twin_without_the_condition_every_variant_is_planned(tmp_path):
+    recipes = _write_skip_recipe(tmp_path / "recipes")
+    recipe = recipes / "skipper" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace('    - version == "2.9.1"\n', ""))
+    plan = make_plan(recipes, VARIANT_CONFIG, tmp_path / "channel")
+    assert {b.output.version for b in plan.builds} == {"2.9.1", "2.14.0"}
+
+
+def test_rattler_builds_own_render_keeps_a_skipped_variant(tmp_path):
+    """Why pascal-forge evaluates `skip:` itself: py-rattler-build's render returns the variant
+    (and its run_build builds it). The day this fails, render.py can leave skipping to it."""
+    (tmp_path / "recipe.yaml").write_text(
+        "package: {name: skipped, version: '1.0'}\nbuild:\n  skip:\n    - true\n"
+    )
+    variants = Stage0Recipe.from_file(tmp_path / "recipe.yaml").render(VariantConfig())
+    assert len(variants) == 1
 
 
 @pytest.mark.parametrize("name", sorted(CUDA_ONLY_OUTPUTS))
@@ -88,8 +132,8 @@ def test_every_build_comes_after_what_it_needs(plan):
 
 @pytest.mark.parametrize("stack", sorted(STACKS))
 def test_needs_follow_the_variant(plan, stack):
-    """vllm for CUDA 12.9 needs its own stack's triton and pytorch for 12.9, for each of the
-    stack's Pythons, and nothing of the other stack or CUDA version."""
+    """vllm for CUDA 12.9 needs its own stack's triton, pytorch, torchvision and torchaudio for
+    12.9, for each of the stack's Pythons, and nothing of the other stack or CUDA version."""
     versions, pythons = STACKS[stack]
     vllm = next(
         b
@@ -98,7 +142,9 @@ def test_needs_follow_the_variant(plan, stack):
     )
     needed = [plan.builds[i].output for i in vllm.needs]
     assert {(o.name, o.version, o.cuda, o.python) for o in needed} == {
-        (name, versions[name], "12.9", python) for name in ("triton", "pytorch") for python in pythons
+        (name, versions[name], "12.9", python)
+        for name in ("triton", "pytorch", "torchvision", "torchaudio")
+        for python in pythons
     }
 
 
@@ -245,7 +291,8 @@ def test_cli_prints_table_and_json(capsys, monkeypatch, tmp_path):
     assert "vllm-pascal" in table and "cuda129_pascal_py312_h" in table
     assert main(["plan", "--json", *args]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert len(records) == 48
+    # 48 packages of triton, pytorch and vllm, 32 of torchvision and torchaudio.
+    assert len(records) == 80
     assert {"order", "name", "version", "build", "cuda", "python", "in_channel"} <= records[0].keys()
 
 
@@ -264,6 +311,9 @@ def test_plan_counts_each_expensive_build(plan):
         ("triton", 2): {"12.6": 2, "12.9": 2},
         ("pytorch", 4): {"12.6": 2, "12.9": 2},
         ("vllm", 4): {"12.6": 2, "12.9": 2},
+        # Once per Python, as conda-forge builds them.
+        ("torchvision", 16): {"12.6": 8, "12.9": 8},
+        ("torchaudio", 16): {"12.6": 8, "12.9": 8},
     }
 
 

@@ -159,8 +159,42 @@ def test_stock_pytorch_moves_to_ours_in_one_solve(
     _assert_all_ours(solution, "cuda129")
     before = {r.name.normalized: str(r.build) for r in stock_env}
     assert before["pytorch"].startswith("cuda129_generic_")
-    # torchvision stays: conda-forge's build takes any CUDA pytorch 2.9.
-    assert solution.get("torchvision").build == before["torchvision"]
+    # torchvision moves too: vllm pins ours, and our pytorch refuses conda-forge's.
+    assert solution.get("torchvision").build.startswith("cuda129_pascal_"), before["torchvision"]
+
+
+@pytest.mark.parametrize("priority", ["strict", "flexible"])
+def test_asking_for_our_pytorch_moves_an_installed_stock_torchvision_to_ours(
+    ours: str, stock_env: list[RepoDataRecord], priority: str
+) -> None:
+    solution = solve(
+        ["pytorch ==2.9.1 cuda129_pascal_*", "torchvision"],
+        [ours, str(UPSTREAM)],
+        System(cuda="12.9", cuda_arch=PASCAL),
+        priority=priority,
+        installed=stock_env,
+        python="3.12",
+    )
+    assert solution.get("torchvision").build.startswith("cuda129_pascal_"), solution.get("torchvision")
+
+
+def test_twin_without_pytorchs_torchvision_constraint_the_stock_torchvision_stays(
+    planned: dict[str, dict[str, Any]], stock_env: list[RepoDataRecord], tmp_path: Path
+) -> None:
+    loose = copy.deepcopy(planned)
+    for content in loose.values():
+        for record in content["packages.conda"].values():
+            record["constrains"] = [c for c in record["constrains"] if not c.startswith("torchvision ")]
+    solution = solve(
+        ["pytorch ==2.9.1 cuda129_pascal_*", "torchvision"],
+        [str(write_channel(loose, tmp_path)), str(UPSTREAM)],
+        System(cuda="12.9", cuda_arch=PASCAL),
+        priority="flexible",
+        installed=stock_env,
+        python="3.12",
+    )
+    stock = {r.name.normalized: str(r.build) for r in stock_env}["torchvision"]
+    assert solution.get("torchvision").build == stock
 
 
 def test_cli_changes_a_stock_environment_in_one_transaction(

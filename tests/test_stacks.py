@@ -14,14 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from solve_support import UPSTREAM
+from solve_support import RELEASED_0_33_0_PINS, UPSTREAM
 
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.plan import make_plan
 from pascal_forge.solve import SolveError, System, planned_repodata, solve, write_channel
 
-SEED = {"vllm": "0.14.0", "pytorch": "2.9.1", "libtorch": "2.9.1", "triton": "3.6.0"}
-CURRENT = {"vllm": "0.33.0", "pytorch": "2.14.0", "libtorch": "2.14.0", "triton": "3.8.0"}
+SEED = {
+    "vllm": "0.14.0",
+    "pytorch": "2.9.1",
+    "libtorch": "2.9.1",
+    "triton": "3.6.0",
+    "torchvision": "0.24.1",
+    "torchaudio": "2.9.1",
+}
+CURRENT = {
+    "vllm": "0.33.0",
+    "pytorch": "2.14.0",
+    "libtorch": "2.14.0",
+    "triton": "3.8.0",
+    "torchvision": "0.29.0",
+    "torchaudio": "2.11.0",
+}
 PRIORITIES = ("strict", "flexible")
 # A driver that reports CUDA 13.0 (R580, Pascal's last) must still get the CUDA 12.9 builds.
 DRIVERS = {"12.6": "cuda126", "12.9": "cuda129", "13.0": "cuda129"}
@@ -31,16 +45,9 @@ MIXED = [
     ["vllm ==0.14.0", "pytorch ==2.14.0"],
     ["vllm ==0.33.0", "pytorch ==2.9.1"],
     ["vllm-pascal ==0.14.0", "triton ==3.8.0"],
+    ["vllm ==0.33.0", "torchvision ==0.24.1"],
+    ["pytorch ==2.14.0", "torchaudio ==2.9.1"],
 ]
-
-
-# vLLM 0.33.0 pins torchvision ==0.29.0, and no CUDA 12 build of it exists (conda-forge's and
-# PyPI's are CUDA 13 builds, as the fixture's are): until the channel builds torchvision (the
-# draft recipe in recipes/torchvision/), the current stack cannot install and the solver falls
-# back to the seed stack. strict: these start failing the day the recipe lands.
-NO_CUDA12_TORCHVISION = pytest.mark.xfail(
-    strict=True, reason="torchvision 0.29.0 has no CUDA 12 build yet: recipes/torchvision is a draft"
-)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,6 @@ def _stack_of(solution, build_prefix: str) -> dict[str, str]:
     return found
 
 
-@NO_CUDA12_TORCHVISION
 @pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("cuda", sorted(DRIVERS))
 def test_vllm_pascal_installs_the_current_stack(ours: str, cuda: str, priority: str) -> None:
@@ -89,7 +95,6 @@ def test_pytorch_2_9_1_from_this_channel_brings_the_seed_triton(ours: str, pytho
     assert _stack_of(solution, "cuda129") == SEED
 
 
-@NO_CUDA12_TORCHVISION
 @pytest.mark.parametrize("python", ["3.11", "3.12", "3.13", "3.14"])
 def test_every_python_of_the_current_stack_solves(ours: str, python: str) -> None:
     solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python)
@@ -130,7 +135,60 @@ def test_twin_without_the_pins_a_mixed_set_installs(
     assert solution.get("pytorch") is not None
 
 
-def test_today_the_current_stack_stops_at_torchvision(ours: str) -> None:
-    """What a user gets now, named: the solver's reason is the CUDA 13-only torchvision."""
+def _without(repodata: dict[str, dict[str, Any]], names: set[str]) -> dict[str, dict[str, Any]]:
+    kept = copy.deepcopy(repodata)
+    for content in kept.values():
+        content["packages.conda"] = {
+            f: r for f, r in content["packages.conda"].items() if r["name"] not in names
+        }
+    return kept
+
+
+def test_twin_without_our_torchvision_the_current_stack_stops_at_it(
+    planned: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Before recipes/torchvision, the solver's reason was the CUDA 13-only torchvision 0.29.0
+    (conda-forge's newest is 0.28.0, PyPI's are CUDA 13 builds, as the fixture's are)."""
+    channel = str(write_channel(_without(planned, {"torchvision", "torchaudio"}), tmp_path))
     with pytest.raises(SolveError, match=r"torchvision ==0\.29\.0"):
-        solve(["vllm-pascal 0.33.*"], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+        solve(["vllm-pascal 0.33.*"], [channel, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_a_user_asking_for_torchvision_gets_ours(ours: str, priority: str) -> None:
+    """conda-forge's torchvision 0.24.1 takes any CUDA pytorch 2.9: our pytorch keeps it out."""
+    solution = solve(
+        ["pytorch ==2.9.1", "torchvision"], [ours, str(UPSTREAM)], System(cuda="12.9"), priority=priority
+    )
+    assert solution.get("torchvision").ours, solution.get("torchvision")
+
+
+def _current_vllm_with(
+    repodata: dict[str, dict[str, Any]], replace: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Our records with the pins in `replace` swapped in vLLM 0.33.0's run list."""
+    changed = copy.deepcopy(repodata)
+    for content in changed.values():
+        for record in content["packages.conda"].values():
+            if record["name"] == "vllm" and record["version"] == "0.33.0":
+                assert set(replace) <= set(record["depends"]), set(replace) - set(record["depends"])
+                record["depends"] = [replace.get(d, d) for d in record["depends"]]
+    return changed
+
+
+def test_current_vllm_run_pins_solve_on_conda_forge_records(ours: str) -> None:
+    """Every run pin of vLLM 0.33.0 is met by conda-forge's real versions or by our own builds."""
+    solution = solve(["vllm ==0.33.0"], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+    assert solution.get("vllm").version == "0.33.0"
+    assert solution.get("xgrammar").version == "0.2.2"
+    assert solution.get("openai-harmony").version == "0.0.8"
+
+
+@pytest.mark.parametrize("pin", RELEASED_0_33_0_PINS)
+def test_twin_a_pin_as_vllm_releases_it_does_not_solve(
+    planned: dict[str, dict[str, Any]], tmp_path: Path, pin: str
+) -> None:
+    released = RELEASED_0_33_0_PINS[pin]
+    channel = str(write_channel(_current_vllm_with(planned, {pin: released}), tmp_path))
+    with pytest.raises(SolveError, match=released.split()[0]):
+        solve(["vllm ==0.33.0"], [channel, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from build_support import install_from
 from rattler_build import ToolConfiguration
+from solve_support import RELEASED_0_33_0_PINS
 from structural_support import SUBDIR, script_runs, structural_recipes, stub_channel
 
 from conftest import RECIPES, VARIANT_CONFIG
@@ -31,12 +32,16 @@ STACKS = {
         "vllm": "0.14.0",
         "pytorch": "2.9.1",
         "triton": "3.6.0",
+        "torchvision": "0.24.1",
+        "torchaudio": "2.9.1",
         "pythons": ("3.10", "3.11", "3.12", "3.13"),
     },
     "current": {
         "vllm": "0.33.0",
         "pytorch": "2.14.0",
         "triton": "3.8.0",
+        "torchvision": "0.29.0",
+        "torchaudio": "2.11.0",
         "pythons": ("3.11", "3.12", "3.13", "3.14"),
     },
 }
@@ -114,11 +119,20 @@ def test_pins_tie_each_stack_together(structural: Structural) -> None:
             assert len(pytorches) == len(stack["pythons"])
             for pytorch in pytorches:
                 assert f"triton =={stack['triton']} {mark}*" in pytorch["depends"]
+            for name in ("torchvision", "torchaudio"):
+                builds = [
+                    r for r in _by_name(records, name) if r["version"] == stack[name] and mark in r["build"]
+                ]
+                assert len(builds) == len(stack["pythons"]), name
+                for build in builds:
+                    assert f"pytorch =={stack['pytorch']} {mark}*" in build["depends"], build
             (vllm,) = [
                 r for r in _by_name(records, "vllm") if r["version"] == stack["vllm"] and mark in r["build"]
             ]
             assert f"pytorch =={stack['pytorch']} {mark}*" in vllm["depends"]
             assert f"triton =={stack['triton']} {mark}*" in vllm["depends"]
+            assert f"torchvision =={stack['torchvision']} {mark}*" in vllm["depends"]
+            assert f"torchaudio =={stack['torchaudio']} {mark}*" in vllm["depends"]
             (meta,) = [
                 r
                 for r in _by_name(records, "vllm-pascal")
@@ -151,12 +165,15 @@ def test_vllm_pascal_solves_for_every_python_of_its_stack(
         solution = solve(
             [spec], [str(structural.channel), str(structural.stub)], System(cuda=cuda), python=python
         )
-        got = {name: solution.get(name) for name in ("vllm", "pytorch", "triton", "libtorch")}
+        names = ("vllm", "pytorch", "triton", "libtorch", "torchvision", "torchaudio")
+        got = {name: solution.get(name) for name in names}
         assert {name: r.version for name, r in got.items()} == {
             "vllm": versions["vllm"],
             "pytorch": versions["pytorch"],
             "triton": versions["triton"],
             "libtorch": versions["pytorch"],
+            "torchvision": versions["torchvision"],
+            "torchaudio": versions["torchaudio"],
         }
         assert all(
             r.ours and r.build.startswith(f"cuda{cuda.replace('.', '')}_pascal_") for r in got.values()
@@ -176,7 +193,7 @@ def test_vllm_pascal_installs(structural: Structural, stack: str, tmp_path: Path
     )
     assert installed["vllm"].startswith("cuda12")
     sp = next((tmp_path / "env" / "lib").glob("python3.*/site-packages"))
-    for module in ("vllm", "torch", "triton"):
+    for module in ("vllm", "torch", "triton", "torchvision", "torchaudio"):
         assert (sp / module / "__init__.py").is_file(), module
 
 
@@ -241,6 +258,22 @@ def test_twin_xgrammar_0_1_29_is_not_in_a_conda_forge_shaped_channel(structural:
     with pytest.raises(SolveError):
         solve(["xgrammar ==0.1.29"], [str(structural.stub)], System(cuda="12.9"), python="3.12")
     assert solve(["xgrammar >=0.1.32,<1.0.0"], [str(structural.stub)], System(cuda="12.9"), python="3.12")
+
+
+def test_vllm_0_33_0_pins_are_what_conda_forge_builds(structural: Structural) -> None:
+    ours = next(b for b in structural.plan.builds if b.output.name == "vllm" and b.output.version == "0.33.0")
+    run = set(ours.output.rendered.recipe.to_dict()["requirements"]["run"])
+    for pin in RELEASED_0_33_0_PINS:
+        assert pin in run, pin
+        assert solve([pin], [str(structural.stub)], System(cuda="12.9"), python="3.12"), pin
+
+
+@pytest.mark.parametrize("pin", RELEASED_0_33_0_PINS)
+def test_twin_vllm_0_33_0_released_pins_do_not_solve(structural: Structural, pin: str) -> None:
+    """The pins as vLLM 0.33.0 ships them: above conda-forge's newest builds, or (oss-harmony)
+    a name it does not have."""
+    with pytest.raises(SolveError):
+        solve([RELEASED_0_33_0_PINS[pin]], [str(structural.stub)], System(cuda="12.9"), python="3.12")
 
 
 def test_structural_recipes_keep_every_requirement(tmp_path: Path) -> None:

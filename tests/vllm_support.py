@@ -103,13 +103,17 @@ def vllm_deps(vllm_release: VllmRelease, patched_vllm: Path) -> Path | None:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def cuda12() -> Path:
+def setup_cuda12() -> Path:
     """A CUDA 12 toolkit prefix that targets sm_60/sm_61 (set up once, then reused)."""
     result = subprocess.run(["bash", str(SETUP_CUDA12)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         pytest.fail(f"scripts/setup-cuda12.sh failed:\n{result.stderr[-3000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def cuda12() -> Path:
+    return setup_cuda12()
 
 
 @pytest.fixture(scope="session")

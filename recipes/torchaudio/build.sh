@@ -13,5 +13,8 @@ export BUILD_SOX=0
 export USE_FFMPEG=0
 export BUILD_RNNT=0
 export MAX_JOBS="${CPU_COUNT:-2}"
+# The CUDA CTC decoder uses FLT_MAX without including <cfloat>, which the CUDA 12.6+ headers
+# no longer bring in (conda-forge's feedstock patches the kernel file for the same error).
+export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} -include cfloat"
 
 "${PYTHON}" -m pip install . --no-deps --no-build-isolation -vv

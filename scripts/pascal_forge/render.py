@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, VariantConfig
+import yaml
+from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, Stage0Recipe, VariantConfig
 
 from .errors import RecipeError
 from .recipes import Recipe, check_patch_list, parse_recipe
@@ -61,10 +63,19 @@ def render_recipe(
     except Exception as exc:  # Jinja and selector errors come back as rattler-build errors
         raise RecipeError(f"{recipe.path}: cannot be rendered: {' '.join(str(exc).split())}") from exc
 
+    raw = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
+    skipped = {
+        name: _skipped_variants(recipe, raw.get("context") or {}, conditions, variant_config, config)
+        for name, conditions in _skip_conditions(raw).items()
+        if conditions
+    }
     outputs: dict[tuple[str, str], RenderedOutput] = {}
     listed_patches: set[str] = set()
     for variant in variants:
         stage1 = variant.recipe
+        values = {k: str(v) for k, v in variant.variant.items()}
+        if any(skip.items() <= values.items() for skip in skipped.get(stage1.package.name, ())):
+            continue
         data = stage1.to_dict()
         patches = _patches(data)
         listed_patches.update(patches)
@@ -84,6 +95,60 @@ def render_recipe(
         outputs.setdefault((output.name, output.build_string), output)
     check_patch_list(recipe, listed_patches, {o.version for o in outputs.values()})
     return list(outputs.values())
+
+
+def _skip_conditions(raw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Each output's `build: skip:` conditions, the recipe-level ones included, by package name.
+
+    py-rattler-build's render and run_build ignore `skip` (the rattler-build CLI honours it),
+    so a skipped variant would be planned and built; pascal-forge drops it itself.
+    """
+    shared = _conditions(raw.get("build"))
+    outputs = raw.get("outputs") or [raw]
+    return {
+        str((output.get("package") or {}).get("name")): shared + _conditions(output.get("build"))
+        for output in outputs
+    }
+
+
+def _conditions(build: Any) -> tuple[str, ...]:
+    skip = (build or {}).get("skip") if isinstance(build, dict) else None
+    if skip is None:
+        return ()
+    return tuple(str(c) for c in (skip if isinstance(skip, list) else [skip]))
+
+
+def _skipped_variants(
+    recipe: Recipe,
+    context: dict[str, Any],
+    conditions: tuple[str, ...],
+    variant_config: VariantConfig,
+    config: RenderConfig,
+) -> list[dict[str, str]]:
+    """The variants (by the keys the conditions use) for which a condition holds, evaluated by
+    rattler-build's own Jinja: a probe recipe with the recipe's context carries the verdict in
+    its build string, rendered once over the whole variant configuration."""
+    verdict = " or ".join(f"({c})" for c in conditions)
+    probe = {
+        "context": context,
+        "package": {"name": "skip-probe", "version": "0"},
+        "build": {"string": "${{ 'skip' if " + verdict + " else 'keep' }}"},
+    }
+    try:
+        # from_dict writes the recipe it is given into recipe_dir: a scratch folder, never the
+        # recipe's own.
+        with tempfile.TemporaryDirectory(prefix="pascal-forge-skip-") as scratch:
+            rendered = Stage0Recipe.from_dict(probe, recipe_dir=scratch).render(variant_config, config)
+    except Exception as exc:
+        raise RecipeError(
+            f"{recipe.path}: `skip:` conditions {list(conditions)} cannot be evaluated: "
+            f"{' '.join(str(exc).split())}"
+        ) from exc
+    return [
+        {k: str(v) for k, v in probe_variant.variant.items()}
+        for probe_variant in rendered
+        if str(probe_variant.recipe.build.string) == "skip"
+    ]
 
 
 def _inherited_staging(stage1: dict[str, Any]) -> str | None:
