@@ -50,6 +50,16 @@ def test_attention_cases_cover_the_issue() -> None:
     assert all(set(c.query_lens) == {1} for c in cases if c.use_3d)
 
 
+def test_gemma3_cases_reach_past_their_window() -> None:
+    """Gemma3's tile rule (window 1024 at head 128/256) meets patch 0015's fp32 rule; a window the
+    contexts never reach would mask nothing."""
+    cases = vc.gemma3_cases()
+    assert {(c.head_size, c.dtype) for c in cases} >= {(256, torch.float32), (128, torch.float32)}
+    for case in cases:
+        assert case.window == 1024 and max(case.seq_lens) > case.window, case.name
+    assert {c.name for c in cases} <= {c.name for c in vc.attention_cases()}
+
+
 def test_prefix_cases_sit_around_the_tiles() -> None:
     cases = vc.prefix_cases({128: 64, 256: 16}, 32, {128: 32, 256: 16})
     h128 = [c for c in cases if c.head_size == 128 and not c.alibi and c.dtype == torch.float16]

@@ -137,6 +137,45 @@ def attention_cases() -> list[AttentionCase]:
         for mode in ("prefill", "decode-3d"):
             cases.append(_attention(f"h{h} fp32", mode, head_size=h, dtype=torch.float32))
     cases.append(_attention("bs32 fp32", "mixed", block_size=32, dtype=torch.float32))
+    cases.extend(gemma3_cases())
+    return cases
+
+
+# Gemma3's signature, a sliding window of 1024 at head size 128 or 256, takes vLLM's own tile
+# rule (32 keys); patch 0015 puts Pascal's fp32 rule ahead of it. The contexts run past the
+# window, so the mask cuts keys.
+GEMMA3_WINDOW = 1024
+GEMMA3_MODES = {
+    "prefill": ((37, 64), (0, 1200), False),
+    "decode-3d": ((1, 1, 1), (1500, 200, 1100), True),
+}
+
+
+def gemma3_cases() -> list[AttentionCase]:
+    shapes = [(256, "prefill", torch.float16), (256, "decode-3d", torch.float16)]
+    shapes += [
+        (256, "prefill", torch.float32),
+        (256, "decode-3d", torch.float32),
+        (128, "prefill", torch.float32),
+    ]
+    cases = []
+    for head_size, mode, dtype in shapes:
+        query_lens, context_lens, use_3d = GEMMA3_MODES[mode]
+        suffix = " fp32" if dtype == torch.float32 else ""
+        cases.append(
+            AttentionCase(
+                name=f"unified {mode} h{head_size} gemma3 sw{GEMMA3_WINDOW}{suffix}",
+                head_size=head_size,
+                num_kv_heads=2,
+                gqa=4,
+                block_size=16,
+                query_lens=query_lens,
+                context_lens=context_lens,
+                dtype=dtype,
+                window=GEMMA3_WINDOW,
+                use_3d=use_3d,
+            )
+        )
     return cases
 
 
