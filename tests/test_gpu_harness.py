@@ -178,6 +178,81 @@ def test_merge_reference_is_attention_over_both_key_sets() -> None:
     assert not torch.allclose(wrong, full, atol=1e-3)
 
 
+def _gdn_sequence(tokens: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    q = vc.l2_normalized(torch.randn(tokens, 2, 16, generator=gen))
+    k = vc.l2_normalized(torch.randn(tokens, 2, 16, generator=gen))
+    v = torch.randn(tokens, 4, 16, generator=gen)
+    g = torch.nn.functional.logsigmoid(torch.randn(tokens, 4, generator=gen))
+    beta = torch.sigmoid(torch.randn(tokens, 4, generator=gen))
+    state = torch.randn(4, 16, 16, generator=gen) / 10
+    return q, k, v, g, beta, state
+
+
+def test_gated_delta_rule_reference_writes_the_value_along_its_key() -> None:
+    """beta 1, no decay, an empty state: S = v k^T, so reading with q = k returns v."""
+    k = torch.zeros(1, 1, 8)
+    k[0, 0, 3] = 1.0
+    v = torch.arange(8.0).reshape(1, 1, 8)
+    out, state = vc.gated_delta_rule_reference(
+        k, k, v, torch.zeros(1, 1), torch.ones(1, 1), 1.0, torch.zeros(1, 8, 8)
+    )
+    assert torch.equal(out[0, 0], v[0, 0]) and torch.equal(state[0, :, 3], v[0, 0])
+
+
+def test_gated_delta_rule_reference_carries_its_state_across_a_split() -> None:
+    """What a chunk boundary or a decode step must preserve: two halves equal the whole."""
+    q, k, v, g, beta, state = _gdn_sequence(10)
+    whole, end = vc.gated_delta_rule_reference(q, k, v, g, beta, 0.25, state)
+    first, middle = vc.gated_delta_rule_reference(q[:4], k[:4], v[:4], g[:4], beta[:4], 0.25, state)
+    second, end2 = vc.gated_delta_rule_reference(q[4:], k[4:], v[4:], g[4:], beta[4:], 0.25, middle)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    torch.testing.assert_close(end2, end)
+
+
+def test_the_gateless_twin_reference_differs_by_more_than_the_bound() -> None:
+    q, k, v, g, beta, state = _gdn_sequence(64)
+    right, _ = vc.gated_delta_rule_reference(q, k, v, g, beta, 0.25, state)
+    wrong, _ = vc.gated_delta_rule_reference(q, k, v, g, beta, 0.25, state, gate=False)
+    assert (right - wrong).abs().max() > 10 * vc.GDN_BOUND["chunk"]
+
+
+def test_value_heads_read_their_key_head_in_groups() -> None:
+    """Value heads 0 and 1 read key head 0, 2 and 3 key head 1 (i_hv // (HV // H) in FLA)."""
+    q, k, v, g, beta, state = _gdn_sequence(3)
+    out, _ = vc.gated_delta_rule_reference(q, k, v, g, beta, 0.25, state)
+    alone, _ = vc.gated_delta_rule_reference(
+        q[:, 1:], k[:, 1:], v[:, 2:], g[:, 2:], beta[:, 2:], 0.25, state[2:]
+    )
+    torch.testing.assert_close(out[:, 2:], alone)
+
+
+def test_gdn_gates_and_mixed_qkv_split() -> None:
+    g, beta = vc.gdn_gating_reference(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.zeros(3))
+    assert torch.allclose(g, torch.full((2, 3), -math.log(2.0))) and torch.allclose(
+        beta, torch.full((2, 3), 0.5)
+    )
+    mixed = torch.arange(2 * (2 * 2 * 4 + 3 * 4), dtype=torch.float32).reshape(2, -1)
+    q, k, v = vc.split_mixed_qkv(mixed, 2, 3, 4)
+    assert q.shape == k.shape == (2, 2, 4) and v.shape == (2, 3, 4)
+    assert q[0, 1, 0] == 4 and k[0, 0, 0] == 8 and v[0, 0, 0] == 16
+
+
+def test_gated_rmsnorm_reference_normalizes_then_gates() -> None:
+    x = torch.tensor([[3.0, 4.0]])
+    out = vc.gated_rmsnorm_reference(x, torch.ones(2), torch.full((1, 2), 50.0), eps=0.0)
+    # rms(3, 4) = sqrt(12.5); silu(50) = 50 to float32 precision.
+    torch.testing.assert_close(out, x / math.sqrt(12.5) * 50)
+
+
+def test_gdn_cases_sit_around_the_chunk() -> None:
+    cases = {c.kind: c for c in vc.gdn_cases()}
+    assert set(cases) == set(vc.GDN_BOUND)
+    varlen = next(c for c in vc.gdn_cases() if "varlen" in c.name)
+    assert {vc.GDN_CHUNK - 1, vc.GDN_CHUNK, vc.GDN_CHUNK + 1} <= set(varlen.seq_lens)
+    assert any(c.k_heads == 16 and c.v_heads == 32 and c.head_dim == 128 for c in vc.gdn_cases())
+
+
 # --------------------------------------------------------------------------- inputs
 
 

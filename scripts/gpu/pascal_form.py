@@ -131,6 +131,37 @@ def pascal_form(capability: int = PASCAL_CAPABILITY) -> Iterator[LaunchLog]:
         JITFunction.run = saved_run
 
 
+@contextmanager
+def p40_device_queries(
+    name: str = "Tesla P40", capability: tuple[int, int] = (6, 1), shared: int = PASCAL_SHARED_MEMORY_BYTES
+) -> Iterator[None]:
+    """torch and triton describe the GPU as a P40 while this is in place.
+
+    Kernels that tune themselves to the GPU read it: FLA's ops pick their block lists at import
+    from torch's device name and capability and triton's max_shared_mem; and triton refuses to
+    load a kernel that asks more shared memory than max_shared_mem (OutOfResources), as a P40
+    does, so an autotuner drops those configs instead of keeping one the H200 allows.
+    """
+    import torch
+    import triton
+
+    utils = triton.runtime.driver.active.utils
+    saved_name, saved_capability = torch.cuda.get_device_name, torch.cuda.get_device_capability
+    saved_properties = utils.get_device_properties
+
+    def properties(device: int) -> dict:
+        return {**saved_properties(device), "max_shared_mem": shared}
+
+    torch.cuda.get_device_name = lambda device=None: name
+    torch.cuda.get_device_capability = lambda device=None: capability
+    utils.get_device_properties = properties
+    try:
+        yield
+    finally:
+        torch.cuda.get_device_name, torch.cuda.get_device_capability = saved_name, saved_capability
+        utils.get_device_properties = saved_properties
+
+
 # --------------------------------------------------------------------------- patched triton
 
 OVERLAY_MANIFEST = "overlay.json"

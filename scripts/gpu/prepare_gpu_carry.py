@@ -10,6 +10,8 @@ DEST then holds (about 25 MiB, within the 64 MiB a GPU call carries):
   for that version (recipes/vllm/patches/<version>/, as the recipe lists it);
 - wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
   (the twin that the error bound must catch);
+- pydeps/: einops, unpacked from its PyPI wheel: vLLM 0.33.0's FLA ops import it, and the GPU
+  machine's environment lacks it;
 - scripts/: this folder and pascal_forge's errors module, which the harness imports.
 """
 
@@ -19,6 +21,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parents[1]
@@ -30,10 +33,17 @@ from pascal_form import write_overlay  # noqa: E402
 
 from pascal_forge.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
 from pascal_forge.recipes import Recipe  # noqa: E402
+from pascal_forge.sources import UpstreamArtifact, fetch  # noqa: E402
 from pascal_forge.vllm_checks import patched_upstream  # noqa: E402
 
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 PREFIX_PREFILL = "vllm/v1/attention/ops/prefix_prefill.py"
+# Pure Python; vllm/third_party/flash_linear_attention/ops/layernorm_guard.py imports it.
+EINOPS = UpstreamArtifact(
+    project="einops",
+    filename="einops-0.8.2-py3-none-any.whl",
+    sha256="54058201ac7087911181bfec4af6091bb59380360f069276601256a76af08193",
+)
 # Deliberately wrong Pascal tile plans for prefix_prefill, each a (name, old, new) edit of the
 # patched file: the grid drops the last partial query tile; the ALiBi kernel's context loop
 # drops the last partial key tile (a BLOCK_N that skips the tail).
@@ -132,6 +142,11 @@ def main(destination: Path) -> int:
         wrong.mkdir()
         for name, text in wrong_tile_variants((pascal_tree / PREFIX_PREFILL).read_text()).items():
             (wrong / f"{name}.py").write_text(text)
+
+    pydeps = destination / "pydeps"
+    shutil.rmtree(pydeps, ignore_errors=True)
+    with zipfile.ZipFile(fetch(EINOPS)) as wheel:
+        wheel.extractall(pydeps)
 
     scripts = destination / "scripts"
     shutil.rmtree(scripts, ignore_errors=True)

@@ -36,7 +36,7 @@ run() {
   local name=$1 triton_dir=$2
   shift 2
   case " ${RUNS:-$name} " in *" $name "*) ;; *) return ;; esac
-  local path="$GPU:$CARRY/scripts"
+  local path="$GPU:$CARRY/scripts:$CARRY/pydeps"
   local ptxas="$STOCK_TRITON/backends/nvidia/bin/ptxas"
   if [ -n "$triton_dir" ]; then
     path="$triton_dir:$path"
@@ -69,6 +69,15 @@ for wrong in "$CARRY"/wrong-tiles/*.py; do
   name=$(basename "$wrong" .py)
   run "twin-wrong-$name" "$P" --vllm "$WORK/vllm-wrong-$name" --only prefix_prefill
 done
+# Qwen3.5's gated-delta-net kernels (FLA, 0.33.0 only; our series leaves them as released), with
+# torch and triton answering as a P40: FLA picks its block lists from those answers, and triton
+# refuses a kernel above 48 KB at load, so the autotuners keep only configs a P40 can run.
+run gdn-0.33.0-pascal "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33 --suite gdn
+# Its twins: a reference without the decay gate (the bound must catch it), and the H200's own
+# answers (what the autotuners keep when nothing stops them above 48 KB).
+run twin-gdn-reference-without-gate "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33 --suite gdn \
+  --only "gdn chunk,gdn packed decode" --reference-without-gate
+run twin-gdn-h200-answers "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33 --suite gdn --h200-answers
 run twin-stock-triton-inductor "" --suite inductor
 run twin-stock-triton-vllm "" --vllm "$WORK/vllm-0.14.0-pascal"
 wait

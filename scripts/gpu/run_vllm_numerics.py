@@ -3,13 +3,16 @@
 Usage on the GPU machine (the patched triton first on PYTHONPATH, see run_gpu_numerics.sh):
     python run_vllm_numerics.py --vllm TREE --stack NAME --report OUT.json [--suite ...]
 Suites: `vllm` (every case of vllm_cases against its float32 reference), `inductor` (a small
-transformer block through torch.compile vs eager). Each row has its max abs/rel error, the
+transformer block through torch.compile vs eager), `gdn` (vLLM 0.33.0's gated-delta-net kernels,
+with torch and triton answering as a P40). Each row has its max abs/rel error, the
 bound, the shared memory of every kernel the launch compiled and whether all fit 49,152 B.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import sys
 import time
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vllm_cases as vc
 import vllm_import
-from pascal_form import PASCAL_SHARED_MEMORY_BYTES, LaunchLog, pascal_form
+from pascal_form import PASCAL_SHARED_MEMORY_BYTES, LaunchLog, p40_device_queries, pascal_form
 
 DEVICE = "cuda"
 # The tiles patch 0005 picks on 6.x, by padded head size (fp16); the prefix cases sit around them.
@@ -273,6 +276,143 @@ SMALL_BOUNDS = {
 }
 
 
+def _gdn_inputs(case: vc.GdnCase, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """q, k [T, H, K], v [T, HV, V] in the case's dtype; g (log decay), beta [T, HV] in float32."""
+    total = sum(case.seq_lens)
+    q = torch.randn(total, case.k_heads, case.head_dim, generator=gen).to(case.dtype)
+    k = torch.randn(total, case.k_heads, case.head_dim, generator=gen).to(case.dtype)
+    v = torch.randn(total, case.v_heads, case.head_dim, generator=gen).to(case.dtype)
+    # exp(g) around 0.95: the state keeps a long memory, so a chunk boundary error would show.
+    g = torch.nn.functional.logsigmoid(torch.randn(total, case.v_heads, generator=gen) + 3)
+    beta = torch.sigmoid(torch.randn(total, case.v_heads, generator=gen))
+    return q, k, v, g, beta
+
+
+def run_gdn_chunk(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLA's chunked gated delta rule over a varlen batch, from random initial states."""
+    gen = _generator(case.name)
+    q, k, v, g, beta = _gdn_inputs(case, gen)
+    states = torch.randn(len(case.seq_lens), case.v_heads, case.head_dim, case.head_dim, generator=gen) / 10
+    bounds = [0, *torch.tensor(case.seq_lens).cumsum(0).tolist()]
+    scale = case.head_dim**-0.5
+    out, final = ops["chunk_gated_delta_rule"](
+        q=q[None].to(DEVICE),
+        k=k[None].to(DEVICE),
+        v=v[None].to(DEVICE),
+        g=g[None].to(DEVICE),
+        beta=beta[None].to(DEVICE),
+        scale=scale,
+        initial_state=states.to(DEVICE),
+        output_final_state=True,
+        cu_seqlens=torch.tensor(bounds, dtype=torch.int32, device=DEVICE),
+        use_qk_l2norm_in_kernel=True,
+    )
+    outputs, finals = [], []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        o, s = vc.gated_delta_rule_reference(
+            vc.l2_normalized(q[lo:hi].float()),
+            vc.l2_normalized(k[lo:hi].float()),
+            v[lo:hi],
+            g[lo:hi],
+            beta[lo:hi],
+            scale,
+            states[i],
+            gate=gate,
+        )
+        outputs.append(o)
+        finals.append(s)
+    result = torch.cat([out[0].float().flatten(), final.float().flatten()])
+    return result, torch.cat([torch.cat(outputs).flatten(), torch.stack(finals).flatten()])
+
+
+def run_gdn_packed_decode(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step of each sequence from the conv output, its state updated in place in a pool."""
+    gen = _generator(case.name)
+    batch, h, hv, d = len(case.seq_lens), case.k_heads, case.v_heads, case.head_dim
+    mixed = torch.randn(batch, 2 * h * d + hv * d, generator=gen).to(case.dtype)
+    a = torch.randn(batch, hv, generator=gen).to(case.dtype)
+    b = torch.randn(batch, hv, generator=gen).to(case.dtype)
+    a_log, dt_bias = torch.randn(hv, generator=gen) / 2, torch.randn(hv, generator=gen) / 2
+    # Slot 0 is vLLM's null block and slot 1 belongs to no sequence: neither may change.
+    pool = torch.randn(batch + 2, hv, d, d, generator=gen) / 10
+    slots = torch.arange(2, batch + 2, dtype=torch.int32)
+    pool_gpu = pool.clone().to(DEVICE)  # the kernel updates it in place; `pool` stays the input
+    out = torch.full((batch, 1, hv, d), float("nan"), dtype=case.dtype, device=DEVICE)
+    ops["fused_recurrent_gated_delta_rule_packed_decode"](
+        mixed_qkv=mixed.to(DEVICE),
+        a=a.to(DEVICE),
+        b=b.to(DEVICE),
+        A_log=a_log.to(DEVICE),
+        dt_bias=dt_bias.to(DEVICE),
+        scale=d**-0.5,
+        initial_state=pool_gpu,
+        out=out,
+        ssm_state_indices=slots.to(DEVICE),
+        use_qk_l2norm_in_kernel=True,
+    )
+    q, k, v = vc.split_mixed_qkv(mixed.float(), h, hv, d)
+    g, beta = vc.gdn_gating_reference(a, b, a_log, dt_bias)
+    expected, outputs = pool.clone(), []
+    for n, slot in enumerate(slots.tolist()):
+        o, s = vc.gated_delta_rule_reference(
+            vc.l2_normalized(q[n : n + 1]),
+            vc.l2_normalized(k[n : n + 1]),
+            v[n : n + 1],
+            g[n : n + 1],
+            beta[n : n + 1],
+            d**-0.5,
+            pool[slot],
+            gate=gate,
+        )
+        outputs.append(o)
+        expected[slot] = s
+    result = torch.cat([out.float().flatten(), pool_gpu.flatten()])
+    return result, torch.cat([torch.stack(outputs).flatten(), expected.flatten()])
+
+
+def run_gdn_post_conv(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prefill's split of the conv output into l2-normalized q, k, v, and its gates."""
+    gen = _generator(case.name)
+    length, h, hv, d = case.seq_lens[0], case.k_heads, case.v_heads, case.head_dim
+    conv = torch.randn(length, 2 * h * d + hv * d, generator=gen).to(case.dtype)
+    a = torch.randn(length, hv, generator=gen).to(case.dtype)
+    b = torch.randn(length, hv, generator=gen).to(case.dtype)
+    a_log, dt_bias = torch.randn(hv, generator=gen) / 2, torch.randn(hv, generator=gen) / 2
+    outputs = ops["fused_post_conv_prep"](
+        conv_output=conv.to(DEVICE),
+        a=a.to(DEVICE),
+        b=b.to(DEVICE),
+        A_log=a_log.to(DEVICE),
+        dt_bias=dt_bias.to(DEVICE),
+        num_k_heads=h,
+        head_k_dim=d,
+        head_v_dim=d,
+    )
+    q, k, v = vc.split_mixed_qkv(conv.float(), h, hv, d)
+    references = (vc.l2_normalized(q), vc.l2_normalized(k), v, *vc.gdn_gating_reference(a, b, a_log, dt_bias))
+    result = torch.cat([x.float().flatten() for x in outputs])
+    return result, torch.cat([x.flatten() for x in references])
+
+
+def run_gdn_gated_rmsnorm(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The GDN output norm: one row per token and value head, gated by z."""
+    gen = _generator(case.name)
+    rows = case.seq_lens[0] * case.v_heads
+    x = torch.randn(rows, case.head_dim, generator=gen).to(case.dtype)
+    z = torch.randn(rows, case.head_dim, generator=gen).to(case.dtype)
+    weight = (1 + torch.randn(case.head_dim, generator=gen) / 10).to(case.dtype)
+    out = ops["rmsnorm_fn"](x.to(DEVICE), weight.to(DEVICE), None, z=z.to(DEVICE), eps=1e-6)
+    return out, vc.gated_rmsnorm_reference(x, weight, z, 1e-6)
+
+
+GDN_RUNNERS: dict[str, Callable] = {
+    "chunk": run_gdn_chunk,
+    "packed_decode": run_gdn_packed_decode,
+    "post_conv": run_gdn_post_conv,
+    "gated_rmsnorm": run_gdn_gated_rmsnorm,
+}
+
+
 # --------------------------------------------------------------------------- suites
 
 
@@ -396,6 +536,31 @@ def vllm_suite(log: LaunchLog, ops: dict, only: str, skip: str, rows: list[Row])
     return rows
 
 
+def load_gdn_ops(tree: Path) -> dict:
+    """vLLM's FLA ops (vllm/third_party/flash_linear_attention), imported as the runner sees them."""
+    vllm_import.ensure_dist_info(tree)
+    vllm_import.pascal_platform(tree)
+    name = "vllm.third_party.flash_linear_attention.ops"
+    fla = vllm_import.import_kernels(tree, [name], vllm_import.FUSED_MOE_STUBS_0_33)[name]
+    ops = {op: getattr(fla, op) for op in ("chunk_gated_delta_rule", "fused_post_conv_prep")}
+    ops["fused_recurrent_gated_delta_rule_packed_decode"] = fla.fused_recurrent_gated_delta_rule_packed_decode
+    ops["rmsnorm_fn"] = fla.layernorm_guard.rmsnorm_fn
+    return ops
+
+
+def gdn_suite(log: LaunchLog, ops: dict, only: str, skip: str, rows: list[Row], gate: bool) -> list[Row]:
+    for case in vc.gdn_cases():
+        if _selected(case.name, only, skip):
+            runner = GDN_RUNNERS[case.kind]
+            bound = vc.GDN_BOUND[case.kind]
+            rows.append(
+                _measure(
+                    log, case.name, case.shape, case.dtype, bound, lambda c=case, r=runner: r(ops, c, gate)
+                )
+            )
+    return rows
+
+
 def inductor_suite(log: LaunchLog, rows: list[Row]) -> list[Row]:
     """A transformer block through torch.compile, its Triton kernels in Pascal form, vs eager."""
     import inductor_block
@@ -416,12 +581,16 @@ def main() -> int:
     parser.add_argument("--vllm", type=Path, help="a vLLM source tree (its vllm/ package)")
     parser.add_argument("--stack", required=True)
     parser.add_argument("--report", type=Path, required=True)
-    parser.add_argument("--suite", choices=("vllm", "inductor"), default="vllm")
+    parser.add_argument("--suite", choices=("vllm", "inductor", "gdn"), default="vllm")
     parser.add_argument(
         "--only", default="", help="run the cases whose name contains one of these (comma-separated)"
     )
     parser.add_argument("--skip", default="", help="leave out the cases whose name contains one of these")
     parser.add_argument("--moe-stubs", default="0.14", choices=("0.14", "0.33"))
+    # Twins of the gdn suite: the GPU's own answers (an H200's) instead of a P40's, and a
+    # reference that leaves out the decay gate.
+    parser.add_argument("--h200-answers", action="store_true", help="gdn: do not answer as a P40")
+    parser.add_argument("--reference-without-gate", action="store_true", help="gdn: a wrong reference")
     args = parser.parse_args()
     import triton
 
@@ -449,6 +618,10 @@ def main() -> int:
     with pascal_form() as log:
         if args.suite == "inductor":
             inductor_suite(log, rows)
+        elif args.suite == "gdn":
+            with contextlib.nullcontext() if args.h200_answers else p40_device_queries():
+                ops = load_gdn_ops(args.vllm.resolve())
+                gdn_suite(log, ops, args.only, args.skip, rows, gate=not args.reference_without_gate)
         else:
             ops = load_ops(args.vllm.resolve(), stubs)
             vllm_suite(log, ops, args.only, args.skip, rows)

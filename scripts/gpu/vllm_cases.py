@@ -439,3 +439,107 @@ class Error:
         worst = float("inf") if torch.isnan(difference).any() else float(difference.max())
         scale = float(reference.abs().max()) or 1.0
         return Error(worst, worst / scale)
+
+
+# --------------------------------------------------------------------------- gated delta net
+
+# Qwen3.5's gated-delta-net layers (vLLM 0.33.0's FLA kernels): 16 key heads, 32 value heads of
+# 128. FLA's chunked form works in chunks of 64 tokens, so the varlen case sits around them.
+GDN_CHUNK = 64
+# The chunked form keeps its intermediates (the solved triangular A, w, u) in fp16, and the
+# final state is compared too, so the bound is twice the attention's; the single-step kernels
+# (decode, post-conv prep, the gated norm) keep the attention's fp16 bound.
+GDN_BOUND = {"chunk": 2e-2, "packed_decode": 1e-2, "post_conv": 1e-2, "gated_rmsnorm": 1e-2}
+
+
+@dataclass(frozen=True)
+class GdnCase:
+    """One launch of a gated-delta-net kernel: `seq_lens` tokens of each sequence."""
+
+    name: str
+    kind: str  # "chunk", "packed_decode", "post_conv" or "gated_rmsnorm"
+    seq_lens: tuple[int, ...]
+    k_heads: int = 16
+    v_heads: int = 32
+    head_dim: int = 128
+    dtype: torch.dtype = torch.float16
+
+    @property
+    def shape(self) -> str:
+        return f"k{self.k_heads} v{self.v_heads} d{self.head_dim} seqs{list(self.seq_lens)}"
+
+
+def gdn_cases() -> list[GdnCase]:
+    below, at, above = GDN_CHUNK - 1, GDN_CHUNK, GDN_CHUNK + 1
+    return [
+        GdnCase("gdn chunk prefill qwen3.5", "chunk", (300,)),
+        GdnCase(
+            "gdn chunk prefill varlen around the chunk", "chunk", (below, at, above, 3 * GDN_CHUNK - 2), 4, 8
+        ),
+        GdnCase("gdn packed decode qwen3.5", "packed_decode", (1, 1, 1, 1)),
+        GdnCase("gdn post-conv prep qwen3.5", "post_conv", (100,)),
+        GdnCase("gdn gated rmsnorm qwen3.5", "gated_rmsnorm", (200,)),
+    ]
+
+
+def l2_normalized(x: torch.Tensor) -> torch.Tensor:
+    """FLA's l2norm: x / sqrt(sum(x^2) + 1e-6) over the last dimension."""
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+
+
+def gated_delta_rule_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float,
+    state: torch.Tensor,
+    *,
+    gate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gated delta rule, token by token, in float32, for one sequence.
+
+    q, k: [T, H, K]; v: [T, HV, V]; g (log-space decay), beta: [T, HV]; state: [HV, V, K].
+    Value head hv reads key head hv // (HV // H). Per token: S <- exp(g) S; then
+    S <- S + beta (v - S k) k^T; output S (scale q). Returns ([T, HV, V], the last S).
+    `gate=False` leaves the decay out: a wrong reference that the bound must catch.
+    """
+    heads = v.shape[1] // q.shape[1]
+    q = q.float().repeat_interleave(heads, dim=1) * scale
+    k = k.float().repeat_interleave(heads, dim=1)
+    s = state.float().clone()
+    outputs = []
+    for t in range(q.shape[0]):
+        if gate:
+            s = s * torch.exp(g[t].float())[:, None, None]
+        delta = (v[t].float() - torch.einsum("hvk,hk->hv", s, k[t])) * beta[t].float()[:, None]
+        s = s + delta[:, :, None] * k[t][:, None, :]
+        outputs.append(torch.einsum("hvk,hk->hv", s, q[t]))
+    return torch.stack(outputs), s
+
+
+def gdn_gating_reference(
+    a: torch.Tensor, b: torch.Tensor, a_log: torch.Tensor, dt_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen3.5's gates: g = -exp(A_log) softplus(a + dt_bias) (log-space decay), beta = sigmoid(b)."""
+    g = -torch.exp(a_log.float()) * torch.nn.functional.softplus(a.float() + dt_bias.float())
+    return g, torch.sigmoid(b.float())
+
+
+def split_mixed_qkv(mixed: torch.Tensor, k_heads: int, v_heads: int, dim: int) -> tuple[torch.Tensor, ...]:
+    """[L, 2 H K + HV V] -> q, k [L, H, K] and v [L, HV, V], in that order along the last axis."""
+    length, width = mixed.shape[0], k_heads * dim
+    q = mixed[:, :width].reshape(length, k_heads, dim)
+    k = mixed[:, width : 2 * width].reshape(length, k_heads, dim)
+    v = mixed[:, 2 * width :].reshape(length, v_heads, dim)
+    return q, k, v
+
+
+def gated_rmsnorm_reference(
+    x: torch.Tensor, weight: torch.Tensor, z: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """RMSNormGated as Qwen3.5 uses it (norm before the gate): x / rms(x) * weight * silu(z)."""
+    x = x.float()
+    normed = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * weight.float()
+    return normed * torch.nn.functional.silu(z.float())
