@@ -288,6 +288,17 @@ def _gdn_inputs(case: vc.GdnCase, gen: torch.Generator) -> tuple[torch.Tensor, .
     return q, k, v, g, beta
 
 
+def _gdn_gate_inputs(case: vc.GdnCase, tokens: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Qwen3.5's gate inputs a, b [tokens, HV] in the case's dtype; A_log, dt_bias [HV] in float32."""
+    a = torch.randn(tokens, case.v_heads, generator=gen).to(case.dtype)
+    b = torch.randn(tokens, case.v_heads, generator=gen).to(case.dtype)
+    a_log, dt_bias = (
+        torch.randn(case.v_heads, generator=gen) / 2,
+        torch.randn(case.v_heads, generator=gen) / 2,
+    )
+    return a, b, a_log, dt_bias
+
+
 def run_gdn_chunk(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """FLA's chunked gated delta rule over a varlen batch, from random initial states."""
     gen = _generator(case.name)
@@ -330,9 +341,7 @@ def run_gdn_packed_decode(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torc
     gen = _generator(case.name)
     batch, h, hv, d = len(case.seq_lens), case.k_heads, case.v_heads, case.head_dim
     mixed = torch.randn(batch, 2 * h * d + hv * d, generator=gen).to(case.dtype)
-    a = torch.randn(batch, hv, generator=gen).to(case.dtype)
-    b = torch.randn(batch, hv, generator=gen).to(case.dtype)
-    a_log, dt_bias = torch.randn(hv, generator=gen) / 2, torch.randn(hv, generator=gen) / 2
+    a, b, a_log, dt_bias = _gdn_gate_inputs(case, batch, gen)
     # Slot 0 is vLLM's null block and slot 1 belongs to no sequence: neither may change.
     pool = torch.randn(batch + 2, hv, d, d, generator=gen) / 10
     slots = torch.arange(2, batch + 2, dtype=torch.int32)
@@ -375,9 +384,7 @@ def run_gdn_post_conv(ops: dict, case: vc.GdnCase, gate: bool) -> tuple[torch.Te
     gen = _generator(case.name)
     length, h, hv, d = case.seq_lens[0], case.k_heads, case.v_heads, case.head_dim
     conv = torch.randn(length, 2 * h * d + hv * d, generator=gen).to(case.dtype)
-    a = torch.randn(length, hv, generator=gen).to(case.dtype)
-    b = torch.randn(length, hv, generator=gen).to(case.dtype)
-    a_log, dt_bias = torch.randn(hv, generator=gen) / 2, torch.randn(hv, generator=gen) / 2
+    a, b, a_log, dt_bias = _gdn_gate_inputs(case, length, gen)
     outputs = ops["fused_post_conv_prep"](
         conv_output=conv.to(DEVICE),
         a=a.to(DEVICE),
