@@ -12,7 +12,7 @@ from index_support import closed_port_url, make_wheel, serve_index, sha256, writ
 from rich.console import Console
 
 from conftest import VARIANT_CONFIG
-from pascal_forge.bump import check_bump
+from pascal_forge.bump import RequirementChange, check_bump, requirement_changes
 from pascal_forge.bump_report import terminal_view, to_markdown
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError
@@ -98,7 +98,7 @@ def _recipe_text(version: str, wheel: Path, sdist: Path, pypi: str, patches: lis
 def world(tmp_path, monkeypatch):
     """An index with demo 1.0.0 and 1.1.0 (and basepkg), a recipes folder carrying demo 1.0.0."""
     dist = tmp_path / "dist"
-    demo_old = make_wheel(dist, "demo", "1.0.0", {"demo/core.py": OLD_CORE}, ["basepkg==1.0.0"])
+    demo_old = make_wheel(dist, "demo", "1.0.0", {"demo/core.py": OLD_CORE}, ["basepkg==1.0.0", "gonedep"])
     demo_new = make_wheel(dist, "demo", "1.1.0", {"demo/core.py": NEW_CORE}, ["basepkg==2.0.0", "newdep>=1"])
     sdists = {}
     for version in ("1.0.0", "1.1.0"):
@@ -156,7 +156,32 @@ def test_pins_on_our_recipes_and_new_requirement_lines_are_reported(world):
         False,
     )
     assert report.also_bump == (pin,)
-    assert report.new_requirements == ("basepkg==2.0.0", "newdep>=1")
+    assert report.new_requirements == (
+        RequirementChange(project="basepkg", old="basepkg==1.0.0", new="basepkg==2.0.0"),
+        RequirementChange(project="newdep", old=None, new="newdep>=1"),
+    )
+    assert report.dropped_requirements == ("gonedep",)
+
+
+def test_new_requirement_lines_are_listed_not_only_counted(world, tmp_path, capsys):
+    """The terminal and the Markdown name each line, beside the line it replaces."""
+    report_file = tmp_path / "report.md"
+    _bump(world, "demo", "1.1.0", "--check", "--report", str(report_file))
+    out = capsys.readouterr().out
+    assert "2 requirement line(s) new since 1.0.0:" in out
+    assert "basepkg==2.0.0 (was basepkg==1.0.0)" in out and "newdep>=1 (new)" in out
+    assert "dropped: gonedep" in out
+    markdown = report_file.read_text()
+    assert "- `basepkg==2.0.0` (was `basepkg==1.0.0`)" in markdown
+    assert "- `newdep>=1` (new project)" in markdown and "- `gonedep`" in markdown
+
+
+def test_twin_unchanged_requirements_list_nothing():
+    """Twin: the same lines in both releases give no change, so the listing above is not a dump."""
+    lines = ["basepkg==2.0.0", "newdep>=1; python_version > '3.11'"]
+    assert requirement_changes(lines, lines) == ([], [])
+    changes, dropped = requirement_changes(lines[:1], lines)
+    assert [c.describe() for c in changes] == ["newdep>=1; python_version > '3.11' (new)"] and dropped == []
 
 
 def test_twin_a_pin_the_recipes_already_meet_asks_for_no_other_bump(world):
@@ -165,6 +190,29 @@ def test_twin_a_pin_the_recipes_already_meet_asks_for_no_other_bump(world):
     report = check_bump(world, "demo", "1.1.0")
     assert [p.satisfied for p in report.pins] == [True]
     assert report.also_bump == ()
+
+
+def _stack_from_variant_config(world: Path, versions: list[str]) -> None:
+    """The demo recipe takes its version from conda_build_config.yaml, as vllm's does."""
+    recipe = world / "demo" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace('version: "1.0.0"', "version: ${{ demo_version }}", 1))
+    (world.parent / "conda_build_config.yaml").write_text(
+        "demo_version:\n" + "".join(f'  - "{v}"\n' for v in versions)
+    )
+
+
+def test_bump_says_the_stack_does_not_name_the_new_version_yet(world, capsys):
+    _stack_from_variant_config(world, ["1.0.0", "1.0.0"])
+    _bump(world, "demo", "1.1.0")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "next, by hand: conda_build_config.yaml's demo_version names 1.0.0, not 1.1.0" in out
+    assert "pascal-forge rerender" in out and "patches/1.0.0/" in out
+
+
+def test_twin_a_stack_that_names_the_new_version_gets_no_such_step(world, capsys):
+    _stack_from_variant_config(world, ["1.0.0", "1.1.0"])
+    _bump(world, "demo", "1.1.0")
+    assert "next, by hand" not in capsys.readouterr().out
 
 
 def test_bump_adds_the_version_refreshes_the_offset_and_leaves_the_upstream_patch(world, capsys):

@@ -48,6 +48,22 @@ class StackPin:
 
 
 @dataclass(frozen=True)
+class RequirementChange:
+    """One requirement of the new release that the old release did not state the same way.
+
+    `old` is the old release's line of the same project, None for a project it did not
+    require; a patch that edits the requirement files, or a run list in the recipe, must follow.
+    """
+
+    project: str
+    old: str | None
+    new: str
+
+    def describe(self) -> str:
+        return f"{self.new} (was {self.old})" if self.old else f"{self.new} (new)"
+
+
+@dataclass(frozen=True)
 class BumpReport:
     recipe: str
     project: str
@@ -57,7 +73,9 @@ class BumpReport:
     target: PatchCheckTarget
     outcomes: tuple[PatchOutcome, ...]
     pins: tuple[StackPin, ...]
-    new_requirements: tuple[str, ...]
+    new_requirements: tuple[RequirementChange, ...]
+    # Lines of the old release that the new one no longer has (by project).
+    dropped_requirements: tuple[str, ...]
     # The release file whose metadata the pins and requirements were read from.
     metadata_from: str
 
@@ -107,7 +125,7 @@ def check_bump(
             )
         new_files = files_of(files, project, version)
         target = _new_target(old, old_version, version, new_files)
-        pins, new_requirements, metadata_name = _requirements(
+        pins, new_requirements, dropped, metadata_name = _requirements(
             client, recipes_dir, project, files_of(files, project, old_version), new_files
         )
     series = recipe.patch_series(old_version)
@@ -126,6 +144,7 @@ def check_bump(
         outcomes=tuple(outcomes),
         pins=tuple(pins),
         new_requirements=tuple(new_requirements),
+        dropped_requirements=tuple(dropped),
         metadata_from=metadata_name,
     )
 
@@ -159,14 +178,15 @@ def _new_target(
 
 def _requirements(
     client, recipes_dir: Path, project: str, old_files: list[ReleaseFile], new_files: list[ReleaseFile]
-) -> tuple[list[StackPin], list[str], str]:
-    """The new release's pins on projects we build, and its requirement lines the old one lacked."""
+) -> tuple[list[StackPin], list[RequirementChange], list[str], str]:
+    """The new release's pins on projects we build, its requirement lines the old one lacked
+    (each beside the old line of its project) and the old lines whose project it dropped."""
     new_file = metadata_file(new_files)
     if new_file is None:
-        return [], [], ""
+        return [], [], [], ""
     new_lines = requirement_lines(client, new_file)
     old_file = metadata_file(old_files)
-    old_lines = set(requirement_lines(client, old_file)) if old_file else set()
+    old_lines = requirement_lines(client, old_file) if old_file else []
     builders = _builders(recipes_dir)
     pins = []
     for line in new_lines:
@@ -182,8 +202,38 @@ def _requirements(
         recipe_name, carried = builders[name]
         satisfied = any(requirement.specifier.contains(v, prereleases=True) for v in carried)
         pins.append(StackPin(line, requirement.name, recipe_name, carried, satisfied))
-    new = [line for line in new_lines if line not in old_lines]
-    return pins, new, new_file.filename
+    changes, dropped = requirement_changes(old_lines, new_lines)
+    return pins, changes, dropped, new_file.filename
+
+
+def _project(line: str) -> str:
+    """The canonical project name a requirement line is about (the line itself if unparsable)."""
+    try:
+        return canonicalize_name(Requirement(line).name)
+    except InvalidRequirement:
+        return line
+
+
+def requirement_changes(
+    old_lines: list[str], new_lines: list[str]
+) -> tuple[list[RequirementChange], list[str]]:
+    """The new lines the old release lacked, each with its project's old line(s), and the
+    old lines of projects the new release no longer names."""
+    old_by_project: dict[str, list[str]] = {}
+    for line in old_lines:
+        old_by_project.setdefault(_project(line), []).append(line)
+    new_projects = {_project(line) for line in new_lines}
+    changes = [
+        RequirementChange(
+            project=_project(line),
+            old="; ".join(old_by_project[_project(line)]) if _project(line) in old_by_project else None,
+            new=line,
+        )
+        for line in new_lines
+        if line not in old_lines
+    ]
+    dropped = [line for line in old_lines if _project(line) not in new_projects]
+    return changes, dropped
 
 
 def _builders(recipes_dir: Path) -> dict[str, tuple[str, tuple[str, ...]]]:

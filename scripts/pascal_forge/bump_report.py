@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .bump import BumpReport, StackPin
+from .bump import BumpReport, RequirementChange, StackPin
 from .patches import PatchOutcome, PatchStatus
 
 
@@ -51,7 +51,10 @@ def to_markdown(report: BumpReport, *, written: list[str] | None = None) -> str:
         f"- {_code(p.recipe)} to a version matching {_code(p.requirement)}" for p in report.also_bump
     ] or ["- nothing: the recipes carry versions every pin accepts"]
     lines += ["", f"### Requirement lines new since {report.old_version}", ""]
-    lines += [f"- {_code(line)}" for line in report.new_requirements] or ["- none"]
+    lines += [_change_item(change) for change in report.new_requirements] or ["- none"]
+    if report.dropped_requirements:
+        lines += ["", f"### Requirements {report.old_version} had and {report.new_version} dropped", ""]
+        lines += [f"- {_code(line)}" for line in report.dropped_requirements]
     if written:
         lines += ["", "### Written", ""] + [f"- {item}" for item in written]
     return "\n".join(lines) + "\n"
@@ -71,10 +74,17 @@ def terminal_view(report: BumpReport) -> Group:
         rows.append(Text(f"pin {pin.requirement}: {_pin_verdict(pin)}"))
     for pin in report.also_bump:
         rows.append(Text(f"also bump: {pin.recipe} ({pin.requirement})"))
-    rows.append(Text(f"{len(report.new_requirements)} requirement line(s) new since {report.old_version}"))
+    rows.append(Text(f"{len(report.new_requirements)} requirement line(s) new since {report.old_version}:"))
+    rows += [Text(f"  {change.describe()}") for change in report.new_requirements]
+    rows += [Text(f"  dropped: {line}") for line in report.dropped_requirements]
     work = sum(o.needs_work for o in report.outcomes)
     rows.append(Text(f"{work} patch(es) need a person" if work else "the series applies whole"))
     return Group(*rows)
+
+
+def _change_item(change: RequirementChange) -> str:
+    was = f" (was {_code(change.old)})" if change.old else " (new project)"
+    return f"- {_code(change.new)}{was}"
 
 
 def _status(outcome: PatchOutcome) -> str:

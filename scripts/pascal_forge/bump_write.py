@@ -14,13 +14,17 @@ import re
 import shutil
 from pathlib import Path
 
+import yaml
+
 from .bump import BumpError, BumpReport, find_recipe
 from .index import files_of, index_client, project_files
 from .patches import PatchStatus, patch_check_targets
 from .recipes import PATCH_DIR, PLACEHOLDER, Recipe
+from .rerender import VARIANT_CONFIG
 
 _COMMIT = re.compile(r"\b[0-9a-f]{40}\b")
 _VERSION_TEMPLATE = re.compile(r"\$\{\{\s*version\s*\}\}")
+_VARIANT_KEY = re.compile(r"\$\{\{\s*(\w+)\s*\}\}")
 
 
 def write_bump(recipes_dir: Path, report: BumpReport) -> list[str]:
@@ -56,7 +60,33 @@ def write_bump(recipes_dir: Path, report: BumpReport) -> list[str]:
     )
     written += [f"fill in by hand: {item}" for item in unknown]
     written += [f"by hand: {o.patch.name} ({o.summary})" for o in report.outcomes if o.needs_work]
+    written += _stack_steps(recipe, recipes_dir.parent / VARIANT_CONFIG, report)
     return written
+
+
+def _stack_steps(recipe: Recipe, variant_config: Path, report: BumpReport) -> list[str]:
+    """What is left before the stack uses the new version: a recipe whose version comes from a
+    variant key (`version: ${{ vllm_version }}`) renders, checks and builds only the versions
+    conda_build_config.yaml names, so until a column names the new one, `check-patches`,
+    `plan` and `build` leave its series out without a word."""
+    try:
+        context = yaml.safe_load(recipe.path.read_text(encoding="utf-8")).get("context") or {}
+        key = _VARIANT_KEY.fullmatch(str(context.get("version", "")).strip())
+        columns = yaml.safe_load(variant_config.read_text(encoding="utf-8")) if key else None
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    if not key or not isinstance(columns, dict) or key[1] not in columns:
+        return []
+    named = [str(v) for v in columns[key[1]] or []]
+    if report.new_version in named:
+        return []
+    return [
+        f"next, by hand: {variant_config.name}'s {key[1]} names {', '.join(dict.fromkeys(named))}, not "
+        f"{report.new_version}, so check-patches, plan and build leave the new series out; move the "
+        f"stack's column(s) from {report.old_version} to {report.new_version}, run `pascal-forge "
+        f"rerender`, and remove what no column names any more (patches/{report.old_version}/, its "
+        "source block, run requirements and patch-check entry)"
+    ]
 
 
 def _index_sha256s(report: BumpReport) -> dict[str, str]:
