@@ -40,7 +40,7 @@ PASCAL_CAPABILITIES = (60, 61)
 # Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
 PASCAL_SHARED_MEMORY_BYTES = 49152
 
-# CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.33.0 v4.7.1 (git tags); the newest release
+# CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.34.0 v4.7.1 (git tags); the newest release
 # on PyPI is 4.2.0, whose include/ differs from v4.2.1 only in version.h and two SM100
 # epilogue files. A Pascal build includes CUTLASS only in the scaled_mm/nvfp4 entry points
 # and the AWQ GEMM, which use its basic types.
@@ -62,7 +62,7 @@ class VllmRelease:
     # The x86_64 CUDA build of that torch holds the headers a CUDA extension compiles
     # against, generated CUDA config headers included (c10/cuda/impl/cuda_cmake_macros.h).
     torch_wheel: UpstreamArtifact
-    # Its Python requirements clash with the venv's (0.33.0 wants transformers >= 5.16.1,
+    # Its Python requirements clash with the venv's (0.34.0 wants transformers >= 5.16.1,
     # 0.14.0 < 5), so they go in a folder of their own (scripts/setup-vllm-deps.sh).
     own_deps: bool
 
@@ -79,8 +79,8 @@ RELEASES = {
         ),
         own_deps=False,
     ),
-    "0.33.0": VllmRelease(
-        version="0.33.0",
+    "0.34.0": VllmRelease(
+        version="0.34.0",
         torch_version="2.14.0",
         triton_version="3.8.0",
         torch_wheel=UpstreamArtifact(
@@ -528,7 +528,7 @@ _CUTLASS_CAPABILITY_QUERIES = (
     "mxfp4_experts_quant_supported",
 )
 # The compiled extension modules vLLM imports for their side effects (op registration):
-# vllm._C in 0.14.0; the stable-ABI vllm._C_stable_libtorch in 0.33.0.
+# vllm._C in 0.14.0; the stable-ABI vllm._C_stable_libtorch since 0.33.0.
 _EXTENSION_MODULES = ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch")
 
 
