@@ -191,23 +191,16 @@ def _new_target(
     """The new release's file of the same kind as the old one: its name with the version swapped."""
     wanted = old.artifact.filename.replace(old_version, version)
     chosen = next((f for f in files if f.filename == wanted), None)
-    if chosen is None:
+    if chosen is None or not chosen.sha256:
         raise UncheckableRelease(
             recipe=recipe,
             project=old.artifact.project,
             old_version=old_version,
             new_version=version,
-            reason=f"the index has no {wanted} (the counterpart of {old.artifact.filename})",
+            reason=f"the index has no {wanted} (the counterpart of {old.artifact.filename})"
+            if chosen is None
+            else f"the index gives no sha256 for {wanted}, so the download cannot be verified",
             files=tuple(sorted(f.filename for f in files)),
-        )
-    if not chosen.sha256:
-        raise UncheckableRelease(
-            recipe=recipe,
-            project=old.artifact.project,
-            old_version=old_version,
-            new_version=version,
-            reason=f"the index gives no sha256 for {chosen.filename}, so the download cannot be verified",
-            files=(chosen.filename,),
         )
     return PatchCheckTarget(
         artifact=UpstreamArtifact(
