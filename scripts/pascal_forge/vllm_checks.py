@@ -432,10 +432,10 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     torch.cuda.get_device_capability = lambda device=None: (major, minor)
     torch.cuda.get_device_name = lambda device=None: name
     torch.cuda.is_available = lambda: True
-    # Launchers that select the tensors' device first (FLA's input_guard in 0.33.0) select none.
+    # Launchers that select the tensors' device first (FLA's input_guard since 0.33.0) select none.
     saved_index = torch.accelerator.device_index
     torch.accelerator.device_index = lambda index=None: nullcontext()
-    # The properties launchers size their grids by (0.33.0: vLLM's num_compute_units).
+    # The properties launchers size their grids by (since 0.33.0: vLLM's num_compute_units).
     saved_properties = torch.cuda.get_device_properties
     torch.cuda.get_device_properties = lambda device=None: _PASCAL_PROPERTIES[capability]
     try:
@@ -547,6 +547,16 @@ def _use_cuda_platform() -> None:
         library.define(f"{op}(int cuda_device_capability) -> bool")
         library.impl(op, lambda capability: False, "CompositeExplicitAutograd")
     _LIBRARIES.append(library)
+    # The device attribute 0.34.0's prefill attention sizes its tile by (csrc/cuda_utils_kernels.cu
+    # reads cudaDevAttrMaxSharedMemoryPerBlockOptin): 48 KB on sm_60 and sm_61.
+    utils = torch.library.Library("_C_cuda_utils", "FRAGMENT")
+    utils.define("get_max_shared_memory_per_block_device_attribute(int device_id) -> int")
+    utils.impl(
+        "get_max_shared_memory_per_block_device_attribute",
+        lambda device_id: PASCAL_SHARED_MEMORY_BYTES,
+        "CompositeExplicitAutograd",
+    )
+    _LIBRARIES.append(utils)
     import vllm.platforms as platforms
     from vllm.platforms.cuda import CudaPlatform
 
@@ -559,7 +569,7 @@ def _probe_main(version: str, capability: int, report: Path, only: str = "") -> 
     rows: list[KernelResult] = []
     with _pascal_gpu(capability), _compile_only_launches(capability) as launches:
         _use_cuda_platform()
-        # Host tensors cannot be pinned without a GPU; 0.33.0's FLA launchers stage their
+        # Host tensors cannot be pinned without a GPU; the FLA launchers (since 0.33.0) stage their
         # chunk indices through vLLM's pinned-copy helper.
         import vllm.utils.torch_utils
 
