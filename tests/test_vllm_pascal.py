@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -325,6 +326,39 @@ def test_patched_cmake_fetches_nothing_even_when_allowed(
     _, log = _configure(vllm_release, patched_vllm, tmp_path, cuda12, torch_include, cutlass_source)
     assert "Not fetching the external projects (triton_kernels, DeepGEMM" in log
     assert "_deps/" not in log.replace("_deps/cutlass", "")
+
+
+# 0.34.0 moved DeepGEMM's include up into the CUDA sources (for an SM100 kernel's headers), out
+# of the block the 0.33.0 form of patch 0002 skips; 0.34.0's 0002 guards it too.
+DEEPGEMM_GUARD = (
+    '  if (NOT VLLM_GPU_LANG STREQUAL "CUDA" OR VLLM_EXTERNAL_PROJECT_ARCHS)\n'
+    "    include(cmake/external_projects/deepgemm.cmake)\n"
+    "  endif()\n"
+)
+
+
+@pytest.mark.slow
+def test_twin_0002_without_its_deepgemm_hunk_clones_deepgemm(
+    vllm_release: VllmRelease,
+    patched_vllm: Path,
+    tmp_path: Path,
+    cuda12: Path,
+    torch_include: Path,
+    cutlass_source: Path,
+) -> None:
+    """Twin: with 0.33.0's 0002 (the later skip alone) an offline configure of 0.34.0 stops at
+    DeepGEMM's clone, although that patch applies to 0.34.0 without fuzz."""
+    if vllm_release.version == "0.14.0":
+        pytest.skip("0.14.0 includes DeepGEMM only in the skipped block")
+    tree = tmp_path / "tree"
+    shutil.copytree(patched_vllm, tree, symlinks=True)
+    cmake_lists = tree / "CMakeLists.txt"
+    text = cmake_lists.read_text()
+    assert DEEPGEMM_GUARD in text
+    unguarded = "  include(cmake/external_projects/deepgemm.cmake)\n"
+    cmake_lists.write_text(text.replace(DEEPGEMM_GUARD, unguarded))
+    with pytest.raises(VllmCheckError, match="deepgemm"):
+        _configure(vllm_release, tree, tmp_path / "build", cuda12, torch_include, cutlass_source)
 
 
 @pytest.mark.slow
