@@ -29,7 +29,7 @@ from ci_support import (
 from rattler_build import Stage0Recipe, VariantConfig
 from rattler_build.render import RenderConfig
 
-from conftest import REPO
+from conftest import REPO, committed_text
 from pascal_forge.bump_workflow import BUMP_WORKFLOW_PATH
 from pascal_forge.cli import main
 from pascal_forge.forge_config import ForgeConfigError, load_forge_config
@@ -42,6 +42,8 @@ from pascal_forge.workflow import (
     SELF_HOSTED_VARIABLE,
     WORKFLOW_PATH,
     recipe_needs,
+    recipe_order,
+    self_hosted_builds,
 )
 
 PASCAL_GATE = 'nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -q "^6\\."'
@@ -287,6 +289,44 @@ def test_hosted_runners_only_need_no_runner_check_and_self_hosted_refuses_free_d
     path.write_text(yaml.safe_dump(settings))
     with pytest.raises(ForgeConfigError, match="would delete that machine's own packages"):
         rerender(repo_copy)
+
+
+NUMBER_WORDS = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+
+
+def _readme_ci_problems(readme: str, configs, forge) -> list[str]:
+    """Where the README's CI section says other than the workflow rerender writes."""
+    start = readme.index("## Running the channel's CI")
+    section = " ".join(readme[start : readme.index("\n## ", start + 1)].split())
+    problems = []
+    files = f"({len(configs)} files;"
+    if files not in section:
+        problems.append(f"the README does not say {files!r} of .ci_support")
+    order = recipe_order(configs)
+    if f"{NUMBER_WORDS[len(order)]} build jobs" not in section:
+        problems.append(f"the README does not count {len(order)} build jobs")
+    problems += [f"the README does not name the {r} job" for r in order if r not in section]
+    for recipe in forge.recipe_jobs:
+        minutes = f"{recipe} {forge.job_for(recipe).timeout_minutes} minutes"
+        if minutes not in section and f"{recipe} {forge.job_for(recipe).timeout_minutes} on" not in section:
+            problems.append(f"the README does not give {minutes!r}")
+    for recipe, labels in self_hosted_builds(configs, forge).items():
+        if ", ".join(labels) not in section or SELF_HOSTED_VARIABLE not in section:
+            problems.append(f"the README does not say how to register {recipe}'s runner {list(labels)}")
+    return problems
+
+
+def test_the_readme_ci_section_says_what_the_workflow_does(rendered, forge):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert _readme_ci_problems(readme, rendered.configs, forge) == []
+
+
+def test_twin_the_readme_before_this_review_described_another_workflow(rendered, forge):
+    before = committed_text("ea1b55a", "README.md")
+    problems = _readme_ci_problems(before, rendered.configs, forge)
+    assert "the README does not count 5 build jobs" in problems
+    assert "the README does not give 'pytorch 1200 minutes'" in problems
+    assert any("runner ['self-hosted', 'linux', 'x64', 'cpu-8x32']" in p for p in problems)
 
 
 def _dry_run_selection(root: Path, command: str, config: str, recipe: str) -> list[str]:
