@@ -59,7 +59,16 @@ case "${PASCAL_STAGE}" in
     # Statically linked LLVM brings a huge symbol table; strip it at link time.
     export LDFLAGS="${LDFLAGS:-} -Wl,-s"
 
+    # 3.8 compiles its GSan runtime with clang, which this LLVM build leaves out: the CMake
+    # cache variable it finds clang with points at a stand-in (see that file for why), and the
+    # stand-in's output stays out of the package.
+    gsan_runtime="${SP_DIR}/triton/backends/nvidia/lib/gsan.ll"
+    if grep -q TRITON_GSAN_CLANGXX third_party/nvidia/CMakeLists.txt; then
+      export TRITON_APPEND_CMAKE_ARGS="${TRITON_APPEND_CMAKE_ARGS:-} -DTRITON_GSAN_CLANGXX=${RECIPE_DIR}/gsan-clang-stand-in.sh"
+    fi
+
     "${PYTHON}" -m pip install . --no-deps --no-build-isolation -vv
+    rm -f "${gsan_runtime}"
     ;;
   *)
     echo "unknown PASCAL_STAGE '${PASCAL_STAGE:-}'" >&2
