@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rattler_build import Stage0Recipe, VariantConfig
 
-from conftest import RECIPES, VARIANT_CONFIG
+from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
 from pascal_forge.plan import expensive_builds, make_plan
@@ -360,3 +360,46 @@ def test_cli_plan_prints_the_expensive_builds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "expensive builds: how many times each runs" in out
     assert "LLVM and MLIR" in out and "the C++/CUDA build of libtorch" in out
+
+
+# Libraries conda-forge pins globally because their ABI changes between versions; the
+# pytorch recipe hosts each of them, so each must be pinned as conda-forge pins it.
+GLOBALLY_PINNED = {
+    "libprotobuf": "libprotobuf",
+    "libabseil": "libabseil",
+    "fmt": "fmt",
+    "mkl-devel": "mkl_devel",
+}
+
+
+def _unpinned(plan) -> dict[str, list[str]]:
+    found = {}
+    for build in plan.builds:
+        if build.output.name != "libtorch":
+            continue
+        host = build.output.rendered.recipe.to_dict()["staging_caches"][0]["requirements"]["host"]
+        missing = [
+            name for name, key in GLOBALLY_PINNED.items() if name in host and key not in build.output.variant
+        ]
+        found[build.output.build_string] = missing
+    return found
+
+
+def test_libtorch_pins_abi_sensitive_libraries_as_conda_forge_does(plan):
+    unpinned = _unpinned(plan)
+    assert len(unpinned) == 4 and not any(unpinned.values()), unpinned
+    config = yaml.safe_load(VARIANT_CONFIG.read_text())
+    # conda-forge/pytorch-cpu-feedstock 74dd3d4, .ci_support for CUDA 12.9.
+    assert {key: config[key] for key in GLOBALLY_PINNED.values()} == {
+        "libprotobuf": ["7.35.1"],
+        "libabseil": ["20260526"],
+        "fmt": ["12.1"],
+        "mkl_devel": ["2026"],
+    }
+
+
+def test_twin_the_variant_config_before_this_review_left_them_unpinned(tmp_path):
+    old = tmp_path / "conda_build_config.yaml"
+    old.write_text(committed_text("ea1b55a", "conda_build_config.yaml"))
+    unpinned = _unpinned(make_plan(RECIPES, old, tmp_path / "channel"))
+    assert unpinned and all(missing == list(GLOBALLY_PINNED) for missing in unpinned.values())
