@@ -91,3 +91,33 @@ def test_the_stand_in_writes_what_cmake_asks_for_and_refuses_a_changed_command(t
     )
     assert refused.returncode == 1
     assert "no -o OUTPUT among the arguments" in refused.stderr
+
+
+# Stands in for cmake in the LLVM stage: records the configure arguments, makes the build dir.
+CMAKE_STAND_IN = """#!/usr/bin/env bash
+if [[ $1 == --build ]]; then exit 0; fi
+printf '%s\\n' "$@" > "$SRC_DIR/cmake-args"
+while (($#)); do if [[ $1 == -B ]]; then mkdir -p "$2"; fi; shift; done
+"""
+
+
+def test_the_llvm_stage_links_one_tool_at_a_time_without_clang(tmp_path):
+    src, bin_dir = tmp_path / "work" / "src", tmp_path / "bin"
+    src.mkdir(parents=True)
+    bin_dir.mkdir()
+    (bin_dir / "cmake").write_text(CMAKE_STAND_IN)
+    (bin_dir / "cmake").chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PASCAL_STAGE": "llvm",
+        "SRC_DIR": str(src),
+        "LLVM_PROJECTS": "mlir;lld",
+        "CPU_COUNT": "2",
+    }
+    result = subprocess.run(
+        ["bash", str(TRITON / "build.sh")], cwd=src, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    args = (src / "cmake-args").read_text().split("\n")
+    assert "-DLLVM_PARALLEL_LINK_JOBS=1" in args
+    assert "-DLLVM_ENABLE_PROJECTS=mlir;lld" in args

@@ -12,6 +12,7 @@ llvm_build="${SRC_DIR}/llvm-project/build"
 
 case "${PASCAL_STAGE}" in
   llvm)
+    # One link at a time: each static MLIR tool links to several GB; parallel links swap.
     cmake -G Ninja -S llvm-project/llvm -B "${llvm_build}" \
       -DCMAKE_BUILD_TYPE=Release \
       -DLLVM_ENABLE_PROJECTS="${LLVM_PROJECTS:?the recipe names the LLVM projects}" \
@@ -22,7 +23,8 @@ case "${PASCAL_STAGE}" in
       -DLLVM_BUILD_TELEMETRY=OFF \
       -DLLVM_ENABLE_TERMINFO=OFF \
       -DLLVM_INCLUDE_TESTS=OFF \
-      -DMLIR_INCLUDE_TESTS=OFF
+      -DMLIR_INCLUDE_TESTS=OFF \
+      -DLLVM_PARALLEL_LINK_JOBS=1
     cmake --build "${llvm_build}" -j "${MAX_JOBS}"
     # Every inheriting triton build gets a copy of the work dir: keep the libraries, tools,
     # headers and CMake files that triton's build reads, not the object files.
