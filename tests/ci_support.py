@@ -173,3 +173,67 @@ def _channel_handover_problems(jobs: dict[str, Any], configs: tuple[CiConfig, ..
                 if not any(fnmatch(name, p.replace(matrix_config, config.name)) for p in patterns):
                     problems.append(f"job {job_id} does not download {name}, the packages of job {needed}")
     return problems
+
+
+# --- the workflow as GitHub expands it, one matrix entry at a time -------------------------
+
+_MATRIX_EXPRESSION = re.compile(r"\$\{\{\s*matrix\.([A-Za-z0-9_-]+)\s*\}\}")
+
+
+def expand_matrix(value: Any, entry: dict[str, Any]) -> Any:
+    """`value` with each `${{ matrix.KEY }}` replaced by the entry's value, as GitHub does."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(1) not in entry:
+                raise AssertionError(f"{value!r} reads matrix.{match.group(1)}, which the entry lacks")
+            return str(entry[match.group(1)])
+
+        return _MATRIX_EXPRESSION.sub(replace, value)
+    if isinstance(value, list):
+        return [expand_matrix(item, entry) for item in value]
+    if isinstance(value, dict):
+        return {key: expand_matrix(item, entry) for key, item in value.items()}
+    return value
+
+
+def job_instances(workflow: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
+    """The jobs GitHub starts for `job_id`: one per matrix entry, every matrix value filled in."""
+    job = workflow["jobs"][job_id]
+    entries = (job.get("strategy") or {}).get("matrix", {}).get("include") or [{}]
+    return [{**expand_matrix(job, entry), "matrix": entry} for entry in entries]
+
+
+def checked_versions(instance: dict[str, Any]) -> list[str]:
+    """The MODULE==VERSION arguments the test job's import check receives, by running its step."""
+    step = next(s for s in instance["steps"] if s.get("name") == "Import checks")
+    # micromamba run -n ENV python SCRIPT ARGS...: print the ARGS that name a version.
+    stub = 'micromamba() { shift 5; for arg in "$@"; do [[ $arg == *==* ]] && echo "$arg"; done; true; }\n'
+    env = {key: str(value) for key, value in (instance.get("env") or {}).items()}
+    result = subprocess.run(
+        ["bash", "-c", stub + step["run"]],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(result.stdout.split())
+
+
+def stack_versions(ci_support_file: Path) -> list[str]:
+    """MODULE==VERSION of the one stack a .ci_support file holds, read from the file itself."""
+    data = yaml.safe_load(ci_support_file.read_text(encoding="utf-8"))
+    keys = {
+        "torch": "pytorch_version",
+        "triton": "triton_version",
+        "torchaudio": "torchaudio_version",
+        "torchvision": "torchvision_version",
+        "vllm": "vllm_version",
+    }
+    versions = []
+    for module, key in keys.items():
+        values = set(data.get(key) or [])
+        if len(values) != 1:
+            raise AssertionError(f"{ci_support_file.name}: {key} is {sorted(values)}, not one stack")
+        versions.append(f"{module}=={values.pop()}")
+    return sorted(versions)

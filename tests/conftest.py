@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "vllm_checks" in item.keywords:
             item.add_marker(skip)
+
+
+def committed_text(commit: str, path: str) -> str:
+    """`path` as commit `commit` held it; the test skips where the clone lacks that history."""
+    shown = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if shown.returncode != 0:
+        pytest.skip(f"this clone lacks {commit}:{path} (a shallow clone?)")
+    return shown.stdout

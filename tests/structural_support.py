@@ -242,6 +242,11 @@ def rendered_specs(plan: Plan) -> dict[str, set[str]]:
         recipe = build.output.rendered.recipe.to_dict()
         for spec in _all_specs(recipe):
             name = spec.split()[0]
+            # rattler-build pins a bare requirement to the variant's value of its name
+            # (libprotobuf 7.35.1 from conda_build_config.yaml) when it solves.
+            pinned = build.output.variant.get(name.replace("-", "_"))
+            if spec == name and pinned is not None and name != "python":
+                spec = f"{name} {pinned}.*"
             if name.startswith("__"):
                 continue
             match = MatchSpec(spec)

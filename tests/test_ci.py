@@ -9,34 +9,47 @@ import os
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 import yaml
 from ci_support import (
+    checked_versions,
     copy_repo,
+    job_instances,
     load_workflow,
     run_actionlint,
     run_blocks,
     run_shellcheck,
     run_zizmor,
+    stack_versions,
     workflow_problems,
 )
 from rattler_build import Stage0Recipe, VariantConfig
 from rattler_build.render import RenderConfig
 
-from conftest import REPO
+from conftest import REPO, committed_text
 from pascal_forge.bump_workflow import BUMP_WORKFLOW_PATH
 from pascal_forge.cli import main
 from pascal_forge.forge_config import ForgeConfigError, load_forge_config
 from pascal_forge.plan import make_plan
 from pascal_forge.rerender import CI_SUPPORT, StaleError, check, rerender, stale_files, write
-from pascal_forge.workflow import ACTIONS, GPU_TEST_MARKER, WORKFLOW_PATH
+from pascal_forge.workflow import (
+    ACTIONS,
+    GPU_TEST_MARKER,
+    RUNNERS_JOB,
+    SELF_HOSTED_VARIABLE,
+    WORKFLOW_PATH,
+    recipe_needs,
+    recipe_order,
+    self_hosted_builds,
+)
 
 PASCAL_GATE = 'nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -q "^6\\."'
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 CI_SCRIPTS = [*sorted((REPO / ".ci").glob("*.sh")), REPO / ".ci" / "run"]
-BUILD_SCRIPTS = sorted((REPO / "recipes").glob("*/build.sh"))
+BUILD_SCRIPTS = sorted((REPO / "recipes").glob("*/*.sh"))
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +196,139 @@ def test_a_workflow_out_of_plan_order_is_caught(rendered, forge):
     )
 
 
+def _github_view_problems(workflow, configs, forge) -> list[str]:
+    """What each job GitHub starts would receive, against its own .ci_support file and the plan."""
+    problems = []
+    needs = recipe_needs(configs)
+    for recipe in needs:
+        for instance in job_instances(workflow, recipe):
+            config = instance["env"]["CONFIG"]
+            where = f"{recipe} ({config})"
+            if not (REPO / ".ci_support" / f"{config}.yaml").is_file():
+                problems.append(f"{where}: no .ci_support/{config}.yaml")
+            settings = forge.job_for(recipe)
+            runs_on = instance["runs-on"]
+            if (runs_on if isinstance(runs_on, list) else [runs_on]) != list(settings.runs_on):
+                problems.append(f"{where} runs on {runs_on}, conda-forge.yml says {list(settings.runs_on)}")
+            if instance["timeout-minutes"] != settings.timeout_minutes:
+                problems.append(f"{where} stops after {instance['timeout-minutes']} minutes")
+            if not set(needs[recipe]) <= set(instance.get("needs") or []):
+                problems.append(f"{where} starts before {needs[recipe]}")
+    for instance in job_instances(workflow, "test"):
+        config = instance["env"]["CONFIG"]
+        expected = stack_versions(REPO / ".ci_support" / f"{config}.yaml")
+        received = checked_versions(instance)
+        if received != expected:
+            python = instance["matrix"]["python"]
+            problems.append(f"test ({config}, Python {python}) checks {received}, its stack is {expected}")
+    publish = workflow["jobs"].get("publish")
+    if publish:
+        downloads = [s for s in publish["steps"] if "download-artifact" in s.get("uses", "")]
+        patterns = [step["with"]["pattern"] for step in downloads]
+        for config in configs:
+            if not any(fnmatch(f"channel-vllm-{config.name}", p) for p in patterns):
+                problems.append(f"publish does not download the stack of {config.name}")
+    return problems
+
+
+def test_each_job_github_starts_gets_its_own_config_stack_runner_and_needs(rendered, forge):
+    workflow = load_workflow(REPO / WORKFLOW_PATH)
+    assert _github_view_problems(workflow, rendered.configs, forge) == []
+    # Every stack is tested: 4 configs, each for its stack's 4 Pythons.
+    tested = {(i["env"]["CONFIG"], i["matrix"]["python"]) for i in job_instances(workflow, "test")}
+    assert len(tested) == 16
+
+
+def test_one_set_of_versions_for_every_test_entry_is_caught(rendered, forge):
+    # The workflow before this check existed gave every entry the last config's versions.
+    workflow = load_workflow(REPO / WORKFLOW_PATH)
+    entries = workflow["jobs"]["test"]["strategy"]["matrix"]["include"]
+    for entry in entries:
+        entry["expected_versions"] = entries[-1]["expected_versions"]
+    workflow["jobs"]["pytorch"]["timeout-minutes"] = 360
+    problems = "\n".join(_github_view_problems(workflow, rendered.configs, forge))
+    assert "test (linux_64_cuda_compiler_version12.6vllm_version0.14.0, Python 3.10) checks" in problems
+    assert "its stack is ['torch==2.9.1'," in problems
+    assert "pytorch (linux_64_cuda_compiler_version12.9vllm_version0.14.0) stops after 360" in problems
+
+
+def test_self_hosted_runners_are_checked_first_and_named(rendered):
+    workflow = load_workflow(REPO / WORKFLOW_PATH)
+    jobs = workflow["jobs"]
+    runners = jobs[RUNNERS_JOB]
+    assert runners["runs-on"] == "ubuntu-24.04" and runners["timeout-minutes"] <= 5
+    # Every build job waits for the check, directly or through a job it needs.
+    roots = [job for job in recipe_needs(rendered.configs) if not recipe_needs(rendered.configs)[job]]
+    assert roots == ["triton"] and jobs["triton"]["needs"] == [RUNNERS_JOB]
+    step = runners["steps"][0]
+    assert step["env"]["REGISTERED"] == f"${{{{ vars.{SELF_HOSTED_VARIABLE} }}}}"
+    outcomes = {
+        registered: subprocess.run(
+            ["bash", "-c", step["run"]], env={"REGISTERED": registered}, capture_output=True, text=True
+        )
+        for registered in ("", "true")
+    }
+    assert outcomes["true"].returncode == 0
+    assert outcomes[""].returncode == 1
+    assert "::error::the workflow builds pytorch on [self-hosted, linux, x64, cpu-8x32]" in (
+        outcomes[""].stdout
+    )
+    assert rendered.notices and "pytorch on [self-hosted, linux, x64, cpu-8x32]" in rendered.notices[0]
+
+
+def test_hosted_runners_only_need_no_runner_check_and_self_hosted_refuses_free_disk_space(repo_copy):
+    path = repo_copy / "conda-forge.yml"
+    settings = yaml.safe_load(path.read_text())
+    settings["pascal_forge"]["recipes"]["pytorch"]["runs_on"] = "ubuntu-24.04"
+    settings["pascal_forge"]["recipes"]["pytorch"]["timeout_minutes"] = 360
+    path.write_text(yaml.safe_dump(settings))
+    hosted = rerender(repo_copy)
+    assert RUNNERS_JOB not in yaml.safe_load(hosted.files[WORKFLOW_PATH])["jobs"] and not hosted.notices
+    settings["pascal_forge"]["recipes"]["pytorch"]["runs_on"] = ["self-hosted", "big"]
+    settings["pascal_forge"]["recipes"]["pytorch"]["free_disk_space"] = True
+    path.write_text(yaml.safe_dump(settings))
+    with pytest.raises(ForgeConfigError, match="would delete that machine's own packages"):
+        rerender(repo_copy)
+
+
+NUMBER_WORDS = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+
+
+def _readme_ci_problems(readme: str, configs, forge) -> list[str]:
+    """Where the README's CI section says other than the workflow rerender writes."""
+    start = readme.index("## Running the channel's CI")
+    section = " ".join(readme[start : readme.index("\n## ", start + 1)].split())
+    problems = []
+    files = f"({len(configs)} files;"
+    if files not in section:
+        problems.append(f"the README does not say {files!r} of .ci_support")
+    order = recipe_order(configs)
+    if f"{NUMBER_WORDS[len(order)]} build jobs" not in section:
+        problems.append(f"the README does not count {len(order)} build jobs")
+    problems += [f"the README does not name the {r} job" for r in order if r not in section]
+    for recipe in forge.recipe_jobs:
+        minutes = f"{recipe} {forge.job_for(recipe).timeout_minutes} minutes"
+        if minutes not in section and f"{recipe} {forge.job_for(recipe).timeout_minutes} on" not in section:
+            problems.append(f"the README does not give {minutes!r}")
+    for recipe, labels in self_hosted_builds(configs, forge).items():
+        if ", ".join(labels) not in section or SELF_HOSTED_VARIABLE not in section:
+            problems.append(f"the README does not say how to register {recipe}'s runner {list(labels)}")
+    return problems
+
+
+def test_the_readme_ci_section_says_what_the_workflow_does(rendered, forge):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert _readme_ci_problems(readme, rendered.configs, forge) == []
+
+
+def test_twin_the_readme_before_this_review_described_another_workflow(rendered, forge):
+    before = committed_text("ea1b55a", "README.md")
+    problems = _readme_ci_problems(before, rendered.configs, forge)
+    assert "the README does not count 5 build jobs" in problems
+    assert "the README does not give 'pytorch 1200 minutes'" in problems
+    assert any("runner ['self-hosted', 'linux', 'x64', 'cpu-8x32']" in p for p in problems)
+
+
 def _dry_run_selection(root: Path, command: str, config: str, recipe: str) -> list[str]:
     """The package file names the job's own build command would build, asked with --dry-run."""
     env = {**os.environ, "CONFIG": config, "RECIPE": recipe, "COLUMNS": "250"}
@@ -219,8 +365,10 @@ def test_the_heavy_builds_get_a_compiler_cache_disk_space_and_time(forge):
         assert any(u.startswith("mozilla-actions/sccache-action@") for u in uses), recipe
         assert jobs[recipe]["env"]["CMAKE_CUDA_COMPILER_LAUNCHER"] == "sccache"
         assert jobs[recipe]["timeout-minutes"] == forge.job_for(recipe).timeout_minutes
-    steps = [step.get("name", "") for step in jobs["pytorch"]["steps"]]
-    assert steps.index("Free disk space for the C++/CUDA build") < steps.index("Build and test pytorch")
+    steps = [step.get("name", "") for step in jobs["triton"]["steps"]]
+    assert steps.index("Free disk space for the C++/CUDA build") < steps.index("Build and test triton")
+    # Not on the self-hosted pytorch runner: the action would delete that machine's own packages.
+    assert "Free disk space for the C++/CUDA build" not in [s.get("name") for s in jobs["pytorch"]["steps"]]
     # pytorch's C++/CUDA build needs a larger, self-hosted runner, as conda-forge's does.
     assert jobs["pytorch"]["timeout-minutes"] == 1200
     assert "self-hosted" in jobs["pytorch"]["runs-on"]
@@ -382,7 +530,7 @@ def test_every_action_is_pinned_to_a_commit_from_the_one_pin_table():
 def test_build_scripts_ci_scripts_and_workflow_steps_pass_shellcheck():
     scripts = {str(p.relative_to(REPO)): p.read_text() for p in BUILD_SCRIPTS + CI_SCRIPTS}
     # triton, pytorch, vllm, torchvision and torchaudio.
-    assert len(BUILD_SCRIPTS) == 5
+    assert len(BUILD_SCRIPTS) == 6  # five build.sh and triton's GSan stand-in
     for workflow in WORKFLOWS:
         scripts.update(run_blocks(load_workflow(workflow), workflow.name))
     scripts.update(_gpu_test_scripts())

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rattler_build import Stage0Recipe, VariantConfig
 
-from conftest import RECIPES, VARIANT_CONFIG
+from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
 from pascal_forge.plan import expensive_builds, make_plan
@@ -33,6 +33,12 @@ VERSION_OF = {"libtorch": "pytorch", "pytorch-gpu": "pytorch", "vllm": "vllm", "
 PYTHON_OUTPUTS = {"triton", "pytorch", "torchvision", "torchaudio"}
 # vllm is one abi3 package per CUDA version (its _C.abi3.so serves every Python of its stack).
 CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm", "vllm-pascal"}
+# The current stack's torchvision and torchaudio libraries use no Python C-API: one per CUDA.
+PYTHON_INDEPENDENT_IN = {"current": {"torchvision", "torchaudio"}, "seed": set()}
+
+
+def _pythons(stack: str, name: str) -> set[str | None]:
+    return {None} if name in PYTHON_INDEPENDENT_IN[stack] else STACKS[stack][1]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,8 @@ def test_python_outputs_cover_each_stack_times_two_cuda_times_its_pythons(plan, 
     ]
     expected = [
         (versions[name], cuda, python)
-        for versions, pythons in STACKS.values()
-        for cuda, python in product(CUDA_VERSIONS, pythons)
+        for stack, (versions, _) in STACKS.items()
+        for cuda, python in product(CUDA_VERSIONS, _pythons(stack, name))
     ]
     assert sorted(combos) == sorted(expected)
 
@@ -112,8 +118,12 @@ def test_build_strings_keep_conda_forge_shape_and_mark_pascal(plan):
         assert string.startswith("cuda12"), string
         assert "_pascal_" in string, string
         assert string.startswith(f"cuda{build.output.cuda.replace('.', '')}_pascal_")
-        if build.output.python:
+        if build.output.python and build.output.name not in ("torchvision", "torchaudio"):
             assert f"_py{build.output.python.replace('.', '')}_h" in string
+    # torchvision and torchaudio carry no py tag (in one file it would tie the current stack's
+    # builds to each Python too); each Python of the seed stack still gets its own hash.
+    seed = [b.output.build_string for b in plan.builds if b.output.name == "torchvision"]
+    assert len(seed) == len(set(seed))
 
 
 def test_order_is_triton_libtorch_pytorch_vllm_vllm_pascal(plan):
@@ -134,7 +144,7 @@ def test_every_build_comes_after_what_it_needs(plan):
 def test_needs_follow_the_variant(plan, stack):
     """vllm for CUDA 12.9 needs its own stack's triton, pytorch, torchvision and torchaudio for
     12.9, for each of the stack's Pythons, and nothing of the other stack or CUDA version."""
-    versions, pythons = STACKS[stack]
+    versions, _ = STACKS[stack]
     vllm = next(
         b
         for b in plan.builds
@@ -144,7 +154,7 @@ def test_needs_follow_the_variant(plan, stack):
     assert {(o.name, o.version, o.cuda, o.python) for o in needed} == {
         (name, versions[name], "12.9", python)
         for name in ("triton", "pytorch", "torchvision", "torchaudio")
-        for python in pythons
+        for python in _pythons(stack, name)
     }
 
 
@@ -291,8 +301,9 @@ def test_cli_prints_table_and_json(capsys, monkeypatch, tmp_path):
     assert "vllm-pascal" in table and "cuda129_pascal_py312_h" in table
     assert main(["plan", "--json", *args]) == 0
     records = json.loads(capsys.readouterr().out)
-    # 48 packages of triton, pytorch and vllm, 32 of torchvision and torchaudio.
-    assert len(records) == 80
+    # 48 packages of triton, pytorch and vllm; torchvision and torchaudio 16 each for the seed
+    # stack (one per Python) and 4 each for the current one (one per CUDA version).
+    assert len(records) == 68
     assert {"order", "name", "version", "build", "cuda", "python", "in_channel"} <= records[0].keys()
 
 
@@ -311,10 +322,22 @@ def test_plan_counts_each_expensive_build(plan):
         ("triton", 2): {"12.6": 2, "12.9": 2},
         ("pytorch", 4): {"12.6": 2, "12.9": 2},
         ("vllm", 4): {"12.6": 2, "12.9": 2},
-        # Once per Python, as conda-forge builds them.
-        ("torchvision", 16): {"12.6": 8, "12.9": 8},
-        ("torchaudio", 16): {"12.6": 8, "12.9": 8},
+        # The seed stack's once per Python, as conda-forge builds them; the current stack's
+        # (Python-independent libraries) once per CUDA version: 5 per CUDA, not 8.
+        ("torchvision", 10): {"12.6": 5, "12.9": 5},
+        ("torchaudio", 10): {"12.6": 5, "12.9": 5},
     }
+
+
+def test_twin_a_current_torchvision_that_hosts_every_python_runs_per_python(recipes_copy, tmp_path):
+    recipe = recipes_copy / "torchvision" / "recipe.yaml"
+    text = recipe.read_text()
+    independent = "        - python ${{ python_min }}.*\n        - python-abi3 ${{ python_min }}.*\n"
+    assert independent in text
+    recipe.write_text(text.replace(independent, "        - python\n", 1))
+    narrowed = make_plan(recipes_copy, VARIANT_CONFIG, tmp_path / "channel")
+    (torchvision,) = [e for e in expensive_builds(narrowed) if e.recipe == "torchvision"]
+    assert torchvision.total == 16
 
 
 def test_twin_an_llvm_build_that_uses_cuda_runs_per_cuda_version(recipes_copy, tmp_path):
@@ -337,3 +360,46 @@ def test_cli_plan_prints_the_expensive_builds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "expensive builds: how many times each runs" in out
     assert "LLVM and MLIR" in out and "the C++/CUDA build of libtorch" in out
+
+
+# Libraries conda-forge pins globally because their ABI changes between versions; the
+# pytorch recipe hosts each of them, so each must be pinned as conda-forge pins it.
+GLOBALLY_PINNED = {
+    "libprotobuf": "libprotobuf",
+    "libabseil": "libabseil",
+    "fmt": "fmt",
+    "mkl-devel": "mkl_devel",
+}
+
+
+def _unpinned(plan) -> dict[str, list[str]]:
+    found = {}
+    for build in plan.builds:
+        if build.output.name != "libtorch":
+            continue
+        host = build.output.rendered.recipe.to_dict()["staging_caches"][0]["requirements"]["host"]
+        missing = [
+            name for name, key in GLOBALLY_PINNED.items() if name in host and key not in build.output.variant
+        ]
+        found[build.output.build_string] = missing
+    return found
+
+
+def test_libtorch_pins_abi_sensitive_libraries_as_conda_forge_does(plan):
+    unpinned = _unpinned(plan)
+    assert len(unpinned) == 4 and not any(unpinned.values()), unpinned
+    config = yaml.safe_load(VARIANT_CONFIG.read_text())
+    # conda-forge/pytorch-cpu-feedstock 74dd3d4, .ci_support for CUDA 12.9.
+    assert {key: config[key] for key in GLOBALLY_PINNED.values()} == {
+        "libprotobuf": ["7.35.1"],
+        "libabseil": ["20260526"],
+        "fmt": ["12.1"],
+        "mkl_devel": ["2026"],
+    }
+
+
+def test_twin_the_variant_config_before_this_review_left_them_unpinned(tmp_path):
+    old = tmp_path / "conda_build_config.yaml"
+    old.write_text(committed_text("ea1b55a", "conda_build_config.yaml"))
+    unpinned = _unpinned(make_plan(RECIPES, old, tmp_path / "channel"))
+    assert unpinned and all(missing == list(GLOBALLY_PINNED) for missing in unpinned.values())

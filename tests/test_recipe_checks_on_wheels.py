@@ -67,13 +67,14 @@ def recipe_tests() -> dict[tuple[str, str], list[dict[str, Any]]]:
     return tests
 
 
-def _library_checks(tests: list[dict[str, Any]], tool: str) -> list[str]:
-    """The script of each test that brings `tool`'s package into its environment."""
-    return [
+def _library_checks(tests: list[dict[str, Any]], tool: str, mentions: str = "") -> list[str]:
+    """The script of each test that brings `tool`'s package into its environment (and names `mentions`)."""
+    scripts = [
         _script_text(test["script"])
         for test in tests
         if tool in (test.get("requirements") or {}).get("run", [])
     ]
+    return [script for script in scripts if mentions in script]
 
 
 def _script_text(script: str | list[str] | dict[str, Any]) -> str:
@@ -155,7 +156,7 @@ def test_the_nvjpeg_check_passes_on_the_released_image_extension(
     version: str, recipe_tests, cuda12: Path, upstream_cache: Path, tmp_path: Path
 ) -> None:
     key = ("torchvision", version)
-    (script,) = _library_checks(recipe_tests[key], "binutils")
+    (script,) = _library_checks(recipe_tests[key], "binutils", "libnvjpeg")
     venv = _released_venv(key, upstream_cache, tmp_path)
     result = _run(script, venv, cuda12, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -165,7 +166,7 @@ def test_twin_the_nvjpeg_check_refuses_an_image_extension_without_it(
     recipe_tests, cuda12: Path, pascal_library: Path, upstream_cache: Path, tmp_path: Path
 ) -> None:
     key = ("torchvision", "0.29.0")
-    (script,) = _library_checks(recipe_tests[key], "binutils")
+    (script,) = _library_checks(recipe_tests[key], "binutils", "libnvjpeg")
     venv = _released_venv(key, upstream_cache, tmp_path)
     # What setup.py builds when it misses nvjpeg: an image extension that does not link it.
     shutil.copyfile(pascal_library, _site_packages(venv) / "torchvision" / "image_stable.so")
@@ -190,3 +191,49 @@ def test_twin_the_names_the_first_recipes_assumed_are_not_in_those_releases(
         names = set(wheel.namelist())
     assert assumed not in names
     assert set(CUDA_LIBRARIES[key]) <= names
+
+
+# torchvision 0.29.2 (py3-none): the same libraries as 0.29.0, linked without libtorch_python.
+TORCHVISION_0292 = UpstreamArtifact(
+    "torchvision",
+    "torchvision-0.29.2-py3-none-manylinux_2_28_x86_64.whl",
+    "0875f7a23bd298813240f716c56df44ce72ddb45146589442a38edd0e1f59637",
+)
+
+
+def _independence_check(recipe_tests, key: tuple[str, str]) -> str:
+    (script,) = _library_checks(recipe_tests[key], "binutils", "not Python-independent")
+    return script
+
+
+@pytest.mark.parametrize(
+    ("key", "wheel"),
+    [
+        (("torchaudio", "2.11.0"), WHEELS[("torchaudio", "2.11.0")]),
+        (("torchvision", "0.29.0"), TORCHVISION_0292),
+    ],
+    ids=["torchaudio-2.11.0", "torchvision-0.29.2"],
+)
+def test_the_python_independence_check_passes_on_libraries_without_python(
+    key, wheel, recipe_tests, cuda12: Path, upstream_cache: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # Unpacked rather than installed: the checks read files only, and this machine's pip
+    # constraints stop at torchvision 0.29.1.
+    with zipfile.ZipFile(fetch(wheel, upstream_cache)) as archive:
+        archive.extractall(_site_packages(venv))
+    result = _run(_independence_check(recipe_tests, key), venv, cuda12, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_twin_the_python_independence_check_refuses_a_library_that_lists_libtorch_python(
+    recipe_tests, cuda12: Path, upstream_cache: Path, tmp_path: Path
+) -> None:
+    # 0.29.0 as released lists libtorch_python.so (one per Python in this channel) though it
+    # uses none of its symbols; our build links --as-needed so that it does not.
+    key = ("torchvision", "0.29.0")
+    venv = _released_venv(key, upstream_cache, tmp_path)
+    result = _run(_independence_check(recipe_tests, key), venv, cuda12, tmp_path)
+    assert result.returncode != 0
+    assert "_C_stable.so needs libpython or libtorch_python: not Python-independent" in result.stdout

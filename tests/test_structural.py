@@ -35,6 +35,7 @@ STACKS = {
         "torchvision": "0.24.1",
         "torchaudio": "2.9.1",
         "pythons": ("3.10", "3.11", "3.12", "3.13"),
+        "python_independent": (),
     },
     "current": {
         "vllm": "0.34.0",
@@ -43,6 +44,8 @@ STACKS = {
         "torchvision": "0.29.0",
         "torchaudio": "2.11.0",
         "pythons": ("3.11", "3.12", "3.13", "3.14"),
+        # Libraries without the Python C-API: one package per CUDA version for every Python.
+        "python_independent": ("torchvision", "torchaudio"),
     },
 }
 CUDAS = ("12.6", "12.9")
@@ -123,7 +126,8 @@ def test_pins_tie_each_stack_together(structural: Structural) -> None:
                 builds = [
                     r for r in _by_name(records, name) if r["version"] == stack[name] and mark in r["build"]
                 ]
-                assert len(builds) == len(stack["pythons"]), name
+                one_per_cuda = name in stack["python_independent"]
+                assert len(builds) == (1 if one_per_cuda else len(stack["pythons"])), name
                 for build in builds:
                     assert f"pytorch =={stack['pytorch']} {mark}*" in build["depends"], build
             (vllm,) = [
@@ -146,6 +150,20 @@ def test_vllm_is_one_abi3_package_per_cuda_version(structural: Structural) -> No
         assert vllm["noarch"] == "python" and vllm["subdir"] == SUBDIR
         assert "_py" not in vllm["build"]
         assert not [d for d in vllm["depends"] if d.startswith("python_abi")]
+
+
+def test_current_torchvision_and_torchaudio_are_one_package_per_cuda_version(structural: Structural) -> None:
+    records = structural.records()
+    for stack in STACKS.values():
+        for name in ("torchvision", "torchaudio"):
+            builds = [r for r in _by_name(records, name) if r["version"] == stack[name]]
+            independent = name in stack["python_independent"]
+            assert len(builds) == (2 if independent else 2 * len(stack["pythons"])), name
+            for build in builds:
+                assert (build.get("noarch") == "python") == independent, build
+                assert build["subdir"] == SUBDIR
+                abis = [d for d in build["depends"] if d.startswith("python_abi")]
+                assert bool(abis) != independent, build
 
 
 def test_build_strings_keep_conda_forge_shape(structural: Structural) -> None:

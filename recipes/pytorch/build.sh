@@ -80,14 +80,14 @@ if [[ -z "${TORCH_CUDA_ARCH_LIST:-}" ]]; then
   exit 1
 fi
 
-# nvcc on the attention and linear-algebra kernels takes several GB per job: 4 jobs fit the
-# 8-CPU/32 GB runners conda-forge builds pytorch on; elsewhere leave a core free.
-if [[ "${CI:-}" == "github_actions" ]]; then
-  export MAX_JOBS=4
-else
-  cpus="${CPU_COUNT:-2}"
-  export MAX_JOBS=$((cpus > 1 ? cpus - 1 : 1))
-fi
+# nvcc on the attention and linear-algebra kernels takes several GB per job: conda-forge runs 4
+# jobs on 32 GB and 8 on 64 GB "to avoid getting OOM-killed", so allow one job per 8 GiB, and
+# leave a core free. Sized from this machine: rattler-build's isolation hides CI and the like.
+cpus="${CPU_COUNT:-2}"
+memory_gib=$(awk '/^MemTotal:/ { print int($2 / 1048576) }' /proc/meminfo)
+by_cpus=$((cpus > 1 ? cpus - 1 : 1))
+by_memory=$((memory_gib >= 16 ? memory_gib / 8 : 1))
+export MAX_JOBS=$((by_cpus < by_memory ? by_cpus : by_memory))
 
 case "${PASCAL_STAGE}" in
   cpp)

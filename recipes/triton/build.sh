@@ -12,6 +12,7 @@ llvm_build="${SRC_DIR}/llvm-project/build"
 
 case "${PASCAL_STAGE}" in
   llvm)
+    # One link at a time: each static MLIR tool links to several GB; parallel links swap.
     cmake -G Ninja -S llvm-project/llvm -B "${llvm_build}" \
       -DCMAKE_BUILD_TYPE=Release \
       -DLLVM_ENABLE_PROJECTS="${LLVM_PROJECTS:?the recipe names the LLVM projects}" \
@@ -22,7 +23,8 @@ case "${PASCAL_STAGE}" in
       -DLLVM_BUILD_TELEMETRY=OFF \
       -DLLVM_ENABLE_TERMINFO=OFF \
       -DLLVM_INCLUDE_TESTS=OFF \
-      -DMLIR_INCLUDE_TESTS=OFF
+      -DMLIR_INCLUDE_TESTS=OFF \
+      -DLLVM_PARALLEL_LINK_JOBS=1
     cmake --build "${llvm_build}" -j "${MAX_JOBS}"
     # Every inheriting triton build gets a copy of the work dir: keep the libraries, tools,
     # headers and CMake files that triton's build reads, not the object files.
@@ -59,7 +61,16 @@ case "${PASCAL_STAGE}" in
     # Statically linked LLVM brings a huge symbol table; strip it at link time.
     export LDFLAGS="${LDFLAGS:-} -Wl,-s"
 
+    # 3.8 compiles its GSan runtime with clang, which this LLVM build leaves out: the CMake
+    # cache variable it finds clang with points at a stand-in (see that file for why), and the
+    # stand-in's output stays out of the package.
+    gsan_runtime="${SP_DIR}/triton/backends/nvidia/lib/gsan.ll"
+    if grep -q TRITON_GSAN_CLANGXX third_party/nvidia/CMakeLists.txt; then
+      export TRITON_APPEND_CMAKE_ARGS="${TRITON_APPEND_CMAKE_ARGS:-} -DTRITON_GSAN_CLANGXX=${RECIPE_DIR}/gsan-clang-stand-in.sh"
+    fi
+
     "${PYTHON}" -m pip install . --no-deps --no-build-isolation -vv
+    rm -f "${gsan_runtime}"
     ;;
   *)
     echo "unknown PASCAL_STAGE '${PASCAL_STAGE:-}'" >&2

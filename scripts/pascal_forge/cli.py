@@ -139,6 +139,8 @@ def _add_rerender_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_rerender(args: argparse.Namespace) -> int:
     rendered = rerender(args.root)
+    for notice in rendered.notices:
+        print(f"note: {notice}", file=sys.stderr)
     if args.check:
         problems = stale_files(args.root, rendered)
         for problem in problems:

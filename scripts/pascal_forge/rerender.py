@@ -25,7 +25,14 @@ from .plan import Plan, make_plan
 from .recipes import discover_recipes
 from .render import DEFAULT_PLATFORM
 from .variants import check_pascal, select_variant
-from .workflow import WORKFLOW_PATH, CiConfig, recipe_order, render_workflow
+from .workflow import (
+    WORKFLOW_PATH,
+    CiConfig,
+    recipe_order,
+    render_workflow,
+    self_hosted_builds,
+    self_hosted_notice,
+)
 
 CI_SUPPORT = ".ci_support"
 VARIANT_CONFIG = "conda_build_config.yaml"
@@ -46,6 +53,8 @@ class Rendered:
 
     files: dict[str, str]
     configs: tuple[CiConfig, ...]
+    # What an operator must do outside the repository before the workflow can run.
+    notices: tuple[str, ...] = ()
 
 
 def rerender(root: Path) -> Rendered:
@@ -70,9 +79,19 @@ def rerender(root: Path) -> Rendered:
             f"{FORGE_CONFIG}: pascal_forge.recipes names {', '.join(unknown)}, which is no recipe "
             f"in {RECIPES}/; fix the name or remove the entry."
         )
+    self_hosted = self_hosted_builds(tuple(configs), forge)
+    for recipe in self_hosted:
+        if forge.job_for(recipe).free_disk_space:
+            raise ForgeConfigError(
+                f"{FORGE_CONFIG}: pascal_forge.recipes.{recipe}: free_disk_space: true on the "
+                "self-hosted runner it names would delete that machine's own packages (the action "
+                "removes .NET, Android, Haskell and large apt packages with sudo); set it to false "
+                "and give the runner the disk instead."
+            )
     files[WORKFLOW_PATH] = render_workflow(tuple(configs), forge)
     files[BUMP_WORKFLOW_PATH] = render_bump_workflow(_bump_recipes(root, tuple(configs)), forge)
-    return Rendered(files=files, configs=tuple(configs))
+    notices = (self_hosted_notice(self_hosted),) if self_hosted else ()
+    return Rendered(files=files, configs=tuple(configs), notices=notices)
 
 
 def write(root: Path, rendered: Rendered) -> list[str]:

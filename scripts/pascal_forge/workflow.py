@@ -25,6 +25,11 @@ STAGING_DIR = "job-packages"
 # Where pascal-forge build writes one log per package (next to the channel folder).
 LOG_DIR = "build-logs"
 GPU_TEST_MARKER = "pascal-gpu-test:"
+# The repository variable an operator sets to "true" once the self-hosted build runners that
+# conda-forge.yml names are registered; until then the `runners` job fails at once, naming them,
+# instead of the build jobs waiting a day for a runner that never comes.
+SELF_HOSTED_VARIABLE = "PASCAL_FORGE_SELF_HOSTED_RUNNERS"
+RUNNERS_JOB = "runners"
 # What pascal-forge publish reads for each kind of target (prefix.dev, anaconda.org, quetz,
 # artifactory, S3); only the one the target needs has to be set.
 PUBLISH_SECRETS = (
@@ -36,7 +41,13 @@ PUBLISH_SECRETS = (
     "AWS_SECRET_ACCESS_KEY",
 )
 # The Python module each package installs, for the import and version checks.
-MODULES = {"triton": "triton", "pytorch": "torch", "vllm": "vllm"}
+MODULES = {
+    "triton": "triton",
+    "pytorch": "torch",
+    "torchvision": "torchvision",
+    "torchaudio": "torchaudio",
+    "vllm": "vllm",
+}
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,13 @@ def render_workflow(configs: tuple[CiConfig, ...], forge: ForgeConfig) -> str:
     """The workflow file's text; the same inputs always give the same text."""
     jobs: dict[str, Any] = {}
     needs = recipe_needs(configs)
+    self_hosted = self_hosted_builds(configs, forge)
+    if self_hosted:
+        jobs[RUNNERS_JOB] = _runners_job(self_hosted, forge)
     for recipe in recipe_order(configs):
-        jobs[recipe] = _build_job(recipe, needs[recipe], configs, forge)
+        # Jobs that wait for no other build wait for the runner check; the rest follow them.
+        first = (RUNNERS_JOB,) if self_hosted and not needs[recipe] else ()
+        jobs[recipe] = _build_job(recipe, needs[recipe], configs, forge, waits_for=first)
     jobs["test"] = _test_job(configs, forge, list(needs))
     jobs["gpu"] = _gpu_job(configs, forge, list(needs))
     if forge.upload_packages:
@@ -136,6 +152,49 @@ def render_workflow(configs: tuple[CiConfig, ...], forge: ForgeConfig) -> str:
     return header + _annotate_pins(yaml.dump(workflow, Dumper=_Dumper, sort_keys=False, width=1000))
 
 
+def self_hosted_builds(configs: tuple[CiConfig, ...], forge: ForgeConfig) -> dict[str, tuple[str, ...]]:
+    """The build jobs that run on self-hosted runners, with the labels each asks for."""
+    return {
+        recipe: forge.job_for(recipe).runs_on
+        for recipe in recipe_order(configs)
+        if "self-hosted" in forge.job_for(recipe).runs_on
+    }
+
+
+def self_hosted_notice(self_hosted: dict[str, tuple[str, ...]]) -> str:
+    """What an operator must do before the workflow can run, in one paragraph."""
+    wanted = "; ".join(f"{recipe} on [{', '.join(labels)}]" for recipe, labels in self_hosted.items())
+    return (
+        f"the workflow builds {wanted}: register such a runner, then set the repository variable "
+        f"{SELF_HOSTED_VARIABLE} to true; until then its first job fails at once. Or point "
+        "pascal_forge.recipes.<recipe>.runs_on in conda-forge.yml at a runner you have and rerender "
+        "(README, section CI)."
+    )
+
+
+def _runners_job(self_hosted: dict[str, tuple[str, ...]], forge: ForgeConfig) -> dict:
+    # GitHub queues a job for a label no runner has for up to a day, then cancels it; this
+    # job runs on a hosted runner in seconds and stops the whole run with the reason instead.
+    return {
+        "name": "self-hosted build runners are registered",
+        "runs-on": _runner(forge.default_job.runs_on),
+        "timeout-minutes": 5,
+        "permissions": {},
+        "steps": [
+            {
+                "name": "Check the repository variable",
+                "env": {"REGISTERED": f"${{{{ vars.{SELF_HOSTED_VARIABLE} }}}}"},
+                "run": (
+                    'if [ "$REGISTERED" != "true" ]; then\n'
+                    f"  echo '::error::{self_hosted_notice(self_hosted)}'\n"
+                    "  exit 1\n"
+                    "fi"
+                ),
+            }
+        ],
+    }
+
+
 def _matrix(configs: tuple[CiConfig, ...]) -> dict[str, Any]:
     return {"include": [{"config": c.name, **c.selection} for c in configs]}
 
@@ -145,7 +204,15 @@ def _cuda_expression(configs: tuple[CiConfig, ...]) -> str | None:
     return "${{ matrix.cuda_compiler_version }}" if "cuda_compiler_version" in keys else None
 
 
-def _build_job(recipe: str, needs: list[str], configs: tuple[CiConfig, ...], forge: ForgeConfig) -> dict:
+def _build_job(
+    recipe: str,
+    needs: list[str],
+    configs: tuple[CiConfig, ...],
+    forge: ForgeConfig,
+    *,
+    waits_for: tuple[str, ...] = (),
+) -> dict:
+    """One recipe's job; `needs` are the build jobs whose packages it takes, `waits_for` the rest."""
     settings = forge.job_for(recipe)
     env = {"CONFIG": "${{ matrix.config }}", "RECIPE": recipe}
     cuda = _cuda_expression(configs)
@@ -194,8 +261,8 @@ def _build_job(recipe: str, needs: list[str], configs: tuple[CiConfig, ...], for
         },
     ]
     job: dict[str, Any] = {"name": f"{recipe} (${{{{ matrix.config }}}})"}
-    if needs:
-        job["needs"] = needs
+    if waits_for or needs:
+        job["needs"] = [*waits_for, *needs]
     job.update(_placement(settings))
     job["permissions"] = {"contents": "read"}
     job["strategy"] = {"fail-fast": False, "matrix": _matrix(configs)}
@@ -216,14 +283,20 @@ def _test_job(configs: tuple[CiConfig, ...], forge: ForgeConfig, needs: list[str
     include = []
     for config in configs:
         pythons = sorted({b.output.python for b in config.plan.builds if b.output.python}, key=_version_key)
-        arches = _arch_list(config)
-        include += [
-            {"config": config.name, **config.selection, "python": py, "cuda_arch_list": arches}
-            for py in pythons
-        ]
-    versions = _module_versions(configs)
-    env = {"CONFIG": "${{ matrix.config }}", "CUDA_ARCH_LIST": "${{ matrix.cuda_arch_list }}"}
-    checks = f'--arch "$CUDA_ARCH_LIST" {versions}'
+        # Each config is one stack: its entries expect that stack's versions, not another's.
+        common = {
+            "config": config.name,
+            **config.selection,
+            "cuda_arch_list": _arch_list(config),
+            "expected_versions": module_versions(config),
+        }
+        include += [{**common, "python": py} for py in pythons]
+    env = {
+        "CONFIG": "${{ matrix.config }}",
+        "CUDA_ARCH_LIST": "${{ matrix.cuda_arch_list }}",
+        "EXPECTED_VERSIONS": "${{ matrix.expected_versions }}",
+    }
+    checks = '--arch "$CUDA_ARCH_LIST" "${expected[@]}"'
     cuda = _cuda_expression(configs)
     if cuda:
         env["CONDA_OVERRIDE_CUDA"] = cuda
@@ -246,7 +319,10 @@ def _test_job(configs: tuple[CiConfig, ...], forge: ForgeConfig, needs: list[str
             },
             {
                 "name": "Import checks",
-                "run": f"micromamba run -n pascal-test python .ci/check-install.py {checks}",
+                "run": (
+                    'read -ra expected <<< "$EXPECTED_VERSIONS"\n'
+                    f"micromamba run -n pascal-test python .ci/check-install.py {checks}"
+                ),
             },
         ],
     }
@@ -434,14 +510,20 @@ def _channels_argument(forge: ForgeConfig) -> str:
     return " ".join(f"-s {channel}" for channel in forge.source_channels)
 
 
-def _module_versions(configs: tuple[CiConfig, ...]) -> str:
-    versions = {}
-    for config in configs:
-        for build in config.plan.builds:
-            module = MODULES.get(build.output.name)
-            if module:
-                versions[module] = build.output.version
-    return " ".join(f"{module}=={version}" for module, version in sorted(versions.items()))
+def module_versions(config: CiConfig) -> str:
+    """MODULE==VERSION for each package of `config`'s stack that the import checks know."""
+    versions: dict[str, set[str]] = {}
+    for build in config.plan.builds:
+        module = MODULES.get(build.output.name)
+        if module:
+            versions.setdefault(module, set()).add(build.output.version)
+    several = {module: sorted(found) for module, found in versions.items() if len(found) > 1}
+    if several:
+        raise PascalForgeError(
+            f".ci_support/{config.name}.yaml builds more than one version of {several}; "
+            "split_variants_by in conda-forge.yml must give each config one stack"
+        )
+    return " ".join(f"{module}=={found.pop()}" for module, found in sorted(versions.items()))
 
 
 def _arch_list(config: CiConfig) -> str:
