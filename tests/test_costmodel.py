@@ -149,3 +149,32 @@ def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_to
     proposed = kernel_counts(k.PROPOSED_GEMV, 61, vllm_toolchain)
     assert not fp16_in_hot_loop(proposed)
     assert proposed.hot.fp32_fma + proposed.hot.fp32_other >= 128  # one per weight or more
+
+
+@pytest.mark.slow
+def test_nvcc_refuses_dp4a_for_sm60_and_emits_it_for_sm61(tmp_path: Path) -> None:
+    from vllm_support import setup_cuda12
+
+    nvcc = setup_cuda12() / "bin" / "nvcc"
+    source = tmp_path / "dp4a.cu"
+    source.write_text("__global__ void k(const int* a, int* out) { out[0] = __dp4a(a[0], a[1], out[0]); }\n")
+    results = {
+        capability: subprocess.run(
+            [
+                str(nvcc),
+                "-ptx",
+                f"-arch=compute_{capability}",
+                str(source),
+                "-o",
+                str(tmp_path / f"{capability}.ptx"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for capability in (60, 61)
+    }
+    assert results[61].returncode == 0
+    (kernel,) = count_ptx((tmp_path / "61.ptx").read_text()).values()
+    assert kernel.outside.dp4a == 1
+    assert results[60].returncode != 0 and "__dp4a" in results[60].stderr

@@ -222,6 +222,10 @@ class Prediction:
         return sum(p.total_seconds for p in self.launches)
 
     @property
+    def launch_count(self) -> int:
+        return sum(p.launch.repeat for p in self.launches)
+
+    @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds
 
@@ -260,7 +264,9 @@ def fits(setup: Setup, card: Card) -> bool:
 
 
 def bytes_text(value: float) -> str:
-    return f"{value / 1e9:.2f} GB" if value >= 1e8 else f"{value / 1e6:.1f} MB"
+    if value >= 1e8:
+        return f"{value / 1e9:.2f} GB"
+    return f"{value / 1e6:.1f} MB" if value >= 1e5 else f"{value / 1e3:.1f} KB"
 
 
 def format_prediction(prediction: Prediction) -> str:
@@ -291,7 +297,8 @@ def format_prediction(prediction: Prediction) -> str:
 def summary_rows(predictions: list[Prediction], roof: str = "bandwidth") -> str:
     """One line per (setup, card): predicted tok/s beside the bandwidth bound (decode) or the
     FP32 roof (prefill: two FLOP per active parameter per token at the card's FP32 rate)."""
-    header = f"{'config':<52} {'card':<22} {'tok/s':>7} {'bound':>7} {'%':>4}  {'slowest op (share)':<34}"
+    header = f"{'config':<52} {'card':<22} {'tok/s':>7} {'bound':>7} {'%':>4} {'launches':>8}"
+    header += f"  {'slowest op (share)':<34}"
     header = header.replace("  bound", "FP32roof") if roof == "fp32" else header
     lines = [header, "-" * len(header)]
     for p in predictions:
@@ -303,7 +310,7 @@ def summary_rows(predictions: list[Prediction], roof: str = "bandwidth") -> str:
             bound = p.bandwidth_bound_tokens_per_second
         lines.append(
             f"{p.setup.label:<52} {f'{p.setup.tp}x {p.card.name}':<22} {p.tokens_per_second:>7.1f} "
-            f"{bound:>7.1f} {100 * p.tokens_per_second / bound:>4.0f}"
+            f"{bound:>7.1f} {100 * p.tokens_per_second / bound:>4.0f} {p.launch_count:>8}"
             f"  {slowest.launch.op} ({share:.0%}, {slowest.bound})"
         )
     return "\n".join(lines)
