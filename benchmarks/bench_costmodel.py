@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from pascal_forge.costmodel.report import compile_table, default_toolchain, make_report
+from pascal_forge.costmodel.table import SHIPPED_COUNTS, save_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,12 +27,19 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true", help="only the two summary tables")
     parser.add_argument("--work-dir", type=Path, help="where the patched sources are unpacked (kept)")
     parser.add_argument("--nvcc", type=Path, default=REPO / ".cache" / "cuda12" / "bin" / "nvcc")
+    parser.add_argument(
+        "--write-counts",
+        action="store_true",
+        help=f"also write the kernel counts `pascal-forge bench` ships ({SHIPPED_COUNTS.name})",
+    )
     args = parser.parse_args()
     cache = Path(os.environ.get("PASCAL_FORGE_CACHE") or REPO / ".cache" / "upstream")
     with tempfile.TemporaryDirectory(prefix="pascal-forge-costmodel-") as scratch:
         tools = default_toolchain(REPO, cache, args.work_dir or Path(scratch), args.nvcc)
-        report = make_report(compile_table(tools))
-    print(report.text(detail=not args.summary))
+        table = compile_table(tools)
+    if args.write_counts:
+        save_table(table, SHIPPED_COUNTS)
+    print(make_report(table).text(detail=not args.summary))
 
 
 if __name__ == "__main__":

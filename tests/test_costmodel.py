@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from costmodel_support are parameters here)
 """The P40/P100 cost model (scripts/pascal_forge/costmodel, benchmarks/bench_costmodel.py).
 
 Quick: the PTX counter on nvcc 12.4's PTX of tests/fixtures/costmodel/loops.cu (one dot-product
@@ -12,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
 
 from pascal_forge.costmodel import kernels as k
 from pascal_forge.costmodel.cards import P40, P100
@@ -26,6 +28,7 @@ from pascal_forge.costmodel.model import (
     step_launches,
 )
 from pascal_forge.costmodel.ptx import count_ptx
+from pascal_forge.costmodel.table import load_table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "costmodel"
 HALF2 = "_Z9dot_half2PK7__half2S1_Pfi"
@@ -123,17 +126,6 @@ def test_nvcc_writes_the_committed_fixture(tmp_path: Path) -> None:
     assert {name: counts.hot for name, counts in fresh.items()} == {n: c.hot for n, c in committed.items()}
 
 
-@pytest.fixture(scope="session")
-def vllm_toolchain(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path):
-    """vLLM 0.33.0 and triton 3.8.0 with the recipes' patches, nvcc 12 (the benchmark's own set-up)."""
-    from vllm_support import REPO, setup_cuda12
-
-    from pascal_forge.costmodel.report import default_toolchain
-
-    nvcc = setup_cuda12() / "bin" / "nvcc"
-    return default_toolchain(REPO, upstream_cache, tmp_path_factory.mktemp("costmodel"), nvcc)
-
-
 @pytest.mark.slow
 def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_toolchain) -> None:
     from pascal_forge.costmodel.table import kernel_counts
@@ -149,6 +141,14 @@ def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_to
     proposed = kernel_counts(k.PROPOSED_GEMV, 61, vllm_toolchain)
     assert not fp16_in_hot_loop(proposed)
     assert proposed.hot.fp32_fma + proposed.hot.fp32_other >= 128  # one per weight or more
+    # The counts shipped for `pascal-forge bench` are these (else: --write-counts).
+    shipped = load_table()
+    for kernel, fresh in [
+        (k.EXLLAMA_GEMM, exllama),
+        (k.triton_w4a16_kernel(32, 64, 32), triton),
+        (k.PROPOSED_GEMV, proposed),
+    ]:
+        assert shipped[(kernel.name, 61)] == fresh, kernel.name
 
 
 @pytest.mark.slow

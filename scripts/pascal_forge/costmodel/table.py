@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .compile import CudaSource, cuda_ptx, select_entry, triton_ptx
+from .compile import CostModelError, CudaSource, cuda_ptx, select_entry, triton_ptx
 from .kernels import Kernel
-from .ptx import KernelCounts, count_ptx
+from .ptx import KernelCounts, Loop, OpCounts, count_ptx
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,30 @@ def build_table(
     return {
         (kernel.name, cap): kernel_counts(kernel, cap, tools) for cap in capabilities for kernel in ordered
     }
+
+
+# The counts the benchmark compiled last, shipped with the package so that `pascal-forge bench`
+# can print a prediction on an owner's machine without vLLM's sources or nvcc.
+SHIPPED_COUNTS = Path(__file__).resolve().parent / "kernel_counts.json"
+
+
+def save_table(table: dict[tuple[str, int], KernelCounts], path: Path) -> None:
+    rows = [
+        {"kernel": name, "capability": capability, "counts": asdict(counts)}
+        for (name, capability), counts in sorted(table.items())
+    ]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def load_table(path: Path = SHIPPED_COUNTS) -> dict[tuple[str, int], KernelCounts]:
+    """The table `save_table` wrote (by default the one shipped with the package)."""
+    if not path.is_file():
+        raise CostModelError(f"{path}: no kernel counts; run benchmarks/bench_costmodel.py --write-counts")
+    table = {}
+    for row in json.loads(path.read_text()):
+        counts = row["counts"]
+        loops = [Loop(**{**loop, "body": OpCounts(**loop["body"])}) for loop in counts["loops"]]
+        table[(row["kernel"], row["capability"])] = KernelCounts(
+            counts["name"], OpCounts(**counts["outside"]), loops
+        )
+    return table
