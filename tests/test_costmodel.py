@@ -178,3 +178,29 @@ def test_nvcc_refuses_dp4a_for_sm60_and_emits_it_for_sm61(tmp_path: Path) -> Non
     (kernel,) = count_ptx((tmp_path / "61.ptx").read_text()).values()
     assert kernel.outside.dp4a == 1
     assert results[60].returncode != 0 and "__dp4a" in results[60].stderr
+
+
+@pytest.mark.slow
+def test_the_proposed_gemv_computes_gptq_int4_times_fp16_in_triton_interpreter(vllm_toolchain) -> None:
+    import json
+    import os
+    import sys
+
+    repository = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(vllm_toolchain.triton_tree), "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(repository / "scripts" / "gpu" / "check_w4a16_gemv.py"),
+            str(repository / k.PROPOSED_GEMV.source.path),
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.splitlines()[-1])
+    assert errors["gptq_order"] < 1e-5
+    assert errors["reversed_order"] > 0.1  # the twin: a wrong nibble order is caught
