@@ -181,7 +181,11 @@ def format_report(result: BenchResult, setup: Setup | None, prediction_note: str
     prediction = _prediction(setup, card) if setup else None
     for figures in result.serve:
         per_stream = 1000.0 / figures.mean_tpot_ms if figures.mean_tpot_ms else 0.0
-        predicted = f"{prediction.tokens_per_second:.1f}" if prediction and figures.streams == 1 else "-"
+        predicted = "-"
+        if setup and card:
+            streams = figures.streams
+            step = predict(setup, card, load_table(), streams, INPUT_TOKENS + OUTPUT_TOKENS // 2, streams)
+            predicted = f"{step.tokens_per_second / streams:.1f}"
         lines.append(
             f"| {figures.streams} | {figures.output_tokens_per_second:.1f} | {per_stream:.1f} | "
             f"{figures.mean_ttft_ms:.0f} / {figures.median_ttft_ms:.0f} | {predicted} |"
@@ -207,7 +211,8 @@ def format_report(result: BenchResult, setup: Setup | None, prediction_note: str
 
 
 def _prediction(setup: Setup, card: Card | None) -> Prediction | None:
-    return None if card is None else predict(setup, card, load_table())
+    """One stream's decode at the benchmark's mean context (the prompt and half the output)."""
+    return None if card is None else predict(setup, card, load_table(), 1, INPUT_TOKENS + OUTPUT_TOKENS // 2)
 
 
 # --------------------------------------------------------------------------- running it

@@ -47,25 +47,26 @@ class Launch:
 
 # --------------------------------------------------------------------------- kernels
 
-EXLLAMA_GEMM = Kernel(
-    "exllama gemm_half_q_half_gptq_4bit (m_count=1)",
-    "CUDA",
-    CudaSource("csrc/quantization/gptq/q_gemm.cu"),
-    entry="gemm_half_q_half_gptq_4bit_kernelILb1ELi1E",
-)
+
+def exllama_kernel(m_count: int, fp32_rewrite: bool = False) -> Kernel:
+    """q_gemm.cu's gemm_half_q_half_gptq_4bit_kernel<true, m_count> (as compiled, or rewritten in fp32)."""
+    name = f"exllama gemm_half_q_half_gptq_4bit (m_count={m_count})"
+    return Kernel(
+        name + (", fp32 rewrite (on paper)" if fp32_rewrite else ""),
+        "CUDA",
+        CudaSource("csrc/quantization/gptq/q_gemm.cu"),
+        entry=f"gemm_half_q_half_gptq_4bit_kernelILb1ELi{m_count}E",
+        fp32_rewrite=fp32_rewrite,
+    )
+
+
+EXLLAMA_GEMM = exllama_kernel(1)
 EXLLAMA_RECONSTRUCT = Kernel(
     "exllama reconstruct_exllama_4bit",
     "CUDA",
     CudaSource("csrc/quantization/gptq/q_gemm.cu"),
     entry="reconstruct_exllama_4bit_kernel",
     traced=False,
-)
-EXLLAMA_GEMM_FP32 = Kernel(
-    "exllama gptq_4bit, fp32 rewrite (on paper)",
-    "CUDA",
-    EXLLAMA_GEMM.source,
-    entry=EXLLAMA_GEMM.entry,
-    fp32_rewrite=True,
 )
 HGEMM = Kernel("cublasHgemm (fp16 compute)", "cuBLAS")
 GEMM = Kernel("cuBLAS GEMM (fp16 data, fp32 compute)", "cuBLAS")
@@ -205,39 +206,35 @@ def gemm(op: str, m: int, n: int, k: int, repeat: int) -> Launch:
 
 
 def exllama(
-    op: str, m: int, n: int, k: int, group_size: int, repeat: int, kernel: Kernel = EXLLAMA_GEMM
+    op: str, m: int, n: int, k: int, group_size: int, repeat: int, fp32_rewrite: bool = False
 ) -> list[Launch]:
     """q_gemm.cu: m <= 50 rows run gemm_half_q_half_gptq_4bit_kernel; more rows reconstruct + cublasHgemm.
 
-    Grid (q_gemm.cu:1224-1230): x = ceil(N / (128*4)), y = ceil(M / m_count), z = ceil(K / 128);
+    Rows go in chunks of 8 (m_count=8) and one launch for the rest (q_gemm.cu:1359-1373).
+    Grid (q_gemm.cu:642-648): x = ceil(N / (128*4)), y = ceil(M / m_count), z = ceil(K / 128);
     128 threads; each thread's while-loop (q_gemm.cu:198) steps k by 32 over its 128-row slice,
-    so the hot loop runs ceil(K/128) * 4 times per thread column. Above 8 rows vLLM launches
-    m_count=8 kernels; the table uses m_count=1 (decode).
+    so the hot loop runs 4 times per thread.
     """
     weights = int4_weight_bytes(n, k, group_size)
     if m <= 50:
-        blocks = math.ceil(n / 512) * math.ceil(m / 1) * math.ceil(k / 128)
-        threads = blocks * 128
-        return [
-            Launch(op, kernel, weights + (m * k + m * n) * FP16, threads, {1: threads * 4}, repeat=repeat)
-        ]
-    if kernel.fp32_rewrite:  # and cuBLAS with fp32 compute (cublasGemmEx) instead of cublasHgemm
-        hgemm = Launch(
-            op + " (GEMM)", GEMM, (n * k + m * k + m * n) * FP16, fp32_flops=2.0 * m * n * k, repeat=repeat
-        )
-        return [
-            Launch(op + " (reconstruct)", EXLLAMA_RECONSTRUCT, weights + n * k * FP16, repeat=repeat),
-            hgemm,
-        ]
+        launches = []
+        for rows, m_count in ((m - m % 8, 8), (m % 8, m % 8)):
+            if not rows:
+                continue
+            threads = math.ceil(n / 512) * (rows // m_count) * math.ceil(k / 128) * 128
+            dram = weights + (rows * k + rows * n) * FP16
+            kernel = exllama_kernel(m_count, fp32_rewrite)
+            launches.append(Launch(op, kernel, dram, threads, {1: threads * 4}, repeat=repeat))
+        return launches
     reconstruct = Launch(op + " (reconstruct)", EXLLAMA_RECONSTRUCT, weights + n * k * FP16, repeat=repeat)
-    hgemm = Launch(
-        op + " (Hgemm)", HGEMM, (n * k + m * k + m * n) * FP16, fp16_flops=2.0 * m * n * k, repeat=repeat
-    )
-    return [reconstruct, hgemm]
+    data = (n * k + m * k + m * n) * FP16
+    if fp32_rewrite:  # and cuBLAS with fp32 compute (cublasGemmEx) instead of cublasHgemm
+        return [reconstruct, Launch(op + " (GEMM)", GEMM, data, fp32_flops=2.0 * m * n * k, repeat=repeat)]
+    return [reconstruct, Launch(op + " (Hgemm)", HGEMM, data, fp16_flops=2.0 * m * n * k, repeat=repeat)]
 
 
 def exllama_fp32(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
-    return exllama(op, m, n, k, group_size, repeat, EXLLAMA_GEMM_FP32)
+    return exllama(op, m, n, k, group_size, repeat, fp32_rewrite=True)
 
 
 def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
@@ -260,8 +257,8 @@ def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) 
 
 
 def proposed_gemv(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
-    """The proposed fp32 GEMV for m <= 4 rows (one launch per row); above that, Exllama's
-    reconstruct and a cuBLAS GEMM with fp32 compute (what the fp32 rewrite does for prefill).
+    """The proposed fp32 GEMV for m <= 4 rows (one launch per row); above that, the Exllama
+    fp32 rewrite (up to 50 rows), then its reconstruct and a cuBLAS GEMM with fp32 compute.
 
     Grid (ceil(N / BLOCK_N), ceil(K / K_PER_PROGRAM)), 4 warps; the K loop runs
     K_PER_PROGRAM / BLOCK_K times per program.
@@ -302,11 +299,19 @@ def elementwise(op: str, kernel: Kernel, elements: float, bytes_per_element: flo
 
 
 def attention(
-    op: str, queries: int, context: int, heads: int, kv_heads: int, head_dim: int, repeat: int
+    op: str,
+    queries: int,
+    context: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    repeat: int,
+    sequences: int = 1,
 ) -> Launch:
-    kv_bytes = 2 * context * kv_heads * head_dim * FP16
+    """`sequences` sequences of `context` cached tokens each, `queries` new tokens in all."""
+    kv_bytes = sequences * 2 * context * kv_heads * head_dim * FP16
     # QK^T and PV, per query head: 2 * context * head_dim FMAs.
-    flops = 2.0 * 2 * queries * heads * context * head_dim
+    flops = 2.0 * 2 * queries * heads * context * head_dim  # each query sees its own sequence
     return Launch(
         op, ATTENTION, kv_bytes + 2 * queries * heads * head_dim * FP16, fp32_flops=flops, repeat=repeat
     )

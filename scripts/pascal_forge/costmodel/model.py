@@ -93,8 +93,9 @@ def _linear(setup: Setup, op: str, m: int, n: int, kk: int) -> list[Launch]:
     return path(op, m, n, kk, GROUP_SIZE, setup.model.layers)
 
 
-def step_launches(setup: Setup, tokens: int, context: int) -> list[Launch]:
-    """Every launch of one step of `tokens` new tokens (1 = decode) at `context` cached tokens, per GPU."""
+def step_launches(setup: Setup, tokens: int, context: int, sequences: int = 1) -> list[Launch]:
+    """Every launch of one step of `tokens` new tokens over `sequences` sequences of `context`
+    cached tokens each (decode: one token per sequence; prefill: one sequence), per GPU."""
     s, tp, m = setup.model, setup.tp, tokens
     layers = s.layers
     heads, kv_heads = s.heads // tp, max(1, s.kv_heads // tp)
@@ -109,7 +110,7 @@ def step_launches(setup: Setup, tokens: int, context: int) -> list[Launch]:
         k.elementwise(
             "reshape_and_cache", k.RESHAPE_AND_CACHE, m * 2 * kv_heads * s.head_dim, 2 * k.FP16, layers
         ),
-        k.attention("attention", m, context, heads, kv_heads, s.head_dim, layers),
+        k.attention("attention", m, context, heads, kv_heads, s.head_dim, layers, sequences),
         *_linear(setup, "o_proj", m, s.hidden, heads * s.head_dim),
         k.elementwise("post_attention_layernorm", k.FUSED_ADD_RMS_NORM, m * s.hidden, 3 * k.FP16, layers),
     ]
@@ -132,7 +133,7 @@ def step_launches(setup: Setup, tokens: int, context: int) -> list[Launch]:
     launches += [
         k.elementwise("norm", k.RMS_NORM, m * s.hidden, 2 * k.FP16, 1),
         # vLLM computes logits for the last token of each sequence only.
-        k.gemm("lm_head", 1, s.vocab // tp, s.hidden, 1),
+        k.gemm("lm_head", sequences, s.vocab // tp, s.hidden, 1),
     ]
     return launches
 
@@ -231,11 +232,20 @@ class Prediction:
 
     @property
     def bandwidth_bound_tokens_per_second(self) -> float:
+        """One stream's bound as the issue defines it: weight bytes per token / bandwidth."""
         return self.card.bandwidth / self.setup.weight_bytes_per_gpu()
 
+    @property
+    def dram_roof_tokens_per_second(self) -> float:
+        """Tokens per second if the step took only its DRAM bytes time (weights, KV, activations)."""
+        step_bytes = sum(p.launch.dram_bytes * p.launch.repeat for p in self.launches)
+        return self.tokens * self.card.bandwidth / step_bytes
 
-def predict(setup: Setup, card: Card, table: KernelTable, tokens: int = 1, context: int = 1024) -> Prediction:
-    launches = [price(launch, card, table) for launch in step_launches(setup, tokens, context)]
+
+def predict(
+    setup: Setup, card: Card, table: KernelTable, tokens: int = 1, context: int = 1024, sequences: int = 1
+) -> Prediction:
+    launches = [price(launch, card, table) for launch in step_launches(setup, tokens, context, sequences)]
     return Prediction(setup, card, tokens, launches)
 
 
@@ -244,7 +254,7 @@ def kernels_of(setups: list[Setup], tokens: list[int]) -> list[Kernel]:
     found: dict[str, Kernel] = {}
     for setup in setups:
         for m in tokens:
-            for launch in step_launches(setup, m, 1024):
+            for launch in step_launches(setup, m, 1024, m):
                 if launch.kernel.source is not None:
                     found.setdefault(launch.kernel.name, launch.kernel)
     return list(found.values())
@@ -295,17 +305,20 @@ def format_prediction(prediction: Prediction) -> str:
 
 
 def summary_rows(predictions: list[Prediction], roof: str = "bandwidth") -> str:
-    """One line per (setup, card): predicted tok/s beside the bandwidth bound (decode) or the
-    FP32 roof (prefill: two FLOP per active parameter per token at the card's FP32 rate)."""
+    """One line per (setup, card): predicted tok/s beside the bandwidth bound (one stream), the
+    DRAM roof (all the step's bytes at full bandwidth: batched decode) or the FP32 roof
+    (prefill: two FLOP per active parameter per token at the card's FP32 rate)."""
     header = f"{'config':<52} {'card':<22} {'tok/s':>7} {'bound':>7} {'%':>4} {'launches':>8}"
     header += f"  {'slowest op (share)':<34}"
-    header = header.replace("  bound", "FP32roof") if roof == "fp32" else header
+    header = header.replace("  bound", {"fp32": "FP32roof", "dram": "DRAMroof"}.get(roof, "  bound"))
     lines = [header, "-" * len(header)]
     for p in predictions:
         slowest = max(p.launches, key=lambda priced: priced.total_seconds)
         share = slowest.total_seconds / p.seconds
         if roof == "fp32":
             bound = p.card.fp32_tflops * 1e12 * p.setup.tp / (2.0 * p.setup.model.linear_parameters())
+        elif roof == "dram":
+            bound = p.dram_roof_tokens_per_second
         else:
             bound = p.bandwidth_bound_tokens_per_second
         lines.append(

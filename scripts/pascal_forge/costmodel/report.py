@@ -42,6 +42,7 @@ SETUPS = [
 CARDS: tuple[Card, ...] = (P40, P100)
 DECODE_CONTEXT = 1024  # cached tokens at the decode step
 PREFILL_CHUNK = 512  # prompt tokens in one prefill chunk (context 0)
+BATCHED_STREAMS = 16  # concurrent streams of the batched decode row (what `pascal-forge bench` runs)
 
 DISCLAIMER = """\
 These figures are a MODEL, not a measurement: no Pascal card ran anything. Each launch's time
@@ -57,35 +58,45 @@ PCIe, sampling and the embedding lookup. Attention is priced from its shape, not
 @dataclass(frozen=True)
 class Report:
     decode: list[Prediction]
+    batched: list[Prediction]
     prefill: list[Prediction]
 
     def text(self, detail: bool = True) -> str:
         parts = [DISCLAIMER, "", f"Decode, one stream, context {DECODE_CONTEXT} (tok/s per stream):"]
         parts.append(summary_rows(self.decode))
+        parts += [
+            "",
+            f"Decode, {BATCHED_STREAMS} streams, context {DECODE_CONTEXT} each (tok/s, all streams):",
+        ]
+        parts.append(summary_rows(self.batched, roof="dram"))
         parts += ["", f"Prefill, one chunk of {PREFILL_CHUNK} tokens (prompt tok/s):"]
         parts.append(summary_rows(self.prefill, roof="fp32"))
         if detail:
-            for prediction in self.decode + self.prefill:
-                kind = "decode" if prediction.tokens == 1 else f"prefill {prediction.tokens}"
+            for prediction in self.decode + self.batched + self.prefill:
+                kind = {1: "decode", BATCHED_STREAMS: f"decode, {BATCHED_STREAMS} streams"}.get(
+                    prediction.tokens, f"prefill {prediction.tokens}"
+                )
                 parts += ["", f"== {prediction.setup.label} on {prediction.card.name} ({kind})"]
                 parts.append(format_prediction(prediction))
         return "\n".join(parts)
 
 
 def make_report(table: KernelTable) -> Report:
-    decode, prefill = [], []
+    decode, batched, prefill = [], [], []
     for setup in SETUPS:
         for card in CARDS:
             if not fits(setup, card):
                 continue
             decode.append(predict(setup, card, table, 1, DECODE_CONTEXT))
+            streams = BATCHED_STREAMS
+            batched.append(predict(setup, card, table, streams, DECODE_CONTEXT, sequences=streams))
             # A causal chunk attends on average to half of itself.
             prefill.append(predict(setup, card, table, PREFILL_CHUNK, PREFILL_CHUNK // 2))
-    return Report(decode, prefill)
+    return Report(decode, batched, prefill)
 
 
 def compile_table(tools: Toolchain) -> KernelTable:
-    kernels = kernels_of(SETUPS, [1, PREFILL_CHUNK])
+    kernels = kernels_of(SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK])
     return build_table(kernels, [card.capability for card in CARDS], tools)
 
 
