@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_solve_command(commands)
     _add_doctor_command(commands)
     _add_channel_config_command(commands)
+    _add_bench_command(commands)
     _add_build_command(commands)
     _add_mirror_command(commands)
     _add_publish_command(commands)
@@ -636,6 +637,36 @@ def _add_channel_config_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_channel_config(args: argparse.Namespace) -> int:
     print(channel_snippets(args.url, args.name).text())
+    return 0
+
+
+def _add_bench_command(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="run vLLM's start-up and serving benchmarks on this GPU and print a report to paste",
+    )
+    bench.add_argument("model", type=Path, help="a local model folder (with its config.json)")
+    bench.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default: 1)")
+    bench.add_argument("--work-dir", type=Path, default=Path("bench-results"), help="logs and JSON results")
+    bench.add_argument("--port", type=int, default=8765, help="port of the local vllm serve (default: 8765)")
+    bench.add_argument("--vllm", default="vllm", help="the vllm command (default: vllm on PATH)")
+    bench.add_argument(
+        "--report-from",
+        type=Path,
+        help="print the report from a finished run's work dir (bench-result.json) without running",
+    )
+    bench.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_report, load_result, run_bench, save_result
+
+    if args.report_from:
+        result = load_result(args.report_from / "bench-result.json")
+    else:
+        result = run_bench(args.model, args.tp, args.work_dir, vllm=args.vllm, port=args.port)
+        save_result(result, args.work_dir / "bench-result.json")
+    print(bench_report(result, args.model))
     return 0
 
 

@@ -1,0 +1,46 @@
+"""Predicted decode and prefill speed on a P40 and a P100, from the PTX of the kernels vLLM launches.
+
+Run from the repository root (needs the vllm-checks extra and scripts/setup-cuda12.sh's nvcc):
+
+    python benchmarks/bench_costmodel.py [--summary] [--work-dir DIR]
+
+The first run fetches vLLM 0.33.0's sdist and triton 3.8.0's wheel into the upstream cache,
+applies the recipes' patches and compiles the hot kernels (about 5 minutes on 2 cores);
+later runs read the PTX from .cache/costmodel-ptx. See docs/cost-model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from pascal_forge.costmodel.report import compile_table, default_toolchain, make_report
+from pascal_forge.costmodel.table import SHIPPED_COUNTS, save_table
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--summary", action="store_true", help="only the two summary tables")
+    parser.add_argument("--work-dir", type=Path, help="where the patched sources are unpacked (kept)")
+    parser.add_argument("--nvcc", type=Path, default=REPO / ".cache" / "cuda12" / "bin" / "nvcc")
+    parser.add_argument(
+        "--write-counts",
+        action="store_true",
+        help=f"also write the kernel counts `pascal-forge bench` ships ({SHIPPED_COUNTS.name})",
+    )
+    args = parser.parse_args()
+    cache = Path(os.environ.get("PASCAL_FORGE_CACHE") or REPO / ".cache" / "upstream")
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-costmodel-") as scratch:
+        tools = default_toolchain(REPO, cache, args.work_dir or Path(scratch), args.nvcc)
+        table = compile_table(tools)
+    if args.write_counts:
+        save_table(table, SHIPPED_COUNTS)
+    print(make_report(table).text(detail=not args.summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The kernels one decode step or prefill chunk launches, where their code lives, and their launch shapes.
+
+Each launch builder turns a GEMM/elementwise shape into a `Launch`: which kernel, how many
+threads, how often the body of its hot loop runs over the whole launch (from the launcher's
+grid and the kernel's loop bounds, read from vLLM 0.33.0's source, file:line given), and the
+bytes it must move through DRAM at least once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .compile import CudaSource, TritonSource
+
+VLLM_VERSION = "0.33.0"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel as the cost model knows it."""
+
+    name: str
+    origin: str  # "CUDA" | "Triton" | "cuBLAS" | "shape"
+    source: CudaSource | TritonSource | None = None
+    entry: str = ""  # CUDA: a substring of the mangled entry name
+    traced: bool = True  # False: time from bytes only; the PTX is read for the fp16 flag
+    in_repository: bool = False  # the source path is this repository's, not vLLM's
+    # On paper: the same kernel with every fp16 instruction rewritten as one fp32 instruction
+    # per lane (the Exllama/moe_wna16 loops in fp32, the magic-number dequant kept).
+    fp32_rewrite: bool = False
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One launch: `threads` threads; the hot loop chain's body runs `iterations[depth]` times."""
+
+    op: str
+    kernel: Kernel
+    dram_bytes: float
+    threads: int = 0
+    iterations: dict[int, float] = field(default_factory=dict)
+    fp32_flops: float = 0.0  # cuBLAS / shape-only kernels: the arithmetic at the FP32 rate
+    fp16_flops: float = 0.0  # ... and at the FP16 rate (cublasHgemm)
+    repeat: int = 1  # launches of this shape per step (one per layer)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def exllama_kernel(m_count: int, fp32_rewrite: bool = False) -> Kernel:
+    """q_gemm.cu's gemm_half_q_half_gptq_4bit_kernel<true, m_count> (as compiled, or rewritten in fp32)."""
+    name = f"exllama gemm_half_q_half_gptq_4bit (m_count={m_count})"
+    return Kernel(
+        name + (", fp32 rewrite (on paper)" if fp32_rewrite else ""),
+        "CUDA",
+        CudaSource("csrc/quantization/gptq/q_gemm.cu"),
+        entry=f"gemm_half_q_half_gptq_4bit_kernelILb1ELi{m_count}E",
+        fp32_rewrite=fp32_rewrite,
+    )
+
+
+EXLLAMA_GEMM = exllama_kernel(1)
+EXLLAMA_RECONSTRUCT = Kernel(
+    "exllama reconstruct_exllama_4bit",
+    "CUDA",
+    CudaSource("csrc/quantization/gptq/q_gemm.cu"),
+    entry="reconstruct_exllama_4bit_kernel",
+    traced=False,
+)
+HGEMM = Kernel("cublasHgemm (fp16 compute)", "cuBLAS")
+GEMM = Kernel("cuBLAS GEMM (fp16 data, fp32 compute)", "cuBLAS")
+
+
+def _bytes_only(name: str, path: str, entry: str) -> Kernel:
+    """An elementwise CUDA kernel: timed from its bytes; its PTX is read for the fp16 flag."""
+    return Kernel(name, "CUDA", CudaSource(path), entry, traced=False)
+
+
+RMS_NORM = _bytes_only("rms_norm", "csrc/layernorm_kernels.cu", "rms_norm_kernel")
+FUSED_ADD_RMS_NORM = _bytes_only(
+    "fused_add_rms_norm", "csrc/layernorm_kernels.cu", "fused_add_rms_norm_kernel"
+)
+ROTARY = _bytes_only("rotary_embedding", "csrc/pos_encoding_kernels.cu", "rotary_embedding_kernel")
+SILU_AND_MUL = _bytes_only("silu_and_mul", "csrc/activation_kernels.cu", "act_and_mul_kernel")
+RESHAPE_AND_CACHE = _bytes_only(
+    "reshape_and_cache_flash", "csrc/cache_kernels.cu", "reshape_and_cache_flash_kernel"
+)
+TOPK_SOFTMAX = _bytes_only("topk_softmax", "csrc/moe/topk_softmax_kernels.cu", "topkGating")
+MOE_WNA16 = Kernel(
+    "moe_wna16_gemm (4-bit, half)",
+    "CUDA",
+    CudaSource("csrc/moe/moe_wna16.cu"),
+    entry="moe_wna16_gemm_kernelI6__halfLi4ELi1E",
+)
+MOE_WNA16_FP32 = Kernel(
+    "moe_wna16_gemm, fp32 rewrite (on paper)",
+    "CUDA",
+    MOE_WNA16.source,
+    entry=MOE_WNA16.entry,
+    fp32_rewrite=True,
+)
+# TRITON_ATTN's unified attention (patch 0015 keeps its tiles in fp32 on Pascal): counted
+# from its shape here (K/V bytes, two fp32 FMAs per cached element per query head group).
+ATTENTION = Kernel("unified_attention (Triton, from shape)", "shape")
+
+
+def triton_w4a16_kernel(block_m: int, block_n: int, block_k: int) -> Kernel:
+    """vLLM's Triton W4A16 GEMM (kernels/linear/mixed_precision/triton_w4a16.py), symmetric uint4b8."""
+    return Kernel(
+        f"triton_w4a16_gemm {block_m}x{block_n}x{block_k}",
+        "Triton",
+        TritonSource(
+            path="vllm/model_executor/kernels/linear/mixed_precision/triton_w4a16.py",
+            function="triton_w4a16_gemm_kernel",
+            signature=W4A16_SIGNATURE,
+            constants={
+                "HAS_ZP": False,
+                "ZP_BIAS": 8,
+                "BLOCK_M": block_m,
+                "BLOCK_N": block_n,
+                "BLOCK_K": block_k,
+            },
+        ),
+    )
+
+
+W4A16_SIGNATURE = {
+    **{name: "*fp16" for name in ("a_ptr",)},
+    "b_ptr": "*i32",
+    "scales_ptr": "*fp16",
+    "zeros_ptr": "*i32",
+    "c_ptr": "*fp16",
+    **{
+        name: "i32"
+        for name in (
+            "M",
+            "N",
+            "K",
+            "stride_am",
+            "stride_ak",
+            "stride_bk",
+            "stride_bn",
+            "stride_cm",
+            "stride_cn",
+            "group_size",
+        )
+    },
+    **{name: "constexpr" for name in ("HAS_ZP", "ZP_BIAS", "BLOCK_M", "BLOCK_N", "BLOCK_K")},
+}
+
+
+def triton_w4a16_blocks(m: int, group_size: int) -> tuple[int, int, int]:
+    """The CUDA branch of `_triton_w4a16_gemm_impl` (triton_w4a16.py:238-251 in 0.33.0)."""
+    if m <= 32:
+        blocks = (32, 64, 32)
+    elif m <= 64:
+        blocks = (64, 64, 32)
+    else:
+        blocks = (128, 128, 32)
+    return blocks[0], blocks[1], min(blocks[2], group_size)
+
+
+# The kernel the cost model proposes for Pascal decode (benchmarks/kernels/, not vLLM's):
+# a split-K W4A16 GEMV in fp32. Its path is relative to this repository.
+PROPOSED_GEMV_BLOCKS = (512, 32, 512)  # BLOCK_N, BLOCK_K, K_PER_PROGRAM; 4 warps
+PROPOSED_GEMV = Kernel(
+    "proposed w4a16_gemv_fp32 (Triton)",
+    "Triton",
+    TritonSource(
+        path="benchmarks/kernels/w4a16_gemv_fp32.py",
+        function="w4a16_gemv_fp32_kernel",
+        signature={
+            "a_ptr": "*fp16",
+            "b_ptr": "*i32",
+            "scales_ptr": "*fp16",
+            "c_ptr": "*fp32",
+            "N": "i32",
+            "K": "i32",
+            "group_size": "i32",
+            "BLOCK_N": "constexpr",
+            "BLOCK_K": "constexpr",
+            "K_PER_PROGRAM": "constexpr",
+        },
+        constants=dict(zip(("BLOCK_N", "BLOCK_K", "K_PER_PROGRAM"), PROPOSED_GEMV_BLOCKS, strict=True)),
+    ),
+    in_repository=True,
+)
+
+
+# --------------------------------------------------------------------------- launches
+
+FP16 = 2
+INT4 = 0.5
+
+
+def int4_weight_bytes(n: int, k: int, group_size: int) -> float:
+    """Packed weights plus fp16 scales (and GPTQ's packed zeros) of a K x N layer."""
+    groups = math.ceil(k / group_size)
+    return n * k * INT4 + groups * n * (FP16 + INT4)
+
+
+def gemm(op: str, m: int, n: int, k: int, repeat: int) -> Launch:
+    """torch's fp16 linear: cuBLAS GEMM, fp32 accumulation (torch's default for half)."""
+    return Launch(op, GEMM, (n * k + m * k + m * n) * FP16, fp32_flops=2.0 * m * n * k, repeat=repeat)
+
+
+def exllama(
+    op: str, m: int, n: int, k: int, group_size: int, repeat: int, fp32_rewrite: bool = False
+) -> list[Launch]:
+    """q_gemm.cu: m <= 50 rows run gemm_half_q_half_gptq_4bit_kernel; more rows reconstruct + cublasHgemm.
+
+    Rows go in chunks of 8 (m_count=8) and one launch for the rest (q_gemm.cu:1359-1373).
+    Grid (q_gemm.cu:642-648): x = ceil(N / (128*4)), y = ceil(M / m_count), z = ceil(K / 128);
+    128 threads; each thread's while-loop (q_gemm.cu:198) steps k by 32 over its 128-row slice,
+    so the hot loop runs 4 times per thread.
+    """
+    weights = int4_weight_bytes(n, k, group_size)
+    if m <= 50:
+        launches = []
+        for rows, m_count in ((m - m % 8, 8), (m % 8, m % 8)):
+            if not rows:
+                continue
+            threads = math.ceil(n / 512) * (rows // m_count) * math.ceil(k / 128) * 128
+            dram = weights + (rows * k + rows * n) * FP16
+            kernel = exllama_kernel(m_count, fp32_rewrite)
+            launches.append(Launch(op, kernel, dram, threads, {1: threads * 4}, repeat=repeat))
+        return launches
+    reconstruct = Launch(op + " (reconstruct)", EXLLAMA_RECONSTRUCT, weights + n * k * FP16, repeat=repeat)
+    data = (n * k + m * k + m * n) * FP16
+    if fp32_rewrite:  # and cuBLAS with fp32 compute (cublasGemmEx) instead of cublasHgemm
+        return [reconstruct, Launch(op + " (GEMM)", GEMM, data, fp32_flops=2.0 * m * n * k, repeat=repeat)]
+    return [reconstruct, Launch(op + " (Hgemm)", HGEMM, data, fp16_flops=2.0 * m * n * k, repeat=repeat)]
+
+
+def exllama_fp32(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
+    return exllama(op, m, n, k, group_size, repeat, fp32_rewrite=True)
+
+
+def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
+    """Grid (cdiv(M, BLOCK_M), cdiv(N, BLOCK_N)), 4 warps; the K loop runs cdiv(K, BLOCK_K) times."""
+    block_m, block_n, block_k = triton_w4a16_blocks(m, group_size)
+    programs = math.ceil(m / block_m) * math.ceil(n / block_n)
+    threads = programs * 128
+    trips = math.ceil(k / block_k)
+    dram = int4_weight_bytes(n, k, group_size) + (m * k + m * n) * FP16
+    return [
+        Launch(
+            op,
+            triton_w4a16_kernel(block_m, block_n, block_k),
+            dram,
+            threads,
+            {1: threads * trips},
+            repeat=repeat,
+        )
+    ]
+
+
+def proposed_gemv(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
+    """The proposed fp32 GEMV for m <= 4 rows (one launch per row); above that, the Exllama
+    fp32 rewrite (up to 50 rows), then its reconstruct and a cuBLAS GEMM with fp32 compute.
+
+    Grid (ceil(N / BLOCK_N), ceil(K / K_PER_PROGRAM)), 4 warps; the K loop runs
+    K_PER_PROGRAM / BLOCK_K times per program.
+    """
+    if m > 4:
+        return exllama_fp32(op, m, n, k, group_size, repeat)
+    block_n, block_k, per_program = PROPOSED_GEMV_BLOCKS
+    threads = math.ceil(n / block_n) * math.ceil(k / per_program) * 128
+    dram = int4_weight_bytes(n, k, group_size) + k * FP16 + n * 4
+    return [
+        Launch(op, PROPOSED_GEMV, dram, threads, {1: threads * per_program // block_k}, repeat=repeat * m)
+    ]
+
+
+def moe_wna16(
+    op: str, tokens: int, top_k: int, n: int, k: int, group_size: int, repeat: int, kernel: Kernel = MOE_WNA16
+) -> list[Launch]:
+    """moe_wna16.cu: one thread per output column per expert slot, 4-bit, one token per expert at decode.
+
+    Block (moe_wna16.cu:272-278): BLOCK_SIZE_N threads; grid z = K / BLOCK_SIZE_K. Each thread's
+    tmp_k loop (moe_wna16.cu:200) runs BLOCK_SIZE_K/8 times per z-slice, i.e. K/8 times per
+    column, and its m loop (moe_wna16.cu:228) once per routed token in the block. nvcc
+    unrolls the m loop by 4 (the inner PTX loop, which does not run for one token) and
+    writes its remainder as 3 guarded copies in the tmp_k body; a static count takes all 3
+    where one runs at decode, so this launch's fp16 count is high by up to 2.5x (40 fp16
+    instructions per packed word counted, 16 run).
+    """
+    slots = tokens * top_k
+    columns = slots * n
+    words = columns * k / 8
+    dram = slots * int4_weight_bytes(n, k, group_size) + slots * (k + n) * FP16
+    threads = columns * max(1, k // 128)  # BLOCK_SIZE_K 128 (get_moe_wna16_block_config)
+    return [Launch(op, kernel, dram, int(threads), {1: words, 2: 0}, repeat=repeat)]
+
+
+def elementwise(op: str, kernel: Kernel, elements: float, bytes_per_element: float, repeat: int) -> Launch:
+    return Launch(op, kernel, elements * bytes_per_element, repeat=repeat)
+
+
+def attention(
+    op: str,
+    queries: int,
+    context: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    repeat: int,
+    sequences: int = 1,
+) -> Launch:
+    """`sequences` sequences of `context` cached tokens each, `queries` new tokens in all."""
+    kv_bytes = sequences * 2 * context * kv_heads * head_dim * FP16
+    # QK^T and PV, per query head: 2 * context * head_dim FMAs.
+    flops = 2.0 * 2 * queries * heads * context * head_dim  # each query sees its own sequence
+    return Launch(
+        op, ATTENTION, kv_bytes + 2 * queries * heads * head_dim * FP16, fp32_flops=flops, repeat=repeat
+    )

@@ -1,0 +1,131 @@
+"""The cost model's report: every config on both cards, decode and a prefill chunk, kernel by kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cards import P40, P100, Card
+from .model import (
+    QWEN3_8B,
+    QWEN3_30B_A3B,
+    QWEN3_32B,
+    KernelTable,
+    Prediction,
+    Setup,
+    fits,
+    format_prediction,
+    kernels_of,
+    predict,
+    summary_rows,
+)
+from .table import Toolchain, build_table
+
+# The configs of issue 26, each with the linear paths to compare. "before": what vLLM 0.33.0
+# runs today (Exllama for GPTQ below 7.5, or the Triton W4A16 path if the engine picks it);
+# "after": the fp32 rewrite of Exllama and the proposed fp32 GEMV (on paper, not in vLLM).
+SETUPS = [
+    Setup(QWEN3_8B, "fp16", 1),
+    Setup(QWEN3_8B, "fp16", 2),
+    Setup(QWEN3_8B, "exllama", 1),
+    Setup(QWEN3_8B, "triton-w4a16", 1),
+    Setup(QWEN3_8B, "exllama-fp32", 1),
+    Setup(QWEN3_8B, "proposed-gemv", 1),
+    Setup(QWEN3_32B, "exllama", 2),
+    Setup(QWEN3_32B, "triton-w4a16", 2),
+    Setup(QWEN3_32B, "exllama-fp32", 2),
+    Setup(QWEN3_32B, "proposed-gemv", 2),
+    Setup(QWEN3_30B_A3B, "exllama", 2),
+    Setup(QWEN3_30B_A3B, "exllama-fp32", 2),
+    Setup(QWEN3_30B_A3B, "proposed-gemv", 2),
+]
+CARDS: tuple[Card, ...] = (P40, P100)
+DECODE_CONTEXT = 1024  # cached tokens at the decode step
+PREFILL_CHUNK = 512  # prompt tokens in one prefill chunk (context 0)
+BATCHED_STREAMS = 16  # concurrent streams of the batched decode row (what `pascal-forge bench` runs)
+
+DISCLAIMER = """\
+These figures are a MODEL, not a measurement: no Pascal card ran anything. Each launch's time
+is the slowest of (bytes it must move / the card's bandwidth), (its instructions, counted from
+the compiled PTX, at the card's published issue rates) and (its load/store instructions at 1/4
+of the lane rate); a step is the sum of its launches. It ignores launch gaps and CPU time
+between kernels (vLLM's CUDA graphs hide part of them), occupancy and latency (it assumes
+enough warps to reach the rates), caches (every weight byte comes from DRAM once, re-read
+activations are free), ptxas's own rewriting of the PTX, the tensor-parallel all-reduces over
+PCIe, sampling and the embedding lookup. Attention is priced from its shape, not its PTX."""
+
+
+@dataclass(frozen=True)
+class Report:
+    decode: list[Prediction]
+    batched: list[Prediction]
+    prefill: list[Prediction]
+
+    def text(self, detail: bool = True) -> str:
+        parts = [DISCLAIMER, "", f"Decode, one stream, context {DECODE_CONTEXT} (tok/s per stream):"]
+        parts.append(summary_rows(self.decode))
+        parts += [
+            "",
+            f"Decode, {BATCHED_STREAMS} streams, context {DECODE_CONTEXT} each (tok/s, all streams):",
+        ]
+        parts.append(summary_rows(self.batched, roof="dram"))
+        parts += ["", f"Prefill, one chunk of {PREFILL_CHUNK} tokens (prompt tok/s):"]
+        parts.append(summary_rows(self.prefill, roof="fp32"))
+        if detail:
+            for prediction in self.decode + self.batched + self.prefill:
+                kind = {1: "decode", BATCHED_STREAMS: f"decode, {BATCHED_STREAMS} streams"}.get(
+                    prediction.tokens, f"prefill {prediction.tokens}"
+                )
+                parts += ["", f"== {prediction.setup.label} on {prediction.card.name} ({kind})"]
+                parts.append(format_prediction(prediction))
+        return "\n".join(parts)
+
+
+def make_report(table: KernelTable) -> Report:
+    decode, batched, prefill = [], [], []
+    for setup in SETUPS:
+        for card in CARDS:
+            if not fits(setup, card):
+                continue
+            decode.append(predict(setup, card, table, 1, DECODE_CONTEXT))
+            streams = BATCHED_STREAMS
+            batched.append(predict(setup, card, table, streams, DECODE_CONTEXT, sequences=streams))
+            # A causal chunk attends on average to half of itself.
+            prefill.append(predict(setup, card, table, PREFILL_CHUNK, PREFILL_CHUNK // 2))
+    return Report(decode, batched, prefill)
+
+
+def compile_table(tools: Toolchain) -> KernelTable:
+    kernels = kernels_of(SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK])
+    return build_table(kernels, [card.capability for card in CARDS], tools)
+
+
+def default_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
+    """vLLM 0.33.0 and triton 3.8.0 (the current stack) with this repository's patch series."""
+    import torch
+
+    from ..recipes import Recipe
+    from ..vllm_checks import RELEASES, patched_upstream, triton_tree
+
+    release = RELEASES["0.33.0"]
+    config = repository / "conda_build_config.yaml"
+    vllm = Recipe(name="vllm", directory=repository / "recipes" / "vllm")
+    triton = Recipe(name="triton", directory=repository / "recipes" / "triton")
+    vllm_dir = work_dir / f"vllm-{release.version}"
+    triton_dir = work_dir / f"triton-{release.triton_version}"
+    if (vllm_dir / f"vllm-{release.version}").is_dir():
+        vllm_tree = vllm_dir / f"vllm-{release.version}"
+    else:
+        vllm_tree = patched_upstream(vllm, config, vllm_dir, upstream_cache, release.version)
+    if (triton_dir / "triton").is_dir():
+        triton_root = triton_dir
+    else:
+        triton_root, _ = triton_tree(triton, config, triton_dir, upstream_cache, release.triton_version)
+    return Toolchain(
+        vllm_tree=vllm_tree,
+        repository=repository,
+        triton_tree=triton_root,
+        torch_include=Path(torch.__file__).parent / "include",
+        nvcc=nvcc,
+        cache_dir=repository / ".cache" / "costmodel-ptx",
+    )

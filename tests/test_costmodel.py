@@ -1,0 +1,206 @@
+# ruff: noqa: F811  (pytest fixtures imported from costmodel_support are parameters here)
+"""The P40/P100 cost model (scripts/pascal_forge/costmodel, benchmarks/bench_costmodel.py).
+
+Quick: the PTX counter on nvcc 12.4's PTX of tests/fixtures/costmodel/loops.cu (one dot-product
+loop in half2, its fp32 twin, a dp4a one), and the pricing of those loops on both cards.
+Slow: the same fixture recompiled by nvcc; vLLM 0.33.0's Exllama loop (nvcc) and Triton W4A16
+kernel (patched triton 3.8.0) flagged for fp16 arithmetic on sm_61, the proposed fp32 GEMV not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
+
+from pascal_forge.costmodel import kernels as k
+from pascal_forge.costmodel.cards import P40, P100
+from pascal_forge.costmodel.compile import CostModelError
+from pascal_forge.costmodel.kernels import Kernel, Launch
+from pascal_forge.costmodel.model import (
+    QWEN3_8B,
+    Setup,
+    fp16_in_hot_loop,
+    predict,
+    price,
+    step_launches,
+)
+from pascal_forge.costmodel.ptx import count_ptx
+from pascal_forge.costmodel.table import load_table
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "costmodel"
+HALF2 = "_Z9dot_half2PK7__half2S1_Pfi"
+FP32 = "_Z8dot_fp32PK6float2S1_Pfi"
+DP4A = "_Z8dot_dp4aPKiS0_Pii"
+
+
+def _fixture(capability: int) -> dict:
+    return count_ptx((FIXTURES / f"loops-sm{capability}.ptx").read_text())
+
+
+def test_counter_finds_fp16_in_the_half2_loop_and_not_in_its_fp32_twin() -> None:
+    counts = _fixture(61)
+    half2, fp32 = counts[HALF2], counts[FP32]
+    assert [loop.depth for loop in half2.loops] == [1]
+    assert half2.hot.fp16 == 1 and half2.hot.fp16_lanes == 2 and half2.hot.fp32_fma == 0
+    assert fp16_in_hot_loop(half2)
+    assert fp32.hot.fp16 == 0 and fp32.hot.fp32_fma == 2
+    assert not fp16_in_hot_loop(fp32)
+    # Loads: two __half2 (4 bytes each) against two float2 (8 bytes each) per iteration.
+    assert (half2.hot.global_load_bytes, fp32.hot.global_load_bytes) == (8, 16)
+
+
+def test_counter_finds_dp4a_where_nvcc_can_emit_it() -> None:
+    assert _fixture(61)[DP4A].hot.dp4a == 1
+    assert _fixture(61)[HALF2].hot.dp4a == 0
+    # compute_60 has no dp4a: the fixture's guard leaves the kernel out there.
+    assert DP4A not in _fixture(60)
+
+
+def test_launch_counts_multiply_the_hot_loop_by_its_iterations() -> None:
+    half2 = _fixture(61)[HALF2]
+    once = half2.launch(threads=1, iterations={1: 1})
+    many = half2.launch(threads=1, iterations={1: 1000})
+    assert many.fp16 - once.fp16 == 999
+    assert many.other_alu - once.other_alu == 999 * half2.hot.other_alu
+
+
+def _gemv_launch(kernel: Kernel, pairs: int) -> Launch:
+    """The loop as a 4-bit GEMV's would run: one iteration per pair of weights, one byte each."""
+    return Launch("dot", kernel, float(pairs), pairs // 256, {1: pairs})
+
+
+def test_the_p40_prices_the_half2_loop_at_its_fp16_rate_and_the_p100_does_not() -> None:
+    half2_kernel = Kernel("dot_half2", "CUDA", k.CudaSource("loops.cu"), HALF2)
+    fp32_kernel = Kernel("dot_fp32", "CUDA", k.CudaSource("loops.cu"), FP32)
+    table = {
+        (kernel.name, cap): _fixture(cap)[kernel.entry]
+        for kernel in (half2_kernel, fp32_kernel)
+        for cap in (60, 61)
+    }
+    half2, fp32 = _gemv_launch(half2_kernel, 1 << 26), _gemv_launch(fp32_kernel, 1 << 26)
+    on_p40, on_p100 = price(half2, P40, table), price(half2, P100, table)
+    assert on_p40.bound == "fp16" and on_p40.fp16_hot_loop
+    assert on_p100.bound != "fp16"
+    # The fp32 twin does the same work bandwidth-bound on a P40, several times faster.
+    twin = price(fp32, P40, table)
+    assert twin.bound == "DRAM" and not twin.fp16_hot_loop
+    assert twin.seconds < on_p40.seconds / 4
+
+
+def test_a_kernel_missing_from_the_table_is_an_error_not_a_guess() -> None:
+    setup = Setup(QWEN3_8B, "exllama", 1)
+    with pytest.raises(CostModelError, match="no PTX counts for .* on sm_61"):
+        predict(setup, P40, {})
+
+
+def test_fp16_weights_decode_at_the_bandwidth_bound_and_int4_bound_is_higher() -> None:
+    fp16 = Setup(QWEN3_8B, "fp16", 1)
+    gemms = [launch for launch in step_launches(fp16, 1, 1024) if launch.kernel.origin == "cuBLAS"]
+    # Every weight of an fp16 model goes through cuBLAS, bandwidth-bound at one token.
+    assert sum(launch.dram_bytes * launch.repeat for launch in gemms) >= 0.99 * fp16.weight_bytes_per_gpu()
+    assert all(price(launch, P40, {}).bound == "DRAM" for launch in gemms)
+    # 16.4 GB read per token on 346 GB/s: about 23 tok/s; GPTQ-int4 about 3x that.
+    bound = P40.bandwidth / fp16.weight_bytes_per_gpu()
+    assert 20 < bound < 25
+    int4 = Setup(QWEN3_8B, "exllama", 1)
+    assert 2.8 < fp16.weight_bytes_per_gpu() / int4.weight_bytes_per_gpu() < 3.5
+
+
+# --------------------------------------------------------------------------- slow: real compilers
+
+
+@pytest.mark.slow
+def test_nvcc_writes_the_committed_fixture(tmp_path: Path) -> None:
+    from vllm_support import setup_cuda12
+
+    nvcc = setup_cuda12() / "bin" / "nvcc"
+    output = tmp_path / "loops.ptx"
+    subprocess.run(
+        [str(nvcc), "-ptx", "-arch=compute_61", "-O3", str(FIXTURES / "loops.cu"), "-o", str(output)],
+        check=True,
+    )
+    fresh, committed = count_ptx(output.read_text()), _fixture(61)
+    assert {name: counts.hot for name, counts in fresh.items()} == {n: c.hot for n, c in committed.items()}
+
+
+@pytest.mark.slow
+def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_toolchain) -> None:
+    from pascal_forge.costmodel.table import kernel_counts
+
+    exllama = kernel_counts(k.EXLLAMA_GEMM, 61, vllm_toolchain)
+    assert fp16_in_hot_loop(exllama)
+    # About one half2 instruction per weight: 128 weights per thread per iteration.
+    assert 100 < exllama.hot.fp16 < 200
+    triton = kernel_counts(k.triton_w4a16_kernel(32, 64, 32), 61, vllm_toolchain)
+    assert fp16_in_hot_loop(triton)
+    # tl.dot on Pascal's FMA path: a 32x64x32 tile over 128 threads is 512 fp32 FMAs each.
+    assert triton.hot.fp32_fma == 512
+    proposed = kernel_counts(k.PROPOSED_GEMV, 61, vllm_toolchain)
+    assert not fp16_in_hot_loop(proposed)
+    assert proposed.hot.fp32_fma + proposed.hot.fp32_other >= 128  # one per weight or more
+    # The counts shipped for `pascal-forge bench` are these (else: --write-counts).
+    shipped = load_table()
+    for kernel, fresh in [
+        (k.EXLLAMA_GEMM, exllama),
+        (k.triton_w4a16_kernel(32, 64, 32), triton),
+        (k.PROPOSED_GEMV, proposed),
+    ]:
+        assert shipped[(kernel.name, 61)] == fresh, kernel.name
+
+
+@pytest.mark.slow
+def test_nvcc_refuses_dp4a_for_sm60_and_emits_it_for_sm61(tmp_path: Path) -> None:
+    from vllm_support import setup_cuda12
+
+    nvcc = setup_cuda12() / "bin" / "nvcc"
+    source = tmp_path / "dp4a.cu"
+    source.write_text("__global__ void k(const int* a, int* out) { out[0] = __dp4a(a[0], a[1], out[0]); }\n")
+    results = {
+        capability: subprocess.run(
+            [
+                str(nvcc),
+                "-ptx",
+                f"-arch=compute_{capability}",
+                str(source),
+                "-o",
+                str(tmp_path / f"{capability}.ptx"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for capability in (60, 61)
+    }
+    assert results[61].returncode == 0
+    (kernel,) = count_ptx((tmp_path / "61.ptx").read_text()).values()
+    assert kernel.outside.dp4a == 1
+    assert results[60].returncode != 0 and "__dp4a" in results[60].stderr
+
+
+@pytest.mark.slow
+def test_the_proposed_gemv_computes_gptq_int4_times_fp16_in_triton_interpreter(vllm_toolchain) -> None:
+    import json
+    import os
+    import sys
+
+    repository = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(vllm_toolchain.triton_tree), "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(repository / "scripts" / "gpu" / "check_w4a16_gemv.py"),
+            str(repository / k.PROPOSED_GEMV.source.path),
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.splitlines()[-1])
+    assert errors["gptq_order"] < 1e-5
+    assert errors["reversed_order"] > 0.1  # the twin: a wrong nibble order is caught
