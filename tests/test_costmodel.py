@@ -134,7 +134,7 @@ def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_to
     assert fp16_in_hot_loop(exllama)
     # About one half2 instruction per weight: 128 weights per thread per iteration.
     assert 100 < exllama.hot.fp16 < 200
-    triton = kernel_counts(k.triton_w4a16_kernel(32, 64, 32), 61, vllm_toolchain)
+    triton = kernel_counts(k.triton_w4a16_kernel(32, 64, 32, 1), 61, vllm_toolchain)
     assert fp16_in_hot_loop(triton)
     # tl.dot on Pascal's FMA path: a 32x64x32 tile over 128 threads is 512 fp32 FMAs each.
     assert triton.hot.fp32_fma == 512
@@ -145,7 +145,7 @@ def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_to
     shipped = load_table()
     for kernel, fresh in [
         (k.EXLLAMA_GEMM, exllama),
-        (k.triton_w4a16_kernel(32, 64, 32), triton),
+        (k.triton_w4a16_kernel(32, 64, 32, 1), triton),
         (k.PROPOSED_GEMV, proposed),
     ]:
         assert shipped[(kernel.name, 61)] == fresh, kernel.name

@@ -59,9 +59,15 @@ class TritonSource:
     signature: dict[str, str]  # argument -> Triton type ("*fp16", "i32", "constexpr")
     constants: dict[str, object] = field(default_factory=dict)
     num_warps: int = 4
+    # What Triton's JIT specializes at a real launch: arguments whose value (an int, or a
+    # pointer's address) is a multiple of 16 get tt.divisibility 16; an int equal to 1 is a
+    # constexpr (give it in `constants` with type "constexpr").
+    aligned: tuple[str, ...] = ()
 
     def key(self) -> str:
-        return json.dumps([self.path, self.function, self.signature, self.constants, self.num_warps])
+        return json.dumps(
+            [self.path, self.function, self.signature, self.constants, self.num_warps, self.aligned]
+        )
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -132,7 +138,8 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 function = getattr(module, request["function"])
 constants = {(function.arg_names.index(name),): value for name, value in request["constants"].items()}
-source = ASTSource(function, request["signature"], constexprs=constants)
+attrs = {(function.arg_names.index(name),): [["tt.divisibility", 16]] for name in request["aligned"]}
+source = ASTSource(function, request["signature"], constexprs=constants, attrs=attrs)
 kernel = triton.compile(source, target=GPUTarget("cuda", request["capability"], 32),
                         options={"num_warps": request["num_warps"]})
 Path(sys.argv[2]).write_text(json.dumps({"ptx": kernel.asm["ptx"], "shared": kernel.metadata.shared,
@@ -178,6 +185,7 @@ def triton_ptx(
                         "signature": source.signature,
                         "constants": source.constants,
                         "num_warps": source.num_warps,
+                        "aligned": list(source.aligned),
                         "capability": capability,
                     }
                 )
