@@ -227,3 +227,18 @@ def test_on_paper_the_fp32_paths_reach_80_percent_of_the_p40_bound_and_todays_do
         predict(Setup(model, "exllama", tp), P100, table).tokens_per_second
         > predict(Setup(model, linear, tp), P100, table).tokens_per_second
     )
+
+
+@pytest.mark.slow
+def test_moe_wna16s_unrolled_remainder_counts_once_per_token(vllm_toolchain) -> None:
+    from pascal_forge.costmodel.table import kernel_counts
+
+    moe = kernel_counts(k.MOE_WNA16, 61, vllm_toolchain)
+    outer, inner = moe.hot_chain()
+    # Per packed word (8 weights), one token: dequant (4 half2) + one remainder copy (12 half2).
+    assert inner.body.fp16 == 48  # the m loop unrolled by 4: 4 x 12, not run for one token
+    one_token = moe.launch(0, {1: 1, 2: 0}, {1: 1 / 3})
+    static = moe.launch(0, {1: 1, 2: 0})
+    assert round(one_token.fp16) == 16
+    assert static.fp16 == 40  # the twin: a static count takes all three remainder copies
+    assert outer.tail.fp16 == 36

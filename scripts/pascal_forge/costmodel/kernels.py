@@ -43,6 +43,7 @@ class Launch:
     fp32_flops: float = 0.0  # cuBLAS / shape-only kernels: the arithmetic at the FP32 rate
     fp16_flops: float = 0.0  # ... and at the FP16 rate (cublasHgemm)
     repeat: int = 1  # launches of this shape per step (one per layer)
+    tail_share: dict[int, float] = field(default_factory=dict)  # see KernelCounts.launch
 
 
 # --------------------------------------------------------------------------- kernels
@@ -293,16 +294,16 @@ def moe_wna16(
     tmp_k loop (moe_wna16.cu:200) runs BLOCK_SIZE_K/8 times per z-slice, i.e. K/8 times per
     column, and its m loop (moe_wna16.cu:228) once per routed token in the block. nvcc
     unrolls the m loop by 4 (the inner PTX loop, which does not run for one token) and
-    writes its remainder as 3 guarded copies in the tmp_k body; a static count takes all 3
-    where one runs at decode, so this launch's fp16 count is high by up to 2.5x (40 fp16
-    instructions per packed word counted, 16 run).
+    writes its remainder as 3 guarded copies after it, in the tmp_k body's tail; with one
+    token per expert block one copy runs, so a third of that tail is counted.
     """
     slots = tokens * top_k
     columns = slots * n
     words = columns * k / 8
     dram = slots * int4_weight_bytes(n, k, group_size) + slots * (k + n) * FP16
     threads = columns * max(1, k // 128)  # BLOCK_SIZE_K 128 (get_moe_wna16_block_config)
-    return [Launch(op, kernel, dram, int(threads), {1: words, 2: 0}, repeat=repeat)]
+    # One token per expert block: the unrolled m loop never runs, one of its 3 remainder copies does.
+    return [Launch(op, kernel, dram, int(threads), {1: words, 2: 0}, repeat=repeat, tail_share={1: 1 / 3})]
 
 
 def elementwise(op: str, kernel: Kernel, elements: float, bytes_per_element: float, repeat: int) -> Launch:
