@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def _digest(*parts: bytes | str) -> str:
     return digest.hexdigest()[:24]
 
 
-def _cached(cache_dir: Path, key: str, make: callable) -> str:
+def _cached(cache_dir: Path, key: str, make: Callable[[], str]) -> str:
     target = cache_dir / f"{key}.ptx"
     if target.is_file():
         return target.read_text()
@@ -171,11 +172,7 @@ def triton_ptx(
         with tempfile.TemporaryDirectory(prefix="pascal-forge-ptx-") as scratch:
             module = Path(scratch) / "kernel_source.py"
             # vLLM's module imports vLLM; the kernel needs only triton and its language.
-            module.write_text(
-                "import triton\nimport triton.language as tl\nfrom triton import language as tl  # noqa\n\n"
-                + function
-                + "\n"
-            )
+            module.write_text("import triton\nimport triton.language as tl\n\n" + function + "\n")
             request = Path(scratch) / "request.json"
             request.write_text(
                 json.dumps(
