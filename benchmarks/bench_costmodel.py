@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pascal_forge.costmodel.report import compile_table, default_toolchain, make_report
+from pascal_forge.costmodel.report import attention_hot_loops, compile_table, default_toolchain, make_report
 from pascal_forge.costmodel.table import SHIPPED_COUNTS, save_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,9 +32,17 @@ def main() -> None:
         action="store_true",
         help=f"also write the kernel counts `pascal-forge bench` ships ({SHIPPED_COUNTS.name})",
     )
+    parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="instead: the hot loops of TRITON_ATTN's decode kernels through vLLM 0.14.0's launchers",
+    )
     args = parser.parse_args()
     cache = Path(os.environ.get("PASCAL_FORGE_CACHE") or REPO / ".cache" / "upstream")
     with tempfile.TemporaryDirectory(prefix="pascal-forge-costmodel-") as scratch:
+        if args.attention:
+            print(attention_hot_loops(REPO, cache, args.work_dir or Path(scratch)))
+            return
         tools = default_toolchain(REPO, cache, args.work_dir or Path(scratch), args.nvcc)
         table = compile_table(tools)
     if args.write_counts:

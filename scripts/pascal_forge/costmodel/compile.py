@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +60,15 @@ class TritonSource:
     signature: dict[str, str]  # argument -> Triton type ("*fp16", "i32", "constexpr")
     constants: dict[str, object] = field(default_factory=dict)
     num_warps: int = 4
+    # What Triton's JIT specializes at a real launch: arguments whose value (an int, or a
+    # pointer's address) is a multiple of 16 get tt.divisibility 16; an int equal to 1 is a
+    # constexpr (give it in `constants` with type "constexpr").
+    aligned: tuple[str, ...] = ()
 
     def key(self) -> str:
-        return json.dumps([self.path, self.function, self.signature, self.constants, self.num_warps])
+        return json.dumps(
+            [self.path, self.function, self.signature, self.constants, self.num_warps, self.aligned]
+        )
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -72,7 +79,7 @@ def _digest(*parts: bytes | str) -> str:
     return digest.hexdigest()[:24]
 
 
-def _cached(cache_dir: Path, key: str, make: callable) -> str:
+def _cached(cache_dir: Path, key: str, make: Callable[[], str]) -> str:
     target = cache_dir / f"{key}.ptx"
     if target.is_file():
         return target.read_text()
@@ -132,7 +139,8 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 function = getattr(module, request["function"])
 constants = {(function.arg_names.index(name),): value for name, value in request["constants"].items()}
-source = ASTSource(function, request["signature"], constexprs=constants)
+attrs = {(function.arg_names.index(name),): [["tt.divisibility", 16]] for name in request["aligned"]}
+source = ASTSource(function, request["signature"], constexprs=constants, attrs=attrs)
 kernel = triton.compile(source, target=GPUTarget("cuda", request["capability"], 32),
                         options={"num_warps": request["num_warps"]})
 Path(sys.argv[2]).write_text(json.dumps({"ptx": kernel.asm["ptx"], "shared": kernel.metadata.shared,
@@ -164,11 +172,7 @@ def triton_ptx(
         with tempfile.TemporaryDirectory(prefix="pascal-forge-ptx-") as scratch:
             module = Path(scratch) / "kernel_source.py"
             # vLLM's module imports vLLM; the kernel needs only triton and its language.
-            module.write_text(
-                "import triton\nimport triton.language as tl\nfrom triton import language as tl  # noqa\n\n"
-                + function
-                + "\n"
-            )
+            module.write_text("import triton\nimport triton.language as tl\n\n" + function + "\n")
             request = Path(scratch) / "request.json"
             request.write_text(
                 json.dumps(
@@ -178,6 +182,7 @@ def triton_ptx(
                         "signature": source.signature,
                         "constants": source.constants,
                         "num_warps": source.num_warps,
+                        "aligned": list(source.aligned),
                         "capability": capability,
                     }
                 )

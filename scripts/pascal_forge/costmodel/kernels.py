@@ -43,6 +43,7 @@ class Launch:
     fp32_flops: float = 0.0  # cuBLAS / shape-only kernels: the arithmetic at the FP32 rate
     fp16_flops: float = 0.0  # ... and at the FP16 rate (cublasHgemm)
     repeat: int = 1  # launches of this shape per step (one per layer)
+    tail_share: dict[int, float] = field(default_factory=dict)  # see KernelCounts.launch
 
 
 # --------------------------------------------------------------------------- kernels
@@ -105,28 +106,8 @@ MOE_WNA16_FP32 = Kernel(
 ATTENTION = Kernel("unified_attention (Triton, from shape)", "shape")
 
 
-def triton_w4a16_kernel(block_m: int, block_n: int, block_k: int) -> Kernel:
-    """vLLM's Triton W4A16 GEMM (kernels/linear/mixed_precision/triton_w4a16.py), symmetric uint4b8."""
-    return Kernel(
-        f"triton_w4a16_gemm {block_m}x{block_n}x{block_k}",
-        "Triton",
-        TritonSource(
-            path="vllm/model_executor/kernels/linear/mixed_precision/triton_w4a16.py",
-            function="triton_w4a16_gemm_kernel",
-            signature=W4A16_SIGNATURE,
-            constants={
-                "HAS_ZP": False,
-                "ZP_BIAS": 8,
-                "BLOCK_M": block_m,
-                "BLOCK_N": block_n,
-                "BLOCK_K": block_k,
-            },
-        ),
-    )
-
-
 W4A16_SIGNATURE = {
-    **{name: "*fp16" for name in ("a_ptr",)},
+    "a_ptr": "*fp16",
     "b_ptr": "*i32",
     "scales_ptr": "*fp16",
     "zeros_ptr": "*i32",
@@ -148,6 +129,36 @@ W4A16_SIGNATURE = {
     },
     **{name: "constexpr" for name in ("HAS_ZP", "ZP_BIAS", "BLOCK_M", "BLOCK_N", "BLOCK_K")},
 }
+
+
+def triton_w4a16_kernel(block_m: int, block_n: int, block_k: int, m: int) -> Kernel:
+    """vLLM's Triton W4A16 GEMM (kernels/linear/mixed_precision/triton_w4a16.py), symmetric uint4b8.
+
+    Specialized as Triton's JIT does for contiguous tensors with N, K multiples of 128: unit
+    strides and M == 1 are constexprs, the rest of the sizes and strides multiples of 16.
+    """
+    unit = {"stride_ak": 1, "stride_bn": 1, "stride_cn": 1, **({"M": 1} if m == 1 else {})}
+    signature = {name: ("constexpr" if name in unit else kind) for name, kind in W4A16_SIGNATURE.items()}
+    aligned = ("a_ptr", "b_ptr", "scales_ptr", "zeros_ptr", "c_ptr", "N", "K", "stride_am", "stride_bk")
+    aligned += ("stride_cm", "group_size", *(() if m == 1 else ("M",)))
+    return Kernel(
+        f"triton_w4a16_gemm {block_m}x{block_n}x{block_k}" + (" M=1" if m == 1 else ""),
+        "Triton",
+        TritonSource(
+            path="vllm/model_executor/kernels/linear/mixed_precision/triton_w4a16.py",
+            function="triton_w4a16_gemm_kernel",
+            signature=signature,
+            constants={
+                "HAS_ZP": False,
+                "ZP_BIAS": 8,
+                "BLOCK_M": block_m,
+                "BLOCK_N": block_n,
+                "BLOCK_K": block_k,
+                **unit,
+            },
+            aligned=aligned,
+        ),
+    )
 
 
 def triton_w4a16_blocks(m: int, group_size: int) -> tuple[int, int, int]:
@@ -183,6 +194,7 @@ PROPOSED_GEMV = Kernel(
             "K_PER_PROGRAM": "constexpr",
         },
         constants=dict(zip(("BLOCK_N", "BLOCK_K", "K_PER_PROGRAM"), PROPOSED_GEMV_BLOCKS, strict=True)),
+        aligned=("a_ptr", "b_ptr", "scales_ptr", "c_ptr", "N", "K", "group_size"),
     ),
     in_repository=True,
 )
@@ -247,7 +259,7 @@ def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) 
     return [
         Launch(
             op,
-            triton_w4a16_kernel(block_m, block_n, block_k),
+            triton_w4a16_kernel(block_m, block_n, block_k, m),
             dram,
             threads,
             {1: threads * trips},
@@ -282,16 +294,16 @@ def moe_wna16(
     tmp_k loop (moe_wna16.cu:200) runs BLOCK_SIZE_K/8 times per z-slice, i.e. K/8 times per
     column, and its m loop (moe_wna16.cu:228) once per routed token in the block. nvcc
     unrolls the m loop by 4 (the inner PTX loop, which does not run for one token) and
-    writes its remainder as 3 guarded copies in the tmp_k body; a static count takes all 3
-    where one runs at decode, so this launch's fp16 count is high by up to 2.5x (40 fp16
-    instructions per packed word counted, 16 run).
+    writes its remainder as 3 guarded copies after it, in the tmp_k body's tail; with one
+    token per expert block one copy runs, so a third of that tail is counted.
     """
     slots = tokens * top_k
     columns = slots * n
     words = columns * k / 8
     dram = slots * int4_weight_bytes(n, k, group_size) + slots * (k + n) * FP16
     threads = columns * max(1, k // 128)  # BLOCK_SIZE_K 128 (get_moe_wna16_block_config)
-    return [Launch(op, kernel, dram, int(threads), {1: words, 2: 0}, repeat=repeat)]
+    # One token per expert block: the unrolled m loop never runs, one of its 3 remainder copies does.
+    return [Launch(op, kernel, dram, int(threads), {1: words, 2: 0}, repeat=repeat, tail_share={1: 1 / 3})]
 
 
 def elementwise(op: str, kernel: Kernel, elements: float, bytes_per_element: float, repeat: int) -> Launch:

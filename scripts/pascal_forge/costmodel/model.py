@@ -194,7 +194,7 @@ def price(launch: Launch, card: Card, table: KernelTable) -> PricedLaunch:
         flagged = launch.fp16_flops > 0
         times = {"DRAM": dram, "ALU" if not launch.fp16_flops else "fp16": alu}
     elif compiled is not None and launch.kernel.traced:
-        counts = compiled.launch(launch.threads, launch.iterations)
+        counts = compiled.launch(launch.threads, launch.iterations, launch.tail_share)
         if launch.kernel.fp32_rewrite:
             counts = counts.fp32_rewrite()
             flagged = False

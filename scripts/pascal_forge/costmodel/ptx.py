@@ -83,6 +83,9 @@ class Loop:
     body: OpCounts  # the body's own lines, inner loops excluded
     start: int = 0  # line span of the loop in its entry
     end: int = 0
+    # The part of `body` after its last inner loop. nvcc puts an unrolled inner loop's
+    # remainder iterations there, as guarded copies of which only some run.
+    tail: OpCounts = field(default_factory=OpCounts)
 
     def encloses(self, other: Loop) -> bool:
         return self.start <= other.start and other.end <= self.end
@@ -122,19 +125,24 @@ class KernelCounts:
         chain = [loop for loop in self.loops if loop.depth < hot.depth and loop.encloses(hot)]
         return [*chain, hot]
 
-    def launch(self, threads: int, iterations: dict[int, float]) -> OpCounts:
+    def launch(
+        self, threads: int, iterations: dict[int, float], tail_share: dict[int, float] | None = None
+    ) -> OpCounts:
         """Counts of one launch of `threads` threads.
 
         `iterations` gives, per depth of the hot loop's chain, how many times that loop's
         body runs over the whole launch; every other loop's body runs once per thread.
+        `tail_share` gives, per depth of that chain, the share of the body's tail (after its
+        inner loop) that runs, where the launch shape says only some guarded copies run.
         """
         chain = self.hot_chain()
         total = self.outside.scaled(threads)
         for loop in self.loops:
-            if loop in chain:
-                total.add(loop.body, iterations.get(loop.depth, threads))
-            else:
-                total.add(loop.body, threads)
+            times = iterations.get(loop.depth, threads) if loop in chain else threads
+            total.add(loop.body, times)
+            share = (tail_share or {}).get(loop.depth) if loop in chain else None
+            if share is not None:
+                total.add(loop.tail, -(1 - share) * times)
         return total
 
     @property
@@ -239,7 +247,17 @@ def count_kernel(name: str, lines: list[str]) -> KernelCounts:
             continue
         region = owner(number)
         classify(instruction.group(1), bodies[region] if region else outside)
-    loops = [Loop(label, depth(label), bodies[label], *span) for label, span in ordered]
+    tails = {label: OpCounts() for label in spans}
+    for label, (start, end) in spans.items():
+        inner_ends = [e for other, (s, e) in spans.items() if other != label and start <= s and e <= end]
+        if not inner_ends:
+            continue
+        for number in range(max(inner_ends) + 1, end + 1):
+            text = lines[number].split("//", 1)[0].strip().lstrip("{").strip()
+            instruction = _INSTRUCTION.match(text) if text and not text.startswith((".", "}")) else None
+            if instruction and not _LABEL.match(text) and owner(number) == label:
+                classify(instruction.group(1), tails[label])
+    loops = [Loop(label, depth(label), bodies[label], *span, tails[label]) for label, span in ordered]
     return KernelCounts(name, outside, loops)
 
 

@@ -129,3 +129,59 @@ def default_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nv
         nvcc=nvcc,
         cache_dir=repository / ".cache" / "costmodel-ptx",
     )
+
+
+def attention_hot_loops(repository: Path, upstream_cache: Path, work_dir: Path) -> str:
+    """The hot loops of TRITON_ATTN's decode kernels, as vLLM 0.14.0's own launchers compile them.
+
+    vLLM 0.14.0's Triton probe (vllm_checks.run_triton_probe: its launchers, a CPU torch answering
+    as a P40/P100, the patched triton 3.6.0) runs the decode cases of vllm_kernel_cases; the PTX
+    Triton leaves in its cache is counted here. 0.33.0's probe needs its own Python packages
+    (scripts/setup-vllm-deps.sh), which this does not install.
+    """
+    from ..recipes import Recipe
+    from ..vllm_checks import RELEASES, patched_upstream, run_triton_probe, triton_tree
+    from .model import fp16_in_hot_loop
+    from .ptx import count_ptx
+
+    release = RELEASES["0.14.0"]
+    config = repository / "conda_build_config.yaml"
+    vllm_tree = patched_upstream(
+        Recipe(name="vllm", directory=repository / "recipes" / "vllm"),
+        config,
+        work_dir / f"vllm-{release.version}",
+        upstream_cache,
+        release.version,
+    )
+    triton_root, ptxas = triton_tree(
+        Recipe(name="triton", directory=repository / "recipes" / "triton"),
+        config,
+        work_dir / f"triton-{release.triton_version}",
+        upstream_cache,
+        release.triton_version,
+    )
+    lines = [
+        f"{'kernel (sm)':<36} {'fp16 in hot loop':>16} {'fp32 FMA':>9} {'cvt':>5} {'shared':>7}"
+        "  (per thread, hot loop body)"
+    ]
+    for card in CARDS:
+        cache = work_dir / f"attention-{card.capability}"
+        run_triton_probe(
+            triton_root,
+            ptxas,
+            vllm_tree,
+            card.capability,
+            release.version,
+            only="unified_attn decode",
+            triton_cache=cache,
+        )
+        for ptx in sorted(cache.glob("*/*.ptx")):
+            for name, counts in count_ptx(ptx.read_text()).items():
+                if not name.startswith("kernel_unified_attention"):
+                    continue
+                hot, flag = counts.hot, "yes" if fp16_in_hot_loop(counts) else "no"
+                label = f"{name} (sm_{card.capability})"
+                lines.append(
+                    f"{label:<36} {flag:>16} {hot.fp32_fma:>9} {hot.cvt:>5} {hot.shared_accesses:>7}"
+                )
+    return "\n".join(lines)

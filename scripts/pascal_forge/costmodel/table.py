@@ -65,7 +65,10 @@ def load_table(path: Path = SHIPPED_COUNTS) -> dict[tuple[str, int], KernelCount
     table = {}
     for row in json.loads(path.read_text()):
         counts = row["counts"]
-        loops = [Loop(**{**loop, "body": OpCounts(**loop["body"])}) for loop in counts["loops"]]
+        loops = [
+            Loop(**{**loop, "body": OpCounts(**loop["body"]), "tail": OpCounts(**loop["tail"])})
+            for loop in counts["loops"]
+        ]
         table[(row["kernel"], row["capability"])] = KernelCounts(
             counts["name"], OpCounts(**counts["outside"]), loops
         )
