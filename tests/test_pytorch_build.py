@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import RECIPES, VARIANT_CONFIG, committed_text
+from pascal_forge.index import files_of, index_client, project_files, read_wheel_member
 from pascal_forge.plan import make_plan
 
 BUILD_SCRIPT = RECIPES / "pytorch" / "build.sh"
@@ -72,3 +74,42 @@ def test_libtorch_stays_on_the_cudnn_it_was_built_with(tmp_path):
     # Twin: before this review only the host pinned 9.10, which cuDNN's run export loosens to 9.x.
     before = committed_text("ea1b55a", "recipes/pytorch/recipe.yaml")
     assert "cudnn <9.11" not in before and "cudnn >=9.10,<9.11.0a0" in before
+
+
+TORCH_2_14_0_COMMIT = "08187d9e0fba026dc8217405802ab5381dc88d90"
+
+
+def _pytorch_git_sources(plan) -> list[dict]:
+    return [
+        source
+        for build in plan.builds
+        if build.output.name == "libtorch"
+        for cache in build.output.rendered.recipe.to_dict().get("staging_caches") or []
+        for source in cache.get("source") or []
+        if "git" in source
+    ]
+
+
+def test_the_pytorch_tag_must_resolve_to_the_released_commit(tmp_path):
+    sources = _pytorch_git_sources(make_plan(RECIPES, VARIANT_CONFIG, tmp_path / "channel"))
+    assert sources and all(s.get("expected_commit") == TORCH_2_14_0_COMMIT for s in sources), sources
+
+
+def test_twin_the_recipe_before_this_review_trusted_the_tag(tmp_path):
+    recipes = tmp_path / "recipes"
+    shutil.copytree(RECIPES, recipes)
+    (recipes / "pytorch" / "recipe.yaml").write_text(committed_text("ea1b55a", "recipes/pytorch/recipe.yaml"))
+    sources = _pytorch_git_sources(make_plan(recipes, VARIANT_CONFIG, tmp_path / "channel"))
+    assert sources and not any(s.get("expected_commit") for s in sources)
+
+
+@pytest.mark.slow
+@pytest.mark.budgeted
+def test_the_expected_commit_is_the_one_pypis_wheel_was_built_from():
+    # torch/version.py of the released wheel, read through HTTP ranges rather than the whole
+    # wheel of about a GB (about 85 s here: the zip directory of some 20,000 files comes first).
+    with index_client() as client:
+        files = files_of(project_files(client, "torch"), "torch", "2.14.0")
+        wheel = next(f for f in files if f.filename.endswith("-cp311-cp311-manylinux_2_28_x86_64.whl"))
+        text = read_wheel_member(client, wheel, "torch/version.py")
+    assert f"git_version = '{TORCH_2_14_0_COMMIT}'" in text

@@ -307,3 +307,31 @@ def test_structural_recipes_keep_every_requirement(tmp_path: Path) -> None:
 
     assert requirements(real) == requirements(stubbed)
     shutil.rmtree(copy)
+
+
+def _readme_narrow_build(structural: Structural, tmp_path: Path, pythons: tuple[str, ...]) -> int:
+    """The README's narrow build of the current stack for CUDA 12.9, preflight included."""
+    argv = ["build", "--recipes", str(structural.recipes), "--variant-config", str(VARIANT_CONFIG)]
+    argv += ["--channel", str(tmp_path / "channel"), "--source-channel", structural.stub.as_uri()]
+    argv += ["--test", "skip", "--variant", "vllm_version=0.33.0", "--variant", "cuda_compiler_version=12.9"]
+    for python in pythons:
+        argv += ["--variant", f"python={python}"]
+    return main(argv)
+
+
+def test_the_readmes_narrow_build_builds_with_the_stacks_oldest_python(
+    structural: Structural, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _readme_narrow_build(structural, tmp_path, ("3.11", "3.12")) == 0
+    assert "10 built, 0 skipped, 0 failed" in " ".join(capsys.readouterr().out.split())
+
+
+def test_twin_a_narrow_build_without_the_oldest_python_stops_at_the_preflight(
+    structural: Structural, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # vllm, torchaudio and torchvision build against Python 3.11's pytorch, which it lacks.
+    assert _readme_narrow_build(structural, tmp_path, ("3.12",)) == 2
+    captured = capsys.readouterr()
+    said = " ".join((captured.out + captured.err).split())
+    assert "pytorch ==2.14.0 cuda129_pascal_* cannot be installed" in said
+    assert "nothing was built" in said

@@ -149,6 +149,13 @@ def _wheel_metadata(client: PyPISimple, file: ReleaseFile) -> str:
         return wheel.read(names[0]).decode("utf-8")
 
 
+def read_wheel_member(client: PyPISimple, file: ReleaseFile, member: str) -> str:
+    """One text file of a remote wheel, read through HTTP range requests, not the whole wheel."""
+    remote = io.BufferedReader(_RemoteFile(client, file.package.url), buffer_size=_RANGE_CHUNK)
+    with zipfile.ZipFile(remote) as wheel:
+        return wheel.read(member).decode("utf-8")
+
+
 class _RemoteFile(io.RawIOBase):
     """A read-only, seekable view of a remote file through HTTP range requests.
 
