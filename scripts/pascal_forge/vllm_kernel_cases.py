@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
+from packaging.version import Version
 
 FP16 = torch.float16
 BLOCK_SIZE = 16  # vLLM's default KV cache block size on CUDA
@@ -569,6 +570,6 @@ def cases(version: str) -> dict[str, Callable[[], None]]:
     if version == "0.14.0":
         return CASES
     found = {**CASES, **CASES_0_33}
-    if version not in ("0.33.0",):  # 0.34.0 and later: no V1 sampler
+    if Version(version) >= Version("0.34.0"):
         found = {name: case for name, case in found.items() if name not in V1_SAMPLER_CASES}
     return found
