@@ -10,7 +10,7 @@ the half2 loop vLLM ships for both. Each multiplies random fp16 activations by r
 weights (group size 128, GPTQ v1 zero points, packed in Exllama's shuffled order) for 1 and 8 rows
 and several layer shapes, and is compared with a float64 reference of the same dequantized
 weights. Prints one line per case; exits 1 if the fp32 loop is off by more than FP32_LIMIT
-(relative RMS error) or worse than the half2 loop by more than 10%.
+(relative RMS error) or worse than the released half2 loop by more than 25%.
 
 Without a GPU, `python scripts/gpu/check_gptq_fp32.py --cpu` checks the packing and the fp32
 loop's arithmetic (the 2^23 mantissa trick, per 8-weight word, in numpy float32) against the same
@@ -151,7 +151,7 @@ def main(ptx_dir: Path) -> int:
                 out = run(modules[label].get_function(entry), m, device, m, k, n, groups)
                 errors[label] = float(np.sqrt(np.mean((out - reference) ** 2))) / scale
             fp32, half2 = errors["fp32 (patched, compute_61)"], errors["half2 (released, compute_61)"]
-            ok = fp32 < FP32_LIMIT and fp32 <= 1.1 * half2
+            ok = fp32 < FP32_LIMIT and fp32 <= 1.25 * half2
             failures += not ok
             detail = ", ".join(f"{label}: {error:.2e}" for label, error in errors.items())
             print(f"{'ok  ' if ok else 'FAIL'} M={m} K={k} N={n}: relative RMS error vs float64 - {detail}")
