@@ -29,16 +29,18 @@ VERSION = "0.34.0"
 
 
 def _emulation_error(pack) -> float:
+    """Relative RMS error of the emulated fp32 loop on weights packed by `pack`, vs float64."""
     rng = np.random.default_rng(7)
-    (a, _, zeros, scales), reference, _ = gptq.case(rng, 4, 512, 256, on_device=False)
-    # Same weights, packed by `pack` (case() packs its own; redo it from the nibbles).
-    q = np.random.default_rng(8).integers(0, 16, size=(512, 256))
-    z = (zeros[:, np.arange(256) // 8] >> (4 * (np.arange(256) % 8)).astype(np.uint32)) & 0xF
+    k, n, m = 512, 256, 4
+    q = rng.integers(0, 16, size=(k, n))
+    z = rng.integers(0, 15, size=(k // gptq.GROUP, n))
+    scales = rng.uniform(0.002, 0.02, size=z.shape).astype(np.float16)
+    a = rng.standard_normal((m, k)).astype(np.float16)
     w = (q - (np.repeat(z, gptq.GROUP, axis=0) + 1)) * np.repeat(
         scales.astype(np.float64), gptq.GROUP, axis=0
     )
     reference = a.astype(np.float64) @ w
-    out = gptq.emulate_fp32_loop(a, pack(q), zeros, scales)
+    out = gptq.emulate_fp32_loop(a, pack(q), gptq.pack_zeros(z), scales)
     return float(np.sqrt(np.mean((out - reference) ** 2) / np.mean(reference**2)))
 
 

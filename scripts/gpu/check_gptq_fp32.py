@@ -52,14 +52,19 @@ def pack_zeros(z: np.ndarray) -> np.ndarray:
     return packed
 
 
+def float64_product(a: np.ndarray, q: np.ndarray, z: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """a @ W in float64, W = (nibble - (zero + 1)) * scale per group of GROUP rows (GPTQ v1 zeros)."""
+    w = (q - (np.repeat(z, GROUP, axis=0) + 1)) * np.repeat(scales.astype(np.float64), GROUP, axis=0)
+    return a.astype(np.float64) @ w
+
+
 def case(rng: np.random.Generator, m: int, k: int, n: int, on_device: bool = True):
     groups = k // GROUP
     q = rng.integers(0, 16, size=(k, n))
     z = rng.integers(0, 15, size=(groups, n))  # v1 format: the kernel adds 1
     scales = rng.uniform(0.002, 0.02, size=(groups, n)).astype(np.float16)
     a = rng.standard_normal((m, k)).astype(np.float16)
-    w = (q - (np.repeat(z, GROUP, axis=0) + 1)) * np.repeat(scales.astype(np.float64), GROUP, axis=0)
-    reference = a.astype(np.float64) @ w
+    reference = float64_product(a, q, z, scales)
     host = [a, pack_weights(q), pack_zeros(z), scales]
     if not on_device:
         return host, reference, groups
