@@ -36,10 +36,7 @@ def _emulation_error(pack) -> float:
     z = rng.integers(0, 15, size=(k // gptq.GROUP, n))
     scales = rng.uniform(0.002, 0.02, size=z.shape).astype(np.float16)
     a = rng.standard_normal((m, k)).astype(np.float16)
-    w = (q - (np.repeat(z, gptq.GROUP, axis=0) + 1)) * np.repeat(
-        scales.astype(np.float64), gptq.GROUP, axis=0
-    )
-    reference = a.astype(np.float64) @ w
+    reference = gptq.float64_product(a, q, z, scales)
     out = gptq.emulate_fp32_loop(a, pack(q), gptq.pack_zeros(z), scales)
     return float(np.sqrt(np.mean((out - reference) ** 2) / np.mean(reference**2)))
 
