@@ -16,8 +16,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from pascal_forge.costmodel.report import attention_hot_loops, compile_table, default_toolchain, make_report
-from pascal_forge.costmodel.table import SHIPPED_COUNTS, save_table
+from pascal_forge.costmodel.report import (
+    attention_hot_loops,
+    compile_table,
+    default_toolchain,
+    make_report,
+    patched_exllama_report,
+    patched_toolchain,
+)
+from pascal_forge.costmodel.table import SHIPPED_COUNTS, load_table, save_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,9 +44,18 @@ def main() -> None:
         action="store_true",
         help="instead: the hot loops of TRITON_ATTN's decode kernels through vLLM 0.14.0's launchers",
     )
+    parser.add_argument(
+        "--patched-exllama",
+        action="store_true",
+        help="instead: Exllama as released vs with vLLM patches 0040/0041, from the patched q_gemm.cu's PTX",
+    )
     args = parser.parse_args()
     cache = Path(os.environ.get("PASCAL_FORGE_CACHE") or REPO / ".cache" / "upstream")
     with tempfile.TemporaryDirectory(prefix="pascal-forge-costmodel-") as scratch:
+        if args.patched_exllama:
+            tools = patched_toolchain(REPO, cache, args.work_dir or Path(scratch), args.nvcc)
+            print(patched_exllama_report(load_table(), tools))
+            return
         if args.attention:
             print(attention_hot_loops(REPO, cache, args.work_dir or Path(scratch)))
             return

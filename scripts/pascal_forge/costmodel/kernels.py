@@ -29,6 +29,9 @@ class Kernel:
     # On paper: the same kernel with every fp16 instruction rewritten as one fp32 instruction
     # per lane (the Exllama/moe_wna16 loops in fp32, the magic-number dequant kept).
     fp32_rewrite: bool = False
+    # Compiled from the vLLM tree with this repository's whole series (Toolchain.patched_vllm_tree),
+    # e.g. Exllama with patch 0040, rather than the tree the "before" figures come from.
+    patched: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,21 @@ class Launch:
 # --------------------------------------------------------------------------- kernels
 
 
-def exllama_kernel(m_count: int, fp32_rewrite: bool = False) -> Kernel:
-    """q_gemm.cu's gemm_half_q_half_gptq_4bit_kernel<true, m_count> (as compiled, or rewritten in fp32)."""
+def exllama_kernel(m_count: int, fp32_rewrite: bool = False, patched: bool = False) -> Kernel:
+    """q_gemm.cu's gemm_half_q_half_gptq_4bit_kernel<true, m_count>: as released, rewritten in fp32
+    on paper, or as compiled with patch 0040 (fp32 arithmetic when built for compute_61)."""
     name = f"exllama gemm_half_q_half_gptq_4bit (m_count={m_count})"
+    if fp32_rewrite:
+        name += ", fp32 rewrite (on paper)"
+    if patched:
+        name += ", patched (0040, from its PTX)"
     return Kernel(
-        name + (", fp32 rewrite (on paper)" if fp32_rewrite else ""),
+        name,
         "CUDA",
         CudaSource("csrc/quantization/gptq/q_gemm.cu"),
         entry=f"gemm_half_q_half_gptq_4bit_kernelILb1ELi{m_count}E",
         fp32_rewrite=fp32_rewrite,
+        patched=patched,
     )
 
 
@@ -218,7 +227,14 @@ def gemm(op: str, m: int, n: int, k: int, repeat: int) -> Launch:
 
 
 def exllama(
-    op: str, m: int, n: int, k: int, group_size: int, repeat: int, fp32_rewrite: bool = False
+    op: str,
+    m: int,
+    n: int,
+    k: int,
+    group_size: int,
+    repeat: int,
+    fp32_rewrite: bool = False,
+    patched: bool = False,
 ) -> list[Launch]:
     """q_gemm.cu: m <= 50 rows run gemm_half_q_half_gptq_4bit_kernel; more rows reconstruct + cublasHgemm.
 
@@ -235,18 +251,25 @@ def exllama(
                 continue
             threads = math.ceil(n / 512) * (rows // m_count) * math.ceil(k / 128) * 128
             dram = weights + (rows * k + rows * n) * FP16
-            kernel = exllama_kernel(m_count, fp32_rewrite)
+            kernel = exllama_kernel(m_count, fp32_rewrite, patched)
             launches.append(Launch(op, kernel, dram, threads, {1: threads * 4}, repeat=repeat))
         return launches
     reconstruct = Launch(op + " (reconstruct)", EXLLAMA_RECONSTRUCT, weights + n * k * FP16, repeat=repeat)
     data = (n * k + m * k + m * n) * FP16
-    if fp32_rewrite:  # and cuBLAS with fp32 compute (cublasGemmEx) instead of cublasHgemm
+    # The rewrite and patch 0041: cuBLAS with fp32 compute (cublasGemmEx), not cublasHgemm. 0041 does
+    # so on capability 6.1 only: on a P100 the patched build keeps cublasHgemm (the exllama rows).
+    if fp32_rewrite or patched:
         return [reconstruct, Launch(op + " (GEMM)", GEMM, data, fp32_flops=2.0 * m * n * k, repeat=repeat)]
     return [reconstruct, Launch(op + " (Hgemm)", HGEMM, data, fp16_flops=2.0 * m * n * k, repeat=repeat)]
 
 
 def exllama_fp32(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
     return exllama(op, m, n, k, group_size, repeat, fp32_rewrite=True)
+
+
+def exllama_patched(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
+    """Exllama as vLLM patches 0040 and 0041 build it, counted from the patched q_gemm.cu's PTX."""
+    return exllama(op, m, n, k, group_size, repeat, patched=True)
 
 
 def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:

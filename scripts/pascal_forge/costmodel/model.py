@@ -60,6 +60,7 @@ LINEAR_PATHS: dict[str, LinearPath | None] = {
     "fp16": None,  # cuBLAS
     "exllama": k.exllama,
     "exllama-fp32": k.exllama_fp32,
+    "exllama-patched": k.exllama_patched,
     "triton-w4a16": k.triton_w4a16,
     "proposed-gemv": k.proposed_gemv,
 }

@@ -81,9 +81,9 @@ class Report:
         return "\n".join(parts)
 
 
-def make_report(table: KernelTable) -> Report:
+def make_report(table: KernelTable, setups: list[Setup] = SETUPS) -> Report:
     decode, batched, prefill = [], [], []
-    for setup in SETUPS:
+    for setup in setups:
         for card in CARDS:
             if not fits(setup, card):
                 continue
@@ -185,3 +185,58 @@ def attention_hot_loops(repository: Path, upstream_cache: Path, work_dir: Path) 
                     f"{label:<36} {flag:>16} {hot.fp32_fma:>9} {hot.cvt:>5} {hot.shared_accesses:>7}"
                 )
     return "\n".join(lines)
+
+
+# Exllama before and after vLLM patches 0040/0041 (issue 26 item 2), on the 4-bit configs.
+PATCHED_SETUPS = [
+    Setup(QWEN3_8B, "exllama", 1),
+    Setup(QWEN3_8B, "exllama-patched", 1),
+    Setup(QWEN3_32B, "exllama", 2),
+    Setup(QWEN3_32B, "exllama-patched", 2),
+]
+PATCHED_VERSION = "0.34.0"  # the series the patched q_gemm.cu is compiled from
+
+
+def patched_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
+    """vLLM 0.34.0 with this repository's whole series (0040 and 0041 included), for `patched` kernels.
+
+    The other kernels come from the counts shipped with the package (table.SHIPPED_COUNTS), so
+    only q_gemm.cu is compiled here (about 5 minutes per capability on 2 busy cores, then cached).
+    """
+    import torch
+
+    from ..recipes import Recipe
+    from ..vllm_checks import patched_upstream
+
+    vllm = Recipe(name="vllm", directory=repository / "recipes" / "vllm")
+    vllm_dir = work_dir / f"vllm-{PATCHED_VERSION}"
+    if (vllm_dir / f"vllm-{PATCHED_VERSION}").is_dir():
+        vllm_tree = vllm_dir / f"vllm-{PATCHED_VERSION}"
+    else:
+        config = repository / "conda_build_config.yaml"
+        vllm_tree = patched_upstream(vllm, config, vllm_dir, upstream_cache, PATCHED_VERSION)
+    return Toolchain(
+        vllm_tree=vllm_tree,
+        repository=repository,
+        triton_tree=work_dir,  # no Triton kernel is compiled
+        torch_include=Path(torch.__file__).parent / "include",
+        nvcc=nvcc,
+        cache_dir=repository / ".cache" / "costmodel-ptx",
+        patched_vllm_tree=vllm_tree,
+    )
+
+
+def patched_exllama_report(shipped: KernelTable, tools: Toolchain) -> str:
+    """Decode (one stream and 16) and a prefill chunk, Exllama as released vs with 0040/0041."""
+    patched = [
+        kernel for kernel in kernels_of(PATCHED_SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK]) if kernel.patched
+    ]
+    table = {**shipped, **build_table(patched, [card.capability for card in CARDS], tools)}
+    report = make_report(table, PATCHED_SETUPS)
+    note = (
+        "exllama: vLLM 0.33.0 as released (the counts shipped with the package); exllama-patched:\n"
+        f"q_gemm.cu of vLLM {PATCHED_VERSION} with recipes/vllm/patches/{PATCHED_VERSION} (0040, 0041),\n"
+        "counted from its compute_61/compute_60 PTX. On a P100 the patched build keeps cublasHgemm for\n"
+        "prefill (0041 is for capability 6.1), so its P100 prefill row is the exllama one."
+    )
+    return note + "\n\n" + report.text()

@@ -22,12 +22,19 @@ class Toolchain:
     torch_include: Path
     nvcc: Path
     cache_dir: Path
+    # The vLLM tree with this branch's whole series, for kernels marked `patched`.
+    patched_vllm_tree: Path | None = None
 
 
 def kernel_counts(kernel: Kernel, capability: int, tools: Toolchain) -> KernelCounts:
     source = kernel.source
     if isinstance(source, CudaSource):
-        ptx = cuda_ptx(source, capability, tools.vllm_tree, tools.torch_include, tools.nvcc, tools.cache_dir)
+        tree = tools.vllm_tree
+        if kernel.patched:
+            if tools.patched_vllm_tree is None:
+                raise CostModelError(f"{kernel.name}: the toolchain names no patched vLLM tree")
+            tree = tools.patched_vllm_tree
+        ptx = cuda_ptx(source, capability, tree, tools.torch_include, tools.nvcc, tools.cache_dir)
         return select_entry(count_ptx(ptx), kernel.entry, source.path)
     root = tools.repository if kernel.in_repository else tools.vllm_tree
     ptx = triton_ptx(source, capability, root, tools.triton_tree, tools.cache_dir)
