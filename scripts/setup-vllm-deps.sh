@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Python packages a vLLM release imports into a target folder of its own, so the
-# checks of two vLLM releases (0.14.0 wants transformers < 5, 0.33.0 >= 5.16.1) can share one venv.
+# checks of two vLLM releases (0.14.0 wants transformers < 5, 0.34.0 >= 5.16.1) can share one venv.
 #
 # pip resolves REQUIREMENTS (a requirements file, e.g. the patched tree's requirements/common.txt)
 # against the running venv, where the CPU torch is installed; everything it would add, except

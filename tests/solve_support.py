@@ -63,7 +63,7 @@ TORCHVISION = {"0.24.1": "2.9.1", "0.25.0": "2.10.0", "0.29.0": "2.14.0"}
 TORCHAUDIO = {"2.9.1": "2.9.1", "2.10.0": "2.10.0"}
 
 # Pure-Python dependencies, as noarch records: the versions satisfy vLLM 0.14.0's pins, and
-# NEWER_LEAVES adds the versions (and names) that vLLM 0.33.0's pins need.
+# NEWER_LEAVES adds the versions (and names) that vLLM 0.34.0's pins need.
 LEAVES = {
     "aiohttp": "3.13.2",
     "anthropic": "0.71.0",
@@ -127,11 +127,12 @@ LEAVES = {
     # conda-forge built 0.1.23 and 0.1.32, never the 0.1.29 vLLM 0.14.0 pins.
     "xgrammar": "0.1.32",
 }
-# vLLM 0.33.0's run pins at conda-forge's real versions: the newest build that the feedstock's
-# newest stored commit (2026-12-02) shows, or, where a pin asks for an older one, the build of it
-# in the feedstock's history. "index" means a newer commit of the feedstock held by the search
-# index than its stored snapshot; "vllm-feedstock" means conda-forge's vllm 0.26.0 (0f0bf0b),
-# whose CI solved that exact pin, needs it. docs/current-stack-research.md has the whole table.
+# vLLM 0.34.0's run pins at conda-forge's real versions: the newest build that the feedstock's
+# newest stored commit (2026-12-02; 2026-12-06 for 0.34.0's new floors) shows, or, where a pin
+# asks for an older one, the build of it in the feedstock's history. "index" means a newer
+# commit of the feedstock held by the search index than its stored snapshot; "vllm-feedstock"
+# means conda-forge's vllm 0.26.0 (0f0bf0b), whose CI solved that exact pin, needs it.
+# docs/current-stack-research.md has the whole table.
 NEWER_LEAVES = {
     "aiohttp": "3.14.4",  # aiohttp-feedstock 3166995 (index)
     "certifi": "2026.2.25",  # certifi-feedstock c0e425a
@@ -142,13 +143,13 @@ NEWER_LEAVES = {
     "jsonschema": "4.26.0",  # jsonschema-feedstock 534ba78
     "llguidance": "1.7.5",  # llguidance-feedstock f45e891
     "mcp": "1.28.1",  # mcp-feedstock e957ad0
-    "mistral-common": "1.11.7",  # mistral-common-feedstock ea7c37c
+    "mistral-common": "1.12.0",  # mistral-common-feedstock 06e69a6 (index; snapshot 1.11.7, ea7c37c)
     "multidict": "6.7.1",  # multidict-feedstock 55762c2
     "numba": "0.65.0",  # numba-feedstock 0cfe8ff (newest 0.65.1, 286a0d5)
     "nvtx": "0.2.15",  # nvtx-feedstock ba3d041
     "openai": "2.53.0",  # openai-feedstock 768a8ae
     "opencv": "4.13.0",  # opencv-feedstock 4.x branch (main builds 5.0.0, 1827a2e)
-    "opentelemetry-api": "1.41.1",  # opentelemetry-api-feedstock b2c5529
+    "opentelemetry-api": "1.44.0",  # opentelemetry-sdk-feedstock a936177 pins ==1.44.0 (api b2c5529: 1.41.1)
     "opentelemetry-exporter-otlp": "1.44.0",  # opentelemetry-exporter-otlp-feedstock 2352e96
     "opentelemetry-sdk": "1.44.0",  # opentelemetry-sdk-feedstock a936177
     "opentelemetry-semantic-conventions-ai": "0.5.1",  # its feedstock e8c44a6
@@ -164,16 +165,23 @@ NEWER_LEAVES = {
     "transformers": "5.18.0",  # transformers-feedstock 09510b2 (index; snapshot 5.15.1, 6672ff1)
     "xgrammar": "0.2.2",  # xgrammar-feedstock 64e5bab
 }
-# vLLM 0.33.0's pins that conda-forge has no build of (recipe pin -> the pin as released), which
+# vLLM 0.34.0's pins that conda-forge has no build of (recipe pin -> the pin as released), which
 # patches 0020-0022 of its series bring down to conda-forge's builds and names (the
 # tests in test_stacks.py and test_structural.py solve both).
-RELEASED_0_33_0_PINS = {
+RELEASED_0_34_0_PINS = {
     "xgrammar >=0.2.2,<0.3": "xgrammar ==0.2.8",
     "pillow >=12.3.0": "pillow >=13.0.0",
-    "tokenizers >=0.23.1": "tokenizers >=0.23.2",
+    "tokenizers >=0.23.1": "tokenizers >=0.23.3",
     "multidict >=6.7.1": "multidict >=6.9.1",
     "certifi >=2026.2.25": "certifi >=2026.10.19",
     "openai-harmony >=0.0.8": "oss-harmony >=0.0.11",
+    # raised by 0.34.0
+    "huggingface_hub >=1.31.0": "huggingface_hub >=2.0.0",
+    "filelock >=3.32.3": "filelock >=4.2.4",
+    "mistral-common >=1.12.0": "mistral-common >=1.13.0",
+    "opentelemetry-api >=1.44.0": "opentelemetry-api >=1.45.1",
+    "opentelemetry-sdk >=1.44.0": "opentelemetry-sdk >=1.45.1",
+    "opentelemetry-exporter-otlp >=1.44.0": "opentelemetry-exporter-otlp >=1.45.1",
 }
 # What conda-forge's vllm 0.14.0 would need beyond pytorch and its kin.
 STOCK_VLLM_LEAVES = ("aiohttp", "numba", "transformers", "xgrammar", "numpy", "regex")

@@ -45,11 +45,19 @@ CONDA_FORGE_VERSIONS = {
     "xgrammar": ("0.1.23", "0.1.32", "0.2.2"),
 }
 NEVER_BUILT = {"xgrammar": ("0.1.29",)}
-# The newest build conda-forge has of names vLLM 0.33.0 pins above it, read from the newest
-# stored commit of each feedstock on 2026-12-02 (docs/current-stack-research.md has the table):
+# The newest build conda-forge has of names vLLM 0.34.0 pins above it, read from the newest
+# stored commit of each feedstock on 2026-12-02, 2026-12-06 for 0.34.0's new floors
+# (docs/current-stack-research.md has the table):
 # no stub version above these exists, so a floor beyond conda-forge fails here as it would there.
 CONDA_FORGE_NEWEST = {
     "certifi": "2026.2.25",  # certifi-feedstock c0e425a
+    "filelock": "3.32.3",  # filelock-feedstock be329a0
+    # 1.x only: conda-forge's tokenizers 0.23.1 (4f21125) requires huggingface_hub <2.0
+    "huggingface_hub": "1.31.0",
+    "mistral-common": "1.12.0",  # mistral-common-feedstock 06e69a6 (index)
+    "opentelemetry-api": "1.44.0",  # opentelemetry-sdk-feedstock a936177 pins it
+    "opentelemetry-exporter-otlp": "1.44.0",  # its feedstock 2352e96
+    "opentelemetry-sdk": "1.44.0",  # opentelemetry-sdk-feedstock a936177
     "mcp": "1.28.1",  # mcp-feedstock e957ad0
     "multidict": "6.7.1",  # multidict-feedstock 55762c2
     "pillow": "12.3.0",  # pillow-feedstock 0d69e2d

@@ -3,17 +3,22 @@ real GNU patch, and recipes in the two-stack layout (patches/<version>/, version
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from index_support import closed_port_url, make_wheel, serve_index, sha256, write_index
 from rich.console import Console
 
-from conftest import VARIANT_CONFIG
-from pascal_forge.bump import RequirementChange, check_bump, requirement_changes
+from conftest import REPO, VARIANT_CONFIG
+from pascal_forge.bump import UNCHECKABLE_EXIT, RequirementChange, check_bump, requirement_changes
 from pascal_forge.bump_report import terminal_view, to_markdown
+from pascal_forge.bump_workflow import BUMP_WORKFLOW_PATH, REPORT_FILE
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError
 from pascal_forge.index import INDEX_ENV
@@ -334,3 +339,75 @@ def test_plan_refuses_the_bumped_recipe_until_the_placeholders_are_filled_in(wor
 
 def test_twin_plan_accepts_the_recipe_before_the_bump(world):
     assert _plan(world) == 0
+
+
+# --------------------------------------------------------------------------- a release bump cannot check
+
+
+def _checked_on_a_wheel_the_new_release_lacks(world: Path) -> None:
+    """The series is checked on a cp310 wheel, as pytorch's once was; 1.1.0 publishes none."""
+    recipe = world / "demo" / "recipe.yaml"
+    recipe.write_text(
+        recipe.read_text().replace("demo-1.0.0-py3-none-any.whl", "demo-1.0.0-cp310-cp310-linux_x86_64.whl")
+    )
+
+
+def test_a_release_without_a_file_to_check_is_reported_not_failed(world, tmp_path, capsys):
+    _checked_on_a_wheel_the_new_release_lacks(world)
+    report_file = tmp_path / "report.md"
+    assert _bump(world, "demo", "--check", "--report", str(report_file)) == UNCHECKABLE_EXIT
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "demo 1.1.0 is out but cannot be checked: the index has no demo-1.1.0-cp310-cp310-linux_x86_64.whl"
+        in out
+    )
+    markdown = report_file.read_text()
+    assert "## pascal-forge bump demo 1.1.0" in markdown
+    assert "the 1.0.0 series could not be checked against it" in markdown
+    assert "- `demo-1.1.0-py3-none-any.whl`" in markdown
+
+
+def test_twin_a_release_with_its_counterpart_file_gets_the_patch_report(world, tmp_path):
+    report_file = tmp_path / "report.md"
+    assert _bump(world, "demo", "--check", "--report", str(report_file)) == 1
+    assert "could not be checked" not in report_file.read_text()
+    assert "| 1 | `0001-change-line-10.patch` |" in report_file.read_text()
+
+
+def _run_weekly_job(world: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The bump workflow's two run steps, in bash as the runner runs them, in a checkout whose
+    recipes/ is `world`. `gh` (GitHub's CLI, which cannot reach GitHub here) is a script that
+    records its arguments; pascal-forge is the real one against the local index."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "gh-calls"
+    (bin_dir / "gh").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "gh").chmod(0o755)
+    workflow = yaml.safe_load((REPO / BUMP_WORKFLOW_PATH).read_text())
+    steps = {step.get("name"): step.get("run") for step in workflow["jobs"]["bump"]["steps"]}
+    script = steps["Check the newest upstream release"] + "\n" + steps["Open or update the recipe's issue"]
+    env = {
+        **os.environ,
+        "RECIPE": "demo",
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=world.parent, env=env, capture_output=True, text=True
+    )
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_the_weekly_job_files_an_uncheckable_release_in_the_recipes_issue(world, tmp_path):
+    _checked_on_a_wheel_the_new_release_lacks(world)
+    result, calls = _run_weekly_job(world, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(call.startswith("issue create --title pascal-forge bump: demo --body-file") for call in calls)
+    assert "could not be checked" in (world.parent / REPORT_FILE).read_text()
+
+
+def test_twin_the_weekly_job_fails_and_files_nothing_when_the_index_is_unreachable(
+    world, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(INDEX_ENV, closed_port_url())
+    result, calls = _run_weekly_job(world, tmp_path)
+    assert result.returncode == 2 and calls == []

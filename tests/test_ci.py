@@ -67,9 +67,9 @@ def test_generated_files_are_in_sync_with_the_variant_matrix(rendered):
     assert not problems, f"{'; '.join(problems)}: run `pascal-forge rerender` and commit the result"
     assert sorted(p.name for p in (REPO / CI_SUPPORT).glob("*.yaml")) == [
         "linux_64_cuda_compiler_version12.6vllm_version0.14.0.yaml",
-        "linux_64_cuda_compiler_version12.6vllm_version0.33.0.yaml",
+        "linux_64_cuda_compiler_version12.6vllm_version0.34.0.yaml",
         "linux_64_cuda_compiler_version12.9vllm_version0.14.0.yaml",
-        "linux_64_cuda_compiler_version12.9vllm_version0.33.0.yaml",
+        "linux_64_cuda_compiler_version12.9vllm_version0.34.0.yaml",
     ]
 
 
@@ -178,7 +178,7 @@ def test_a_workflow_out_of_plan_order_is_caught(rendered, forge):
     assert "publish runs under 'always()'" in problems
     assert "job triton reads secrets" in problems
     assert (
-        "job test does not download channel-pytorch-linux_64_cuda_compiler_version12.9vllm_version0.33.0"
+        "job test does not download channel-pytorch-linux_64_cuda_compiler_version12.9vllm_version0.34.0"
         in problems
     )
 
@@ -400,7 +400,7 @@ def test_shellcheck_rejects_a_broken_script():
 def _gpu_test_scripts() -> dict[str, str]:
     """The GPU-only test scripts of every rendered output (those that print the GPU job's marker)."""
     variants = VariantConfig.from_yaml(
-        (REPO / CI_SUPPORT / "linux_64_cuda_compiler_version12.9vllm_version0.33.0.yaml").read_text()
+        (REPO / CI_SUPPORT / "linux_64_cuda_compiler_version12.9vllm_version0.34.0.yaml").read_text()
     )
     scripts = {}
     for recipe in sorted((REPO / "recipes").glob("*/recipe.yaml")):

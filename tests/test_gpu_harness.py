@@ -442,7 +442,8 @@ def test_triton_series_is_the_recipes_patch_list() -> None:
 def test_each_carried_vllm_tree_has_its_series() -> None:
     import prepare_gpu_carry
 
-    assert prepare_gpu_carry.VLLM_VERSIONS == ("0.14.0", "0.33.0")
+    # The current release follows conda_build_config.yaml (0.34.0 today), not a constant.
+    assert prepare_gpu_carry.VLLM_VERSIONS == ("0.14.0", "0.34.0")
     for version in prepare_gpu_carry.VLLM_VERSIONS:
         series = prepare_gpu_carry.vllm_series(version=version)
         assert series and all(p.parent.name == version for p in series), version
@@ -489,7 +490,7 @@ print(m.is_quantized_kv_cache("auto"), m.is_quantized_kv_cache("fp8"))
 def test_current_release_sees_auto_kv_cache_as_unquantized(
     upstream_cache: Path, tmp_path: Path, stub: str, expected: str
 ) -> None:
-    """vLLM 0.33.0's own is_quantized_kv_cache under the harness's stubs; twin: the bare stub."""
+    """The current vLLM's own is_quantized_kv_cache under the harness's stubs; twin: the bare stub."""
     import subprocess
 
     import prepare_gpu_carry

@@ -25,7 +25,7 @@ STACKS = {
         {"3.10", "3.11", "3.12", "3.13"},
     ),
     "current": (
-        dict(triton="3.8.0", pytorch="2.14.0", torchvision="0.29.0", torchaudio="2.11.0", vllm="0.33.0"),
+        dict(triton="3.8.0", pytorch="2.14.0", torchvision="0.29.0", torchaudio="2.11.0", vllm="0.34.0"),
         {"3.11", "3.12", "3.13", "3.14"},
     ),
 }
@@ -207,7 +207,7 @@ def test_variant_override_narrows_zipped_keys_together():
 
 
 def test_variant_override_picks_one_stack_by_any_of_its_versions():
-    config = load_variant_config(VARIANT_CONFIG, {"vllm_version": "0.33.0"})
+    config = load_variant_config(VARIANT_CONFIG, {"vllm_version": "0.34.0"})
     assert config["python"] == ["3.11.* *_cpython", "3.12.* *_cpython", "3.13.* *_cp313", "3.14.* *_cp314"]
     assert set(config["triton_version"]) == {"3.8.0"}
     assert set(config["pytorch_version"]) == {"2.14.0"}

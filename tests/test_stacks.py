@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from solve_support import RELEASED_0_33_0_PINS, UPSTREAM
+from solve_support import RELEASED_0_34_0_PINS, UPSTREAM
 
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.plan import make_plan
@@ -29,7 +29,7 @@ SEED = {
     "torchaudio": "2.9.1",
 }
 CURRENT = {
-    "vllm": "0.33.0",
+    "vllm": "0.34.0",
     "pytorch": "2.14.0",
     "libtorch": "2.14.0",
     "triton": "3.8.0",
@@ -43,9 +43,9 @@ MIXED = [
     ["pytorch ==2.14.0", "triton ==3.6.0"],
     ["pytorch ==2.9.1", "triton ==3.8.0"],
     ["vllm ==0.14.0", "pytorch ==2.14.0"],
-    ["vllm ==0.33.0", "pytorch ==2.9.1"],
+    ["vllm ==0.34.0", "pytorch ==2.9.1"],
     ["vllm-pascal ==0.14.0", "triton ==3.8.0"],
-    ["vllm ==0.33.0", "torchvision ==0.24.1"],
+    ["vllm ==0.34.0", "torchvision ==0.24.1"],
     ["pytorch ==2.14.0", "torchaudio ==2.9.1"],
 ]
 
@@ -151,7 +151,7 @@ def test_twin_without_our_torchvision_the_current_stack_stops_at_it(
     (conda-forge's newest is 0.28.0, PyPI's are CUDA 13 builds, as the fixture's are)."""
     channel = str(write_channel(_without(planned, {"torchvision", "torchaudio"}), tmp_path))
     with pytest.raises(SolveError, match=r"torchvision ==0\.29\.0"):
-        solve(["vllm-pascal 0.33.*"], [channel, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+        solve(["vllm-pascal 0.34.*"], [channel, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
 
 
 @pytest.mark.parametrize("priority", PRIORITIES)
@@ -166,29 +166,29 @@ def test_a_user_asking_for_torchvision_gets_ours(ours: str, priority: str) -> No
 def _current_vllm_with(
     repodata: dict[str, dict[str, Any]], replace: dict[str, str]
 ) -> dict[str, dict[str, Any]]:
-    """Our records with the pins in `replace` swapped in vLLM 0.33.0's run list."""
+    """Our records with the pins in `replace` swapped in vLLM 0.34.0's run list."""
     changed = copy.deepcopy(repodata)
     for content in changed.values():
         for record in content["packages.conda"].values():
-            if record["name"] == "vllm" and record["version"] == "0.33.0":
+            if record["name"] == "vllm" and record["version"] == "0.34.0":
                 assert set(replace) <= set(record["depends"]), set(replace) - set(record["depends"])
                 record["depends"] = [replace.get(d, d) for d in record["depends"]]
     return changed
 
 
 def test_current_vllm_run_pins_solve_on_conda_forge_records(ours: str) -> None:
-    """Every run pin of vLLM 0.33.0 is met by conda-forge's real versions or by our own builds."""
-    solution = solve(["vllm ==0.33.0"], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
-    assert solution.get("vllm").version == "0.33.0"
+    """Every run pin of vLLM 0.34.0 is met by conda-forge's real versions or by our own builds."""
+    solution = solve(["vllm ==0.34.0"], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+    assert solution.get("vllm").version == "0.34.0"
     assert solution.get("xgrammar").version == "0.2.2"
     assert solution.get("openai-harmony").version == "0.0.8"
 
 
-@pytest.mark.parametrize("pin", RELEASED_0_33_0_PINS)
+@pytest.mark.parametrize("pin", RELEASED_0_34_0_PINS)
 def test_twin_a_pin_as_vllm_releases_it_does_not_solve(
     planned: dict[str, dict[str, Any]], tmp_path: Path, pin: str
 ) -> None:
-    released = RELEASED_0_33_0_PINS[pin]
+    released = RELEASED_0_34_0_PINS[pin]
     channel = str(write_channel(_current_vllm_with(planned, {pin: released}), tmp_path))
     with pytest.raises(SolveError, match=released.split()[0]):
-        solve(["vllm ==0.33.0"], [channel, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))
+        solve(["vllm ==0.34.0"], [channel, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"))

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from build_support import install_from
 from rattler_build import ToolConfiguration
-from solve_support import RELEASED_0_33_0_PINS
+from solve_support import RELEASED_0_34_0_PINS
 from structural_support import SUBDIR, script_runs, structural_recipes, stub_channel
 
 from conftest import RECIPES, VARIANT_CONFIG
@@ -37,7 +37,7 @@ STACKS = {
         "pythons": ("3.10", "3.11", "3.12", "3.13"),
     },
     "current": {
-        "vllm": "0.33.0",
+        "vllm": "0.34.0",
         "pytorch": "2.14.0",
         "triton": "3.8.0",
         "torchvision": "0.29.0",
@@ -260,20 +260,20 @@ def test_twin_xgrammar_0_1_29_is_not_in_a_conda_forge_shaped_channel(structural:
     assert solve(["xgrammar >=0.1.32,<1.0.0"], [str(structural.stub)], System(cuda="12.9"), python="3.12")
 
 
-def test_vllm_0_33_0_pins_are_what_conda_forge_builds(structural: Structural) -> None:
-    ours = next(b for b in structural.plan.builds if b.output.name == "vllm" and b.output.version == "0.33.0")
+def test_vllm_0_34_0_pins_are_what_conda_forge_builds(structural: Structural) -> None:
+    ours = next(b for b in structural.plan.builds if b.output.name == "vllm" and b.output.version == "0.34.0")
     run = set(ours.output.rendered.recipe.to_dict()["requirements"]["run"])
-    for pin in RELEASED_0_33_0_PINS:
+    for pin in RELEASED_0_34_0_PINS:
         assert pin in run, pin
         assert solve([pin], [str(structural.stub)], System(cuda="12.9"), python="3.12"), pin
 
 
-@pytest.mark.parametrize("pin", RELEASED_0_33_0_PINS)
-def test_twin_vllm_0_33_0_released_pins_do_not_solve(structural: Structural, pin: str) -> None:
-    """The pins as vLLM 0.33.0 ships them: above conda-forge's newest builds, or (oss-harmony)
+@pytest.mark.parametrize("pin", RELEASED_0_34_0_PINS)
+def test_twin_vllm_0_34_0_released_pins_do_not_solve(structural: Structural, pin: str) -> None:
+    """The pins as vLLM 0.34.0 ships them: above conda-forge's newest builds, or (oss-harmony)
     a name it does not have."""
     with pytest.raises(SolveError):
-        solve([RELEASED_0_33_0_PINS[pin]], [str(structural.stub)], System(cuda="12.9"), python="3.12")
+        solve([RELEASED_0_34_0_PINS[pin]], [str(structural.stub)], System(cuda="12.9"), python="3.12")
 
 
 def test_structural_recipes_keep_every_requirement(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 """vLLM on Pascal, proved on the released sdists with recipes/vllm's patches applied.
 
 Every test runs for both stacks' releases (the `vllm_release` fixture): 0.14.0 with
-triton 3.6.0 and the torch 2.9.1 headers, 0.33.0 with triton 3.8.0 and torch 2.14.0.
+triton 3.6.0 and the torch 2.9.1 headers, 0.34.0 with triton 3.8.0 and torch 2.14.0.
 
 - each series applies without fuzz, and a stale patch names its file and hunk;
 - vLLM's own platform code on a GPU of capability 6.0/6.1 picks TRITON_ATTN and float16
@@ -13,7 +13,7 @@ triton 3.6.0 and the torch 2.9.1 headers, 0.33.0 with triton 3.8.0 and torch 2.1
 - (slow) vLLM's CMake selects a Pascal source set offline in both CUDA 12 branches of its
   arch list (12.6 and 12.9), and every file compiles with a CUDA 12 nvcc for sm_60 and
   sm_61 against the stack's torch headers;
-- (0.33.0) `vllm serve`'s app builds without the packages the series drops.
+- (0.34.0) `vllm serve`'s app builds without the packages the series drops.
 Each check has a twin on the unpatched sdist that shows it fails there.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,10 +138,10 @@ def test_platform_selects_triton_attn_and_float16(
         assert "use TRITON_ATTN" in report[key]
     # A checkpoint quantized for newer GPUs is refused with what runs on 6.x; GPTQ passes.
     assert f"Current capability: {capability}." in report["awq_refusal"]
-    hint = {"0.14.0": "run GPTQ (--quantization gptq) and GGUF", "0.33.0": "run GPTQ checkpoints"}
+    hint = {"0.14.0": "run GPTQ (--quantization gptq) and GGUF", "0.34.0": "run GPTQ checkpoints"}
     assert hint[vllm_release.version] in report["awq_refusal"]
     assert report["gptq_refusal"] == ""
-    if vllm_release.version == "0.33.0":
+    if vllm_release.version == "0.34.0":
         # int8 KV cache with per-(token, head) scales needs no dp4a, so 6.0 keeps it too.
         assert report["int8_kv_refusal"] == ""
         assert report["int8_kv_backend"] == TRITON_ATTN
@@ -158,7 +159,7 @@ def test_stock_platform_accepts_fp8_kv_cache_on_pascal(
         # The AWQ refusal stops at the capabilities and leaves the user to guess what would run.
         assert report["awq_refusal"].endswith("Current capability: 61.")
     else:
-        # 0.33.0 gets no further than fa_utils' import of the vllm-flash-attn a Pascal build
+        # 0.34.0 gets no further than fa_utils' import of the vllm-flash-attn a Pascal build
         # lacks (patch 0009).
         assert "vllm.vllm_flash_attn requires the CUDA flash attention extensions" in report["awq_refusal"]
 
@@ -232,7 +233,7 @@ CUDA_BRANCHES = {"cuda12.6-branch": None, "cuda12.9-branch": "12.9"}
 # Files only a Pascal source set has: the half-atomic MoE kernel and the GPTQ exllama GEMM.
 PASCAL_SOURCES = {
     "0.14.0": {"csrc/moe/moe_wna16.cu", "csrc/attention/paged_attention_v1.cu"},
-    "0.33.0": {"csrc/moe/moe_wna16.cu", "csrc/quantization/gptq/q_gemm.cu", "csrc/cache_kernels.cu"},
+    "0.34.0": {"csrc/moe/moe_wna16.cu", "csrc/quantization/gptq/q_gemm.cu", "csrc/cache_kernels.cu"},
 }
 
 
@@ -327,6 +328,39 @@ def test_patched_cmake_fetches_nothing_even_when_allowed(
     assert "_deps/" not in log.replace("_deps/cutlass", "")
 
 
+# 0.34.0 moved DeepGEMM's include up into the CUDA sources (for an SM100 kernel's headers), out
+# of the block the 0.33.0 form of patch 0002 skips; 0.34.0's 0002 guards it too.
+DEEPGEMM_GUARD = (
+    '  if (NOT VLLM_GPU_LANG STREQUAL "CUDA" OR VLLM_EXTERNAL_PROJECT_ARCHS)\n'
+    "    include(cmake/external_projects/deepgemm.cmake)\n"
+    "  endif()\n"
+)
+
+
+@pytest.mark.slow
+def test_twin_0002_without_its_deepgemm_hunk_clones_deepgemm(
+    vllm_release: VllmRelease,
+    patched_vllm: Path,
+    tmp_path: Path,
+    cuda12: Path,
+    torch_include: Path,
+    cutlass_source: Path,
+) -> None:
+    """Twin: with 0.33.0's 0002 (the later skip alone) an offline configure of 0.34.0 stops at
+    DeepGEMM's clone, although that patch applies to 0.34.0 without fuzz."""
+    if vllm_release.version == "0.14.0":
+        pytest.skip("0.14.0 includes DeepGEMM only in the skipped block")
+    tree = tmp_path / "tree"
+    shutil.copytree(patched_vllm, tree, symlinks=True)
+    cmake_lists = tree / "CMakeLists.txt"
+    text = cmake_lists.read_text()
+    assert DEEPGEMM_GUARD in text
+    unguarded = "  include(cmake/external_projects/deepgemm.cmake)\n"
+    cmake_lists.write_text(text.replace(DEEPGEMM_GUARD, unguarded))
+    with pytest.raises(VllmCheckError, match="deepgemm"):
+        _configure(vllm_release, tree, tmp_path / "build", cuda12, torch_include, cutlass_source)
+
+
 @pytest.mark.slow
 @pytest.mark.full_cuda_compile
 def test_every_selected_cuda_source_compiles_for_sm60_sm61(
@@ -369,7 +403,7 @@ def test_stock_moe_wna16_does_not_compile_for_pascal(
 # --------------------------------------------------------------------------- vllm serve
 
 
-# Packages the 0.33.0 series drops from the requirements (import names), and
+# Packages the 0.34.0 series drops from the requirements (import names), and
 # model_hosting_container_standards, which conda-forge lacks; mcp 2.x (patch 0023) is not on
 # conda-forge either. apache-tvm-ffi is not among them: xgrammar, which vLLM needs, requires it.
 DROPPED_IMPORTS = (

@@ -3,7 +3,7 @@ patched triton wheel of its stack, its Python packages, the CUDA 12 toolkit from
 scripts/setup-cuda12.sh and the torch/CUTLASS headers.
 
 Every fixture follows `vllm_release`, which is parametrized over both stacks' releases
-(0.14.0 with triton 3.6.0 and torch 2.9.1; 0.33.0 with triton 3.8.0 and torch 2.14.0), so each
+(0.14.0 with triton 3.6.0 and torch 2.9.1; 0.34.0 with triton 3.8.0 and torch 2.14.0), so each
 test runs once per release. Everything big is cached under the upstream cache (keyed by
 sha256) or .cache/ in the repo.
 """
@@ -37,7 +37,7 @@ SETUP_VLLM_DEPS = REPO / "scripts" / "setup-vllm-deps.sh"
 HEADERS_CACHE = REPO / ".cache" / "vllm-headers"
 
 
-# 0.33.0's checks import its own 624 MB of Python packages (scripts/setup-vllm-deps.sh).
+# 0.34.0's checks import its own 624 MB of Python packages (scripts/setup-vllm-deps.sh).
 @pytest.fixture(
     scope="session",
     # The current release's checks bring their own dependencies and take longest: they are

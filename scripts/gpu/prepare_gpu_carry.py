@@ -5,12 +5,13 @@
 DEST then holds (about 25 MiB, within the 64 MiB a GPU call carries):
 - triton-overlay/: the files our triton 3.6.0 series changes, patched, with the released
   wheel's sha256 of each (the GPU machine has its own triton 3.6.0 and no GNU patch);
-- vllm-0.14.0-pascal.tgz / vllm-0.14.0-stock.tgz, vllm-0.33.0-pascal.tgz / vllm-0.33.0-stock.tgz:
-  the Python files of the seed's and the current release's sdist with and without our series
-  for that version (recipes/vllm/patches/<version>/, as the recipe lists it);
+- vllm-<version>-pascal.tgz / vllm-<version>-stock.tgz for the seed's and the current release
+  (0.14.0 and, today, 0.34.0): the Python files of its sdist with and without our series for
+  that version (recipes/vllm/patches/<version>/, as the recipe lists it);
+- stack.env: SEED_VLLM=... and CURRENT_VLLM=..., which run_gpu_numerics.sh reads;
 - wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
   (the twin that the error bound must catch);
-- pydeps/: einops, unpacked from its PyPI wheel: vLLM 0.33.0's FLA ops import it, and the GPU
+- pydeps/: einops, unpacked from its PyPI wheel: vLLM's FLA ops (since 0.33.0) import it, and the GPU
   machine's environment lacks it;
 - scripts/: this folder and pascal_forge's errors module, which the harness imports.
 """
@@ -29,6 +30,8 @@ REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(0, str(SCRIPTS / "gpu"))
 
+import yaml  # noqa: E402
+from packaging.version import Version  # noqa: E402
 from pascal_form import write_overlay  # noqa: E402
 
 from pascal_forge.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
@@ -64,7 +67,15 @@ WRONG_TILES = (
 # on that triton too: its triton 3.8.0 wheel (248 MB) does not fit a GPU call's 64 MiB.
 SEED_TRITON = "3.6.0"
 SEED_VLLM = "0.14.0"
-CURRENT_VLLM = "0.33.0"
+
+
+def current_vllm(variant_config: Path = VARIANT_CONFIG) -> str:
+    """The current stack's vLLM: the newest vllm_version conda_build_config.yaml names."""
+    versions = yaml.safe_load(variant_config.read_text(encoding="utf-8"))["vllm_version"]
+    return max((str(v) for v in versions), key=Version)
+
+
+CURRENT_VLLM = current_vllm()
 VLLM_VERSIONS = (SEED_VLLM, CURRENT_VLLM)
 
 
@@ -150,6 +161,7 @@ def main(destination: Path) -> int:
             _python_tarball(trees[version], destination / f"vllm-{version}-pascal.tgz")
             _python_tarball(stock_tree, destination / f"vllm-{version}-stock.tgz")
         pascal_tree = trees[SEED_VLLM]
+        (destination / "stack.env").write_text(f"SEED_VLLM={SEED_VLLM}\nCURRENT_VLLM={CURRENT_VLLM}\n")
 
         wrong = destination / "wrong-tiles"
         shutil.rmtree(wrong, ignore_errors=True)

@@ -22,12 +22,17 @@ import sys; from pathlib import Path
 from pascal_form import overlay_patched_triton
 print('patched triton files:', overlay_patched_triton(Path('$STOCK_TRITON'), Path('$CARRY/triton-overlay'), Path('$WORK/patched')))
 " || exit 1
-for tree in 0.14.0-pascal 0.14.0-stock 0.33.0-pascal 0.33.0-stock; do
+# The seed's and the current release (SEED_VLLM, CURRENT_VLLM), as prepare_gpu_carry.py chose them
+# from conda_build_config.yaml.
+# shellcheck source=/dev/null
+. "$CARRY/stack.env"
+C="$CURRENT_VLLM"
+for tree in "$SEED_VLLM-pascal" "$SEED_VLLM-stock" "$C-pascal" "$C-stock"; do
   mkdir -p "$WORK/vllm-$tree" && tar xzf "$CARRY/vllm-$tree.tgz" -C "$WORK/vllm-$tree"
 done
 for wrong in "$CARRY"/wrong-tiles/*.py; do
   name=$(basename "$wrong" .py)
-  cp -r "$WORK/vllm-0.14.0-pascal" "$WORK/vllm-wrong-$name"
+  cp -r "$WORK/vllm-$SEED_VLLM-pascal" "$WORK/vllm-wrong-$name"
   cp "$wrong" "$WORK/vllm-wrong-$name/vllm/v1/attention/ops/prefix_prefill.py"
 done
 
@@ -53,33 +58,34 @@ run() {
 }
 
 P="$WORK/patched"
-run seed-0.14.0 "$P" --vllm "$WORK/vllm-0.14.0-pascal"
+run "seed-$SEED_VLLM" "$P" --vllm "$WORK/vllm-$SEED_VLLM-pascal"
 run inductor "$P" --suite inductor
-# The current release with our 0.33.0 series, every case of the seed. Its triton is the
+# The current release with our series, every case of the seed. Its triton is the
 # device's 3.6.0 with our 3.6.0 series: a triton 3.8.0 wheel does not fit the 64 MiB upload.
-run current-0.33.0-pascal "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33
-# Its twin, 0.33.0 as released (no Pascal tiles): its prefix_prefill tiles at head size 256 take
-# minutes to compile for sm_61 (seen: the run was cut at 420 s before reaching them), so those
-# cases are left out.
-run current-0.33.0 "$P" --vllm "$WORK/vllm-0.33.0-stock" --moe-stubs 0.33 \
+# --moe-stubs 0.33: the fused_moe package layout that 0.33.0 introduced and 0.34.0 keeps.
+run "current-$C-pascal" "$P" --vllm "$WORK/vllm-$C-pascal" --moe-stubs 0.33
+# Its twin, the release as released (no Pascal tiles): its prefix_prefill tiles at head size 256
+# take minutes to compile for sm_61 (seen with 0.33.0: the run was cut at 420 s before reaching
+# them), so those cases are left out.
+run "current-$C" "$P" --vllm "$WORK/vllm-$C-stock" --moe-stubs 0.33 \
   --skip "prefix_prefill h256,prefix_prefill alibi h256"
 # Head size 128 only: the stock tiles at 256 take minutes to compile for sm_61.
-run twin-stock-tiles "$P" --vllm "$WORK/vllm-0.14.0-stock" --only "prefix_prefill h128,prefix_prefill alibi h128"
+run twin-stock-tiles "$P" --vllm "$WORK/vllm-$SEED_VLLM-stock" --only "prefix_prefill h128,prefix_prefill alibi h128"
 for wrong in "$CARRY"/wrong-tiles/*.py; do
   name=$(basename "$wrong" .py)
   run "twin-wrong-$name" "$P" --vllm "$WORK/vllm-wrong-$name" --only prefix_prefill
 done
-# Qwen3.5's gated-delta-net kernels (FLA, 0.33.0 only; our series leaves them as released), with
+# Qwen3.5's gated-delta-net kernels (FLA, since 0.33.0; our series leaves them as released), with
 # torch and triton answering as a P40: FLA picks its block lists from those answers, and triton
 # refuses a kernel above 48 KB at load, so the autotuners keep only configs a P40 can run.
-run gdn-0.33.0-pascal "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33 --suite gdn
+run "gdn-$C-pascal" "$P" --vllm "$WORK/vllm-$C-pascal" --moe-stubs 0.33 --suite gdn
 # Its twins: a reference without the decay gate (the bound must catch it), and the H200's own
 # answers (what the autotuners keep when nothing stops them above 48 KB).
-run twin-gdn-reference-without-gate "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33 --suite gdn \
+run twin-gdn-reference-without-gate "$P" --vllm "$WORK/vllm-$C-pascal" --moe-stubs 0.33 --suite gdn \
   --only "gdn chunk,gdn packed decode" --reference-without-gate
-run twin-gdn-h200-answers "$P" --vllm "$WORK/vllm-0.33.0-pascal" --moe-stubs 0.33 --suite gdn --h200-answers
+run twin-gdn-h200-answers "$P" --vllm "$WORK/vllm-$C-pascal" --moe-stubs 0.33 --suite gdn --h200-answers
 run twin-stock-triton-inductor "" --suite inductor
-run twin-stock-triton-vllm "" --vllm "$WORK/vllm-0.14.0-pascal"
+run twin-stock-triton-vllm "" --vllm "$WORK/vllm-$SEED_VLLM-pascal"
 wait
 tar czf "$OUT/results.tgz" -C "$WORK" reports
 PYTHONPATH="$GPU" python3 "$GPU/gpu_report.py" --summary "$WORK/reports" | tee "$OUT/summary.txt"

@@ -124,7 +124,7 @@ def check_bump(
                 f"{recipe.path} carries; nothing to bump"
             )
         new_files = files_of(files, project, version)
-        target = _new_target(old, old_version, version, new_files)
+        target = _new_target(recipe.name, old, old_version, version, new_files)
         pins, new_requirements, dropped, metadata_name = _requirements(
             client, recipes_dir, project, files_of(files, project, old_version), new_files
         )
@@ -153,20 +153,55 @@ class NothingToBump(BumpError):
     """The asked-for version is not newer than what the recipe has (not a failure)."""
 
 
+# `bump` exits 0 (the series applies whole), 1 (a patch needs a person), 2 (usage, network),
+# UNCHECKABLE_EXIT (a newer release exists but has no file to check the series against).
+UNCHECKABLE_EXIT = 3
+
+
+class UncheckableRelease(BumpError):
+    """Upstream has a newer release, but not the kind of file the series is checked against.
+
+    Not a tool failure: a person must decide (another file, or wait), so the weekly job files
+    it in the recipe's issue like any other report instead of failing without one.
+    """
+
+    def __init__(
+        self,
+        *,
+        recipe: str,
+        project: str,
+        old_version: str,
+        new_version: str,
+        reason: str,
+        files: tuple[str, ...],
+    ) -> None:
+        self.recipe, self.project = recipe, project
+        self.old_version, self.new_version = old_version, new_version
+        self.reason, self.files = reason, files
+        shown = ", ".join(files[:6]) + (f" (+{len(files) - 6} more)" if len(files) > 6 else "")
+        super().__init__(
+            f"{project} {new_version} is out but cannot be checked: {reason}; it has {shown or 'no files'}. "
+            f"Point `extra: patch-check:` of recipes/{recipe} at a file {new_version} has, or wait for one"
+        )
+
+
 def _new_target(
-    old: PatchCheckTarget, old_version: str, version: str, files: list[ReleaseFile]
+    recipe: str, old: PatchCheckTarget, old_version: str, version: str, files: list[ReleaseFile]
 ) -> PatchCheckTarget:
     """The new release's file of the same kind as the old one: its name with the version swapped."""
     wanted = old.artifact.filename.replace(old_version, version)
     chosen = next((f for f in files if f.filename == wanted), None)
-    if chosen is None:
-        names = ", ".join(sorted(f.filename for f in files)[:6])
-        raise BumpError(
-            f"{old.artifact.project} {version}: the index has no {wanted} (the counterpart of "
-            f"{old.artifact.filename}); it has {names}"
+    if chosen is None or not chosen.sha256:
+        raise UncheckableRelease(
+            recipe=recipe,
+            project=old.artifact.project,
+            old_version=old_version,
+            new_version=version,
+            reason=f"the index has no {wanted} (the counterpart of {old.artifact.filename})"
+            if chosen is None
+            else f"the index gives no sha256 for {wanted}, so the download cannot be verified",
+            files=tuple(sorted(f.filename for f in files)),
         )
-    if not chosen.sha256:
-        raise BumpError(f"{chosen.filename}: the index gives no sha256, so the download cannot be verified")
     return PatchCheckTarget(
         artifact=UpstreamArtifact(
             project=old.artifact.project, filename=chosen.filename, sha256=chosen.sha256

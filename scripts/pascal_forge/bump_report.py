@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .bump import BumpReport, RequirementChange, StackPin
+from .bump import BumpReport, RequirementChange, StackPin, UncheckableRelease
 from .patches import PatchOutcome, PatchStatus
 
 
@@ -57,6 +57,26 @@ def to_markdown(report: BumpReport, *, written: list[str] | None = None) -> str:
         lines += [f"- {_code(line)}" for line in report.dropped_requirements]
     if written:
         lines += ["", "### Written", ""] + [f"- {item}" for item in written]
+    return "\n".join(lines) + "\n"
+
+
+def uncheckable_markdown(error: UncheckableRelease) -> str:
+    """The report for a newer release that bump could not check: what is missing, what exists."""
+    lines = [
+        f"## pascal-forge bump {error.recipe} {error.new_version}",
+        "",
+        f"**{_code(error.project)} {_code(error.new_version)} is out, and the {error.old_version} "
+        "series could not be checked against it.** A person decides what happens next.",
+        "",
+        f"- why: {_code(error.reason)}",
+        f"- to check it: point `extra: patch-check:` of `recipes/{error.recipe}` at one of the files "
+        f"below, or wait for upstream to publish the missing one; `recipes/{error.recipe}` keeps "
+        f"{_code(error.old_version)} meanwhile.",
+        "",
+        f"### Files of {error.project} {error.new_version} on the index",
+        "",
+    ]
+    lines += [f"- {_code(name)}" for name in error.files] or ["- none"]
     return "\n".join(lines) + "\n"
 
 

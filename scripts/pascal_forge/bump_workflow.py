@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .bump import UNCHECKABLE_EXIT
 from .forge_config import ForgeConfig
 from .workflow import _annotate_pins, _checkout, _Dumper, _runner, _tool_steps
 
@@ -21,13 +22,14 @@ REPORT_FILE = "bump-report.md"
 SCHEDULE = "17 5 * * 1"
 ISSUE_TITLE = "pascal-forge bump: "
 
-# bump --check exits 0 (applies whole) or 1 (a patch needs work): both are a report to file.
+# bump --check exits 0 (applies whole), 1 (a patch needs work) or UNCHECKABLE_EXIT (a newer release it cannot
+# check, e.g. no wheel for the Python the series is checked on): each is a report to file.
 # 2 is a usage or network error: the job fails and no issue is touched.
 _CHECK = f"""set +e
 pascal-forge bump "$RECIPE" --check --report {REPORT_FILE}
 status=$?
 set -e
-if [ "$status" -gt 1 ]; then
+if [ "$status" -gt 1 ] && [ "$status" -ne {UNCHECKABLE_EXIT} ]; then
   exit "$status"
 fi
 if [ ! -s {REPORT_FILE} ]; then

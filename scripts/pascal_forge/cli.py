@@ -187,7 +187,8 @@ def _add_bump_command(commands: argparse._SubParsersAction) -> None:
     bump.add_argument(
         "--check",
         action="store_true",
-        help="change nothing; exit 0 if the series applies whole, 1 if a patch needs work",
+        help="change nothing; exit 0 if the series applies whole, 1 if a patch needs work, "
+        "3 if the new release has no file to check the series against",
     )
     bump.add_argument("--report", type=Path, metavar="FILE", help="write the report as Markdown here")
     bump.add_argument(
@@ -197,8 +198,8 @@ def _add_bump_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_bump(args: argparse.Namespace) -> int:
-    from .bump import NothingToBump, check_bump
-    from .bump_report import terminal_view, to_markdown
+    from .bump import UNCHECKABLE_EXIT, NothingToBump, UncheckableRelease, check_bump
+    from .bump_report import terminal_view, to_markdown, uncheckable_markdown
     from .bump_write import write_bump
 
     try:
@@ -206,6 +207,11 @@ def _run_bump(args: argparse.Namespace) -> int:
     except NothingToBump as exc:
         print(exc)
         return 0
+    except UncheckableRelease as exc:
+        print(exc)
+        if args.report:
+            args.report.write_text(uncheckable_markdown(exc), encoding="utf-8")
+        return UNCHECKABLE_EXIT
     written = None if args.check else write_bump(args.recipes, report)
     _console().print(terminal_view(report))
     for item in written or []:

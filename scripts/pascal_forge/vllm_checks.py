@@ -40,7 +40,7 @@ PASCAL_CAPABILITIES = (60, 61)
 # Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
 PASCAL_SHARED_MEMORY_BYTES = 49152
 
-# CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.33.0 v4.7.1 (git tags); the newest release
+# CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.34.0 v4.7.1 (git tags); the newest release
 # on PyPI is 4.2.0, whose include/ differs from v4.2.1 only in version.h and two SM100
 # epilogue files. A Pascal build includes CUTLASS only in the scaled_mm/nvfp4 entry points
 # and the AWQ GEMM, which use its basic types.
@@ -62,7 +62,7 @@ class VllmRelease:
     # The x86_64 CUDA build of that torch holds the headers a CUDA extension compiles
     # against, generated CUDA config headers included (c10/cuda/impl/cuda_cmake_macros.h).
     torch_wheel: UpstreamArtifact
-    # Its Python requirements clash with the venv's (0.33.0 wants transformers >= 5.16.1,
+    # Its Python requirements clash with the venv's (0.34.0 wants transformers >= 5.16.1,
     # 0.14.0 < 5), so they go in a folder of their own (scripts/setup-vllm-deps.sh).
     own_deps: bool
 
@@ -79,8 +79,8 @@ RELEASES = {
         ),
         own_deps=False,
     ),
-    "0.33.0": VllmRelease(
-        version="0.33.0",
+    "0.34.0": VllmRelease(
+        version="0.34.0",
         torch_version="2.14.0",
         triton_version="3.8.0",
         torch_wheel=UpstreamArtifact(
@@ -429,10 +429,10 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     torch.cuda.get_device_capability = lambda device=None: (major, minor)
     torch.cuda.get_device_name = lambda device=None: name
     torch.cuda.is_available = lambda: True
-    # Launchers that select the tensors' device first (FLA's input_guard in 0.33.0) select none.
+    # Launchers that select the tensors' device first (FLA's input_guard since 0.33.0) select none.
     saved_index = torch.accelerator.device_index
     torch.accelerator.device_index = lambda index=None: nullcontext()
-    # The properties launchers size their grids by (0.33.0: vLLM's num_compute_units).
+    # The properties launchers size their grids by (since 0.33.0: vLLM's num_compute_units).
     saved_properties = torch.cuda.get_device_properties
     torch.cuda.get_device_properties = lambda device=None: _PASCAL_PROPERTIES[capability]
     try:
@@ -525,7 +525,7 @@ _CUTLASS_CAPABILITY_QUERIES = (
     "mxfp4_experts_quant_supported",
 )
 # The compiled extension modules vLLM imports for their side effects (op registration):
-# vllm._C in 0.14.0; the stable-ABI vllm._C_stable_libtorch in 0.33.0.
+# vllm._C in 0.14.0; the stable-ABI vllm._C_stable_libtorch since 0.33.0.
 _EXTENSION_MODULES = ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch")
 
 
@@ -544,6 +544,16 @@ def _use_cuda_platform() -> None:
         library.define(f"{op}(int cuda_device_capability) -> bool")
         library.impl(op, lambda capability: False, "CompositeExplicitAutograd")
     _LIBRARIES.append(library)
+    # The device attribute 0.34.0's prefill attention sizes its tile by (csrc/cuda_utils_kernels.cu
+    # reads cudaDevAttrMaxSharedMemoryPerBlockOptin): 48 KB on sm_60 and sm_61.
+    utils = torch.library.Library("_C_cuda_utils", "FRAGMENT")
+    utils.define("get_max_shared_memory_per_block_device_attribute(int device_id) -> int")
+    utils.impl(
+        "get_max_shared_memory_per_block_device_attribute",
+        lambda device_id: PASCAL_SHARED_MEMORY_BYTES,
+        "CompositeExplicitAutograd",
+    )
+    _LIBRARIES.append(utils)
     import vllm.platforms as platforms
     from vllm.platforms.cuda import CudaPlatform
 
@@ -556,7 +566,7 @@ def _probe_main(version: str, capability: int, report: Path, only: str = "") -> 
     rows: list[KernelResult] = []
     with _pascal_gpu(capability), _compile_only_launches(capability) as launches:
         _use_cuda_platform()
-        # Host tensors cannot be pinned without a GPU; 0.33.0's FLA launchers stage their
+        # Host tensors cannot be pinned without a GPU; the FLA launchers (since 0.33.0) stage their
         # chunk indices through vLLM's pinned-copy helper.
         import vllm.utils.torch_utils
 

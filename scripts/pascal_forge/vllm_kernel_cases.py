@@ -308,7 +308,7 @@ CASES: dict[str, Callable[[], None]] = {
 }
 
 
-# --------------------------------------------------------------------------- 0.33.0 only
+# --------------------------------------------------------------------------- since 0.33.0
 
 # Qwen3.5/Qwen3-Next gated-delta-net layers: 16 key heads and 32 value heads of 128, conv width 4.
 GDN_K_HEADS, GDN_V_HEADS, GDN_HEAD, GDN_CONV = 16, 32, 128, 4
@@ -448,6 +448,98 @@ def _gated_rms_norm(*, tokens: int = 2048) -> None:
     rmsnorm_fn(x, torch.ones(GDN_HEAD, dtype=FP16), None, z=torch.zeros_like(x), eps=1e-6)
 
 
+# --------------------------------------------------------------------------- V2 model runner
+
+# vLLM's V2 model runner (vllm/v1/worker/gpu) samples with its own Triton kernels: 64 requests
+# decoding one token each over Qwen's 151936-token vocabulary (Llama-3's 128256 for one case).
+# Their logits are float32 once any processing runs (the sampler copies them), half otherwise.
+V2_REQUESTS, V2_VOCAB = 64, 151936
+
+
+def _v2_batch(vocab: int = V2_VOCAB, dtype: torch.dtype = torch.float32) -> SimpleNamespace:
+    requests = torch.arange(V2_REQUESTS, dtype=torch.int32)
+    return SimpleNamespace(
+        logits=torch.zeros(V2_REQUESTS, vocab, dtype=dtype),
+        mapping=requests,
+        per_request=torch.ones(V2_REQUESTS, dtype=torch.float32),
+        positions=requests.long(),
+    )
+
+
+def _v2_temperature() -> None:
+    from vllm.v1.worker.gpu.sample.gumbel import apply_temperature
+
+    batch = _v2_batch()
+    apply_temperature(batch.logits, batch.mapping, batch.per_request)
+
+
+def _v2_min_p() -> None:
+    from vllm.v1.worker.gpu.sample.min_p import apply_min_p
+
+    batch = _v2_batch()
+    apply_min_p(batch.logits, batch.mapping, batch.per_request)
+
+
+def _v2_gumbel_sample(dtype: torch.dtype = torch.float32, vocab: int = V2_VOCAB) -> None:
+    """The sampler's random draw (both of its kernels: per-block argmax, then the combine)."""
+    from vllm.v1.worker.gpu.sample.gumbel import gumbel_sample
+
+    batch = _v2_batch(vocab, dtype)
+    seeds = torch.zeros(V2_REQUESTS, dtype=torch.int64)
+    gumbel_sample(
+        batch.logits, batch.mapping, batch.per_request, seeds, batch.positions,
+        apply_temperature=True, is_drafting=False,
+    )  # fmt: skip
+
+
+def _v2_penalties() -> None:
+    """Repetition, frequency and presence penalties, and the bincount that feeds them."""
+    from vllm.v1.worker.gpu.sample.penalties import apply_penalties, bincount
+
+    batch = _v2_batch()
+    prompt_bin_mask = torch.zeros(V2_REQUESTS, (V2_VOCAB + 31) // 32, dtype=torch.int32)
+    output_bin_counts = torch.zeros(V2_REQUESTS, V2_VOCAB, dtype=torch.int32)
+    context = 4096
+    all_token_ids = torch.zeros(V2_REQUESTS, context, dtype=torch.int32)
+    lengths = torch.full((V2_REQUESTS,), context, dtype=torch.int32)
+    bincount(batch.mapping, all_token_ids, lengths // 2, lengths, prompt_bin_mask, output_bin_counts, context)
+    apply_penalties(
+        batch.logits, batch.mapping, torch.zeros(V2_REQUESTS, dtype=torch.int32),
+        torch.zeros(V2_REQUESTS, dtype=torch.int32), batch.per_request, batch.per_request,
+        batch.per_request, prompt_bin_mask, output_bin_counts,
+    )  # fmt: skip
+
+
+def _v2_logprobs(num_logprobs: int = 20) -> None:
+    """--logprobs 20: the top-k log-softmax and the sampled tokens' ranks."""
+    from vllm.v1.worker.gpu.sample.logprob import compute_topk_scores
+
+    batch = _v2_batch()
+    compute_topk_scores(batch.logits, num_logprobs, torch.zeros(V2_REQUESTS, dtype=torch.int64))
+
+
+def _v2_grammar_bitmask() -> None:
+    """Structured output: the token bitmask applied to the logits.
+
+    StructuredOutputsWorker.apply_grammar_bitmask stages the mask through CUDA streams, which
+    a host without a GPU lacks; its kernel gets the arguments that method passes it.
+    """
+    from vllm.triton_utils import triton
+    from vllm.v1.worker.gpu.structured_outputs import (
+        GRAMMAR_BITMASK_BLOCK_SIZE,
+        _apply_grammar_bitmask_kernel,
+    )
+
+    batch = _v2_batch()
+    bitmask = torch.zeros(V2_REQUESTS, (V2_VOCAB + 31) // 32, dtype=torch.int32)
+    cu_num_logits = torch.arange(V2_REQUESTS + 1, dtype=torch.int32)
+    grid = (V2_REQUESTS, triton.cdiv(V2_VOCAB, GRAMMAR_BITMASK_BLOCK_SIZE))
+    _apply_grammar_bitmask_kernel[grid](
+        batch.logits, batch.logits.stride(0), batch.mapping, cu_num_logits, bitmask, bitmask.stride(0),
+        V2_VOCAB, MASK_STRIDE=1, BLOCK_SIZE=GRAMMAR_BITMASK_BLOCK_SIZE,
+    )  # fmt: skip
+
+
 CASES_0_33: dict[str, Callable[[], None]] = {
     "int8 kv prefill h128 8k": lambda: _int8_kv_attention(query_lens=[2048], context=8192),
     "int8 kv decode-3d h128 32k": lambda: _int8_kv_attention(query_lens=[1] * 4, context=LONG_CONTEXT),
@@ -457,6 +549,13 @@ CASES_0_33: dict[str, Callable[[], None]] = {
     "gdn recurrent decode (qwen3.5)": _gdn_decode,
     "gdn mtp verify (qwen3.5)": _gdn_mtp_verify,
     "gdn gated rmsnorm (qwen3.5)": _gated_rms_norm,
+    "v2 runner temperature": _v2_temperature,
+    "v2 runner min_p": _v2_min_p,
+    "v2 runner gumbel sample fp32": _v2_gumbel_sample,
+    "v2 runner gumbel sample fp16 llama3": lambda: _v2_gumbel_sample(FP16, 128256),
+    "v2 runner penalties": _v2_penalties,
+    "v2 runner logprobs top-20": _v2_logprobs,
+    "v2 runner grammar bitmask": _v2_grammar_bitmask,
 }
 
 
