@@ -56,6 +56,8 @@ SM60_CELLS = (
     Cell("dense", "fp16"),
     Cell("dense", "gptq-4bit"),
     Cell("moe", "gptq-4bit"),
+    Cell("hybrid", "fp16"),
+    Cell("dense", "awq"),
     Cell("dense", "fp16", "fp8"),
 )
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 from pathlib import Path
@@ -44,51 +45,71 @@ CARRIED_SUFFIXES = (".py", ".json", ".jinja")
 # On the device already (torch 2.11's own dependencies), or never imported by a run there.
 DEVICE_HAS = {"torch", "triton", "numpy", "numpy.libs", "sympy", "mpmath", "networkx", "jinja2",
               "markupsafe", "filelock", "fsspec", "typing_extensions", "setuptools", "_distutils_hack",
-              "pkg_resources"}  # fmt: skip
+              "pkg_resources", "pip", "pytest", "_pytest", "pascal_forge", "vllm",
+              # imported under try/except by vLLM (video decoding, gRPC serving); 80 MB with their libs
+              "cv2", "grpc"}  # fmt: skip
 
 
-def traced_top_levels(tree: Path, deps: Path, triton_dir: Path) -> dict[str, set[str]]:
-    """Top-level names under `deps` the engine imported, and for transformers its model folders."""
+def traced_top_levels(tree: Path, roots: list[Path], triton_dir: Path) -> dict[Path, dict[str, set[str]]]:
+    """Per root (the release's deps folder, the venv's site-packages): the top-level names the
+    engine imported from it, and for transformers the model folders it imported."""
     with tempfile.TemporaryDirectory() as scratch:
         modules = Path(scratch) / "modules.txt"
         os.environ["PASCAL_FORGE_ENGINE_MODULES"] = str(modules)
         cells = [Cell(family, "fp16") for family in FAMILIES]
-        results = run_engine_matrix(tree, deps, 61, VERSION, cells, triton_dir)
+        results = run_engine_matrix(tree, roots[0], 61, VERSION, cells, triton_dir)
         del os.environ["PASCAL_FORGE_ENGINE_MODULES"]
         bad = [r.summary for r in results if r.verdict != "works"]
         if bad:
             raise SystemExit(f"the CPU trace did not build every family: {bad}")
         files = modules.read_text().splitlines()
-    found: dict[str, set[str]] = {}
-    root = str(deps) + os.sep
+    found: dict[Path, dict[str, set[str]]] = {root: {} for root in roots}
     for name in files:
-        if name.startswith(root):
-            parts = Path(name[len(root) :]).parts
-            top = parts[0].removesuffix(".py")
-            found.setdefault(top, set())
+        for root in roots:
+            prefix = str(root) + os.sep
+            if not name.startswith(prefix):
+                continue
+            parts = Path(name[len(prefix) :]).parts
+            top = parts[0].split(".")[0]  # a package, or a module file (name.py, name.cpython-*.so)
+            if top in DEVICE_HAS:
+                break
+            found[root].setdefault(top, set())
             if top == "transformers" and len(parts) > 2 and parts[1] == "models":
-                found[top].add(parts[2])
+                found[root][top].add(parts[2])
+            break
     return found
 
 
-def pydeps_tarball(deps: Path, found: dict[str, set[str]], destination: Path) -> None:
+def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) -> None:
     with tarfile.open(destination, "w:gz") as archive:
-        for top in sorted(set(found) - DEVICE_HAS):
-            path = deps / top if (deps / top).exists() else deps / f"{top}.py"
-            if top == "transformers":
-                models = {"__init__.py", "auto", *found[top]}
-                archive.add(path, arcname=top, filter=lambda info, m=models: _keep_models(info, m))
-            else:
-                archive.add(path, arcname=path.name)
-        for info in deps.glob("*.dist-info"):  # importlib.metadata asks for versions
-            archive.add(info, arcname=info.name)
+        for root, tops in found.items():
+            for top in sorted(tops):
+                if not (root / top).is_dir():  # a single-file module
+                    for path in root.glob(f"{top}.*"):
+                        if path.is_file():
+                            archive.add(path, arcname=path.name)
+                    continue
+                path = root / top
+                if top == "transformers":
+                    models = {"__init__.py", "auto", *tops[top]}
+                    archive.add(path, arcname=top, filter=lambda info, m=models: _keep_models(info, m))
+                else:
+                    archive.add(path, arcname=path.name, filter=_no_cache)
+                for libs in root.glob(f"{top}*.libs"):  # auditwheel's vendored shared libraries
+                    archive.add(libs, arcname=libs.name)
+            for info in root.glob("*.dist-info"):  # importlib.metadata asks for versions
+                archive.add(info, arcname=info.name)
+
+
+def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if "__pycache__" in Path(info.name).parts else info
 
 
 def _keep_models(info: tarfile.TarInfo, models: set[str]) -> tarfile.TarInfo | None:
     parts = Path(info.name).parts
     if len(parts) > 2 and parts[1] == "models" and parts[2] not in models:
         return None
-    return None if "__pycache__" in parts else info
+    return _no_cache(info)
 
 
 def main(destination: Path) -> int:
@@ -115,10 +136,12 @@ def main(destination: Path) -> int:
         triton_dir, _ = triton_tree(
             triton, prepare_gpu_carry.VARIANT_CONFIG, scratch_dir / "triton", None, TRITON
         )
-        found = traced_top_levels(tree, deps, triton_dir)
-        print("carried packages:", sorted(set(found) - DEVICE_HAS))
-        print("transformers models:", sorted(found.get("transformers", ())))
-        pydeps_tarball(deps, found, destination / "pydeps.tgz")
+        site_packages = Path(sysconfig.get_paths()["purelib"])
+        found = traced_top_levels(tree, [deps, site_packages], triton_dir)
+        for root, tops in found.items():
+            print(f"carried from {root}:", sorted(tops))
+        print("transformers models:", sorted(found[deps].get("transformers", ())))
+        pydeps_tarball(found, destination / "pydeps.tgz")
         with tarfile.open(destination / "vllm.tgz", "w:gz") as archive:
             for path in sorted((tree / "vllm").rglob("*")):
                 if (
