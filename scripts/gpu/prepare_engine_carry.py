@@ -45,7 +45,9 @@ CARRIED_SUFFIXES = (".py", ".json", ".jinja")
 # On the device already (torch 2.11's own dependencies), or never imported by a run there.
 DEVICE_HAS = {"torch", "triton", "numpy", "numpy.libs", "sympy", "mpmath", "networkx", "jinja2",
               "markupsafe", "filelock", "fsspec", "typing_extensions", "setuptools", "_distutils_hack",
-              "pkg_resources", "pip", "pytest", "_pytest", "pascal_forge", "vllm",
+              "pkg_resources", "pip", "pytest", "_pytest", "pascal_forge", "vllm", "torchgen", "functorch",
+              # what the CPU harness (pascal_forge) imports, not vLLM
+              "rattler_build", "rattler", "boto3", "botocore", "s3transfer", "jmespath",
               # imported under try/except by vLLM (video decoding, gRPC serving); 80 MB with their libs
               "cv2", "grpc"}  # fmt: skip
 
@@ -98,7 +100,13 @@ def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) ->
                 for libs in root.glob(f"{top}*.libs"):  # auditwheel's vendored shared libraries
                     archive.add(libs, arcname=libs.name)
             for info in root.glob("*.dist-info"):  # importlib.metadata asks for versions
-                archive.add(info, arcname=info.name)
+                record = info / "RECORD"
+                if not record.is_file():
+                    continue
+                lines = record.read_text().splitlines()
+                owned = {line.split(",")[0].split("/")[0].split(".")[0] for line in lines}
+                if owned & set(tops):
+                    archive.add(info, arcname=info.name)
 
 
 def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -152,6 +160,8 @@ def main(destination: Path) -> int:
                     archive.add(path, arcname=str(path.relative_to(tree)))
             for info in tree.glob("vllm-*.dist-info"):
                 archive.add(info, arcname=info.name)
+    # The carried extension modules (pydantic_core, msgspec, zmq, ...) are built for this Python.
+    (destination / "python.txt").write_text(f"{sys.version_info.major}.{sys.version_info.minor}\n")
     size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
     print(f"{destination}: {size / 2**20:.1f} MiB")
     return 0 if size < 64 * 2**20 else 1

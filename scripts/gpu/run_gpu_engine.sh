@@ -19,6 +19,13 @@ export TORCHINDUCTOR_USE_STATIC_CUDA_LAUNCHER=0
 nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader | tee "$WORK/device.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)' |
   tee -a "$WORK/device.txt"
+carried=$(cat "$CARRY/python.txt")
+here=$(python3 -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')
+if [ "$carried" != "$here" ]; then
+  echo "the carry's extension modules are for Python $carried, this machine runs $here:" \
+    "rebuild it with prepare_engine_carry.py under Python $here" >&2
+  exit 2
+fi
 tar xzf "$CARRY/pydeps.tgz" -C "$WORK/pydeps"
 tar xzf "$CARRY/vllm.tgz" -C "$WORK/vllm"
 STOCK_TRITON=$(python3 -c 'import os, triton; print(os.path.dirname(triton.__file__))')
