@@ -601,7 +601,14 @@ def _engine_main(version: str, capability: int, request: Path, report: Path, mod
             print(f"{cell.name}: {rows[-1].summary}", flush=True)
     report.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     if modules_report := os.environ.get("PASCAL_FORGE_ENGINE_MODULES"):
-        # What the engine imported, for scripts/gpu/prepare_engine_carry.py to carry.
+        # What the engine imported, for scripts/gpu/prepare_engine_carry.py to carry; with the
+        # entry points a GPU run starts from (LLM, `vllm serve`), which the cells never import.
+        for entry in (
+            "vllm.entrypoints.llm",
+            "vllm.entrypoints.openai.api_server",
+            "vllm.entrypoints.cli.main",
+        ):
+            importlib.import_module(entry)
         files = sorted({str(getattr(m, "__file__", None)) for m in list(sys.modules.values())} - {"None"})
         Path(modules_report).write_text("\n".join(files))
 
