@@ -90,6 +90,20 @@ def vllm_deps(vllm_release: VllmRelease, patched_vllm: Path) -> Path | None:
     """
     if not vllm_release.own_deps:
         return None
+    return _release_deps(vllm_release, patched_vllm)
+
+
+@pytest.fixture(scope="session")
+def engine_deps(vllm_release: VllmRelease, patched_vllm: Path) -> Path:
+    """Every Python package the release's engine imports, in a folder of its own (any release).
+
+    The engine reaches what the kernel checks never import (prometheus_client, fastapi,
+    xgrammar, ...), so even 0.14.0, whose kernel checks use the venv's, gets its own folder.
+    """
+    return _release_deps(vllm_release, patched_vllm)
+
+
+def _release_deps(vllm_release: VllmRelease, patched_vllm: Path) -> Path:
     target = REPO / ".cache" / f"vllm-deps-{vllm_release.version}"
     result = subprocess.run(
         ["bash", str(SETUP_VLLM_DEPS), str(patched_vllm / "requirements" / "common.txt"), str(target)],

@@ -118,22 +118,36 @@ def wrong_tile_variants(patched_prefix_prefill: str) -> dict[str, str]:
     return variants
 
 
+def write_triton_overlay(destination: Path, scratch_dir: Path) -> None:
+    """destination/triton-overlay: our triton 3.6.0 series' files for the device's own triton."""
+    triton = Recipe("triton", REPO / "recipes" / "triton")
+    target = patch_check_target(triton, SEED_TRITON)
+    assert target is not None
+    stock = unpack_artifact(target, scratch_dir / "triton-stock") / "triton"
+    patched = (
+        patched_upstream(triton, VARIANT_CONFIG, scratch_dir / "triton-patched", None, SEED_TRITON) / "triton"
+    )
+    files = _changed_package_files(triton_series(), dict(target.path_map))
+    shutil.rmtree(destination / "triton-overlay", ignore_errors=True)
+    write_overlay(stock, patched, files, destination / "triton-overlay")
+    print(f"triton overlay: {files}")
+
+
+def copy_scripts(destination: Path) -> None:
+    """destination/scripts: this folder and the pascal_forge modules the harness imports."""
+    scripts = destination / "scripts"
+    shutil.rmtree(scripts, ignore_errors=True)
+    shutil.copytree(SCRIPTS / "gpu", scripts / "gpu", ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "pascal_forge").mkdir(parents=True)
+    for name in ("__init__.py", "errors.py"):
+        shutil.copy(SCRIPTS / "pascal_forge" / name, scripts / "pascal_forge" / name)
+
+
 def main(destination: Path) -> int:
     destination.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pascal-forge-gpu-carry-") as scratch:
         scratch_dir = Path(scratch)
-        triton = Recipe("triton", REPO / "recipes" / "triton")
-        target = patch_check_target(triton, SEED_TRITON)
-        assert target is not None
-        stock = unpack_artifact(target, scratch_dir / "triton-stock") / "triton"
-        patched = (
-            patched_upstream(triton, VARIANT_CONFIG, scratch_dir / "triton-patched", None, SEED_TRITON)
-            / "triton"
-        )
-        files = _changed_package_files(triton_series(), dict(target.path_map))
-        shutil.rmtree(destination / "triton-overlay", ignore_errors=True)
-        write_overlay(stock, patched, files, destination / "triton-overlay")
-        print(f"triton overlay: {files}")
+        write_triton_overlay(destination, scratch_dir)
 
         vllm = Recipe("vllm", REPO / "recipes" / "vllm")
         trees = {}
@@ -160,12 +174,7 @@ def main(destination: Path) -> int:
     with zipfile.ZipFile(fetch(EINOPS)) as wheel:
         wheel.extractall(pydeps)
 
-    scripts = destination / "scripts"
-    shutil.rmtree(scripts, ignore_errors=True)
-    shutil.copytree(SCRIPTS / "gpu", scripts / "gpu", ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "pascal_forge").mkdir(parents=True)
-    for name in ("__init__.py", "errors.py"):
-        shutil.copy(SCRIPTS / "pascal_forge" / name, scripts / "pascal_forge" / name)
+    copy_scripts(destination)
     size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
     print(f"{destination}: {size / 2**20:.1f} MiB")
     return 0

@@ -343,26 +343,23 @@ def run_triton_probe(
             "TRITON_CACHE_DIR": str(triton_cache or Path(scratch) / "cache"),
             "CUDA_VISIBLE_DEVICES": "",
         }
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pascal_forge.vllm_checks",
-                "probe",
-                version,
-                str(capability),
-                str(report),
-                only,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if not report.is_file():
-            output = (result.stdout + result.stderr)[-4000:]
-            raise VllmCheckError(f"the Triton probe for capability {capability} died:\n{output}")
-        return [KernelResult(**row) for row in json.loads(report.read_text())]
+        args = ["pascal_forge.vllm_checks", "probe", version, str(capability), str(report), only]
+        rows = run_child_report(args, env, report, f"the Triton probe for capability {capability}")
+        return [KernelResult(**row) for row in rows]
+
+
+def run_child_report(module_args: Sequence[str], env: dict[str, str], report: Path, what: str) -> list:
+    """Run `python -m MODULE ARGS...` with `env`; the JSON it wrote to `report`.
+
+    A child that dies before writing it raises VllmCheckError naming `what`, with its output.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", *module_args], env=env, capture_output=True, text=True, check=False
+    )
+    if not report.is_file():
+        output = (result.stdout + result.stderr)[-4000:]
+        raise VllmCheckError(f"{what} died:\n{output}")
+    return json.loads(report.read_text())
 
 
 def format_kernel_table(results: Sequence[KernelResult]) -> str:

@@ -1,0 +1,72 @@
+"""A whole vLLM engine answering as a Tesla P40 (6.1) or P100 (6.0) on a newer NVIDIA GPU.
+
+What changes, from outside vLLM's and triton's files (installed once per process by
+engine_site/sitecustomize.py, never undone):
+- torch's device queries: capability, name, and the properties vLLM and FLA size by
+  (49,152 B of shared memory per block, the card's SM count); memory stays the real card's;
+- vLLM's platform: its CudaPlatform without NVML (NVML would read the real card), told the
+  capability and name above, so every Pascal branch of vLLM's Python runs;
+- triton: every kernel compiles for sm_6x and the driver JIT-runs that PTX (pascal_form), and
+  triton refuses a kernel above 48 KB at load, as a P40 does (p40_device_queries).
+The compiled extension (vllm._C_stable_libtorch) is not built for this run: CustomOps run their
+native PyTorch code (`custom_ops: ["none"]`), see run_vllm_engine.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from typing import Any
+
+from pascal_form import p40_device_queries, pascal_form
+
+_CARDS = {61: ("Tesla P40", 30), 60: ("Tesla P100-PCIE-16GB", 56)}
+# Kept for the life of the process: the Pascal form is never undone.
+_STACK = contextlib.ExitStack()
+
+
+class _Properties:
+    """The real card's properties with the Pascal card's capability, name, SMs and shared memory."""
+
+    def __init__(self, real: Any, capability: int) -> None:
+        name, sms = _CARDS[capability]
+        self._real = real
+        self.name, self.major, self.minor = name, capability // 10, capability % 10
+        self.multi_processor_count = sms
+        self.shared_memory_per_block = self.shared_memory_per_block_optin = 49152
+        self.shared_memory_per_multiprocessor = 65536
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def install(capability: int) -> None:
+    import torch
+
+    name, _ = _CARDS[capability]
+    real_properties = torch.cuda.get_device_properties
+    torch.cuda.get_device_properties = lambda device=None: _Properties(real_properties(device), capability)
+    _STACK.enter_context(p40_device_queries(name=name, capability=divmod(capability, 10)))
+    _STACK.enter_context(pascal_form(capability))
+
+    # vLLM's compiled extension is not carried: an empty module stands where it is imported
+    # for its op registrations, and CustomOps run their native code instead.
+    for extension in ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch"):
+        sys.modules.setdefault(extension, types.ModuleType(extension))
+    import vllm.platforms as platforms
+    from vllm.platforms.cuda import NonNvmlCudaPlatform
+    from vllm.platforms.interface import DeviceCapability
+
+    major, minor = divmod(capability, 10)
+
+    class PascalCudaPlatform(NonNvmlCudaPlatform):
+        @classmethod
+        def get_device_capability(cls, device_id: int = 0) -> DeviceCapability:
+            return DeviceCapability(major, minor)
+
+        @classmethod
+        def get_device_name(cls, device_id: int = 0) -> str:
+            return name
+
+    platforms._current_platform = PascalCudaPlatform()

@@ -1,0 +1,171 @@
+"""Build, without a GPU, what the engine run (run_vllm_engine.py) takes to the GPU machine.
+
+    python scripts/gpu/prepare_engine_carry.py DEST
+
+DEST then holds (within the 64 MiB a GPU call carries; the size is printed):
+- vllm.tgz: the Python files of the current release's sdist with its whole series
+  (recipes/vllm/patches/<version>/, 0030 and up included) and a vllm-<version>.dist-info, which
+  vLLM's platform detection reads;
+- pydeps.tgz: the packages of that release's requirements (scripts/setup-vllm-deps.sh) that the
+  engine imports, found by building the CPU matrix's cells for the carried families with
+  PASCAL_FORGE_ENGINE_MODULES set, less what the device has (torch, triton, numpy and torch's own
+  dependencies); transformers is cut down to the model folders that were imported;
+- triton-overlay/ and scripts/: as prepare_gpu_carry.py makes them (the device's triton 3.6.0
+  with our 3.6.0 series; the current stack's triton 3.8.0 wheel does not fit the upload).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1]
+REPO = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(0, str(SCRIPTS / "gpu"))
+
+import prepare_gpu_carry  # noqa: E402
+from vllm_import import ensure_dist_info  # noqa: E402
+
+from pascal_forge.recipes import Recipe  # noqa: E402
+from pascal_forge.vllm_checks import triton_tree  # noqa: E402
+from pascal_forge.vllm_engine import Cell, run_engine_matrix  # noqa: E402
+
+VERSION = "0.34.0"
+TRITON = "3.8.0"  # the stack's triton, for the CPU trace only
+FAMILIES = ("dense", "moe", "gemma3", "hybrid")
+# vLLM's Python, its kernel configs (fused_moe/configs/*.json) and chat templates.
+CARRIED_SUFFIXES = (".py", ".json", ".jinja")
+# On the device already (torch 2.11's own dependencies), or never imported by a run there.
+DEVICE_HAS = {"torch", "triton", "numpy", "numpy.libs", "sympy", "mpmath", "networkx", "jinja2",
+              "markupsafe", "filelock", "fsspec", "typing_extensions", "setuptools", "_distutils_hack",
+              "pkg_resources", "pip", "pytest", "_pytest", "pascal_forge", "vllm", "torchgen", "functorch",
+              # what the CPU harness (pascal_forge) imports, not vLLM
+              "rattler_build", "rattler", "boto3", "botocore", "s3transfer", "jmespath",
+              # imported under try/except by vLLM (video decoding, gRPC serving); 80 MB with their libs
+              "cv2", "grpc"}  # fmt: skip
+
+
+def traced_top_levels(tree: Path, roots: list[Path], triton_dir: Path) -> dict[Path, dict[str, set[str]]]:
+    """Per root (the release's deps folder, the venv's site-packages): the top-level names the
+    engine imported from it, and for transformers the model folders it imported."""
+    with tempfile.TemporaryDirectory() as scratch:
+        modules = Path(scratch) / "modules.txt"
+        os.environ["PASCAL_FORGE_ENGINE_MODULES"] = str(modules)
+        cells = [Cell(family, "fp16") for family in FAMILIES]
+        results = run_engine_matrix(tree, roots[0], 61, VERSION, cells, triton_dir)
+        del os.environ["PASCAL_FORGE_ENGINE_MODULES"]
+        bad = [r.summary for r in results if r.verdict != "works"]
+        if bad:
+            raise SystemExit(f"the CPU trace did not build every family: {bad}")
+        files = modules.read_text().splitlines()
+    found: dict[Path, dict[str, set[str]]] = {root: {} for root in roots}
+    for name in files:
+        for root in roots:
+            prefix = str(root) + os.sep
+            if not name.startswith(prefix):
+                continue
+            parts = Path(name[len(prefix) :]).parts
+            top = parts[0].split(".")[0]  # a package, or a module file (name.py, name.cpython-*.so)
+            if top in DEVICE_HAS:
+                break
+            found[root].setdefault(top, set())
+            if top == "transformers" and len(parts) > 2 and parts[1] == "models":
+                found[root][top].add(parts[2])
+            break
+    return found
+
+
+def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) -> None:
+    with tarfile.open(destination, "w:gz") as archive:
+        for root, tops in found.items():
+            for top in sorted(tops):
+                if not (root / top).is_dir():  # a single-file module
+                    for path in root.glob(f"{top}.*"):
+                        if path.is_file():
+                            archive.add(path, arcname=path.name)
+                    continue
+                path = root / top
+                if top == "transformers":
+                    models = {"__init__.py", "auto", *tops[top]}
+                    archive.add(path, arcname=top, filter=lambda info, m=models: _keep_models(info, m))
+                else:
+                    archive.add(path, arcname=path.name, filter=_no_cache)
+                for libs in root.glob(f"{top}*.libs"):  # auditwheel's vendored shared libraries
+                    archive.add(libs, arcname=libs.name)
+            for info in root.glob("*.dist-info"):  # importlib.metadata asks for versions
+                record = info / "RECORD"
+                if not record.is_file():
+                    continue
+                lines = record.read_text().splitlines()
+                owned = {line.split(",")[0].split("/")[0].split(".")[0] for line in lines}
+                if owned & set(tops):
+                    archive.add(info, arcname=info.name)
+
+
+def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if "__pycache__" in Path(info.name).parts else info
+
+
+def _keep_models(info: tarfile.TarInfo, models: set[str]) -> tarfile.TarInfo | None:
+    parts = Path(info.name).parts
+    if len(parts) > 2 and parts[1] == "models" and parts[2] not in models:
+        return None
+    return _no_cache(info)
+
+
+def main(destination: Path) -> int:
+    destination.mkdir(parents=True, exist_ok=True)
+    prepare_gpu_carry.copy_scripts(destination)
+    # The engine's own modules the run imports on the device (make: the tiny models' configs).
+    shutil.copy(SCRIPTS / "pascal_forge" / "vllm_engine.py", destination / "scripts" / "pascal_forge")
+    vllm = Recipe("vllm", REPO / "recipes" / "vllm")
+    with tempfile.TemporaryDirectory(prefix="pascal-forge-engine-carry-") as scratch:
+        scratch_dir = Path(scratch)
+        prepare_gpu_carry.write_triton_overlay(destination, scratch_dir)
+        tree = prepare_gpu_carry.patched_upstream(
+            vllm, prepare_gpu_carry.VARIANT_CONFIG, scratch_dir / "vllm", None, VERSION
+        )
+        ensure_dist_info(tree)
+        deps = Path(
+            subprocess.run(
+                ["bash", str(SCRIPTS / "setup-vllm-deps.sh"), str(tree / "requirements" / "common.txt"),
+                 str(REPO / ".cache" / f"vllm-deps-{VERSION}")],
+                env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, check=True,
+            ).stdout.strip().splitlines()[-1]
+        )  # fmt: skip
+        triton = Recipe("triton", REPO / "recipes" / "triton")
+        triton_dir, _ = triton_tree(
+            triton, prepare_gpu_carry.VARIANT_CONFIG, scratch_dir / "triton", None, TRITON
+        )
+        site_packages = Path(sysconfig.get_paths()["purelib"])
+        found = traced_top_levels(tree, [deps, site_packages], triton_dir)
+        for root, tops in found.items():
+            print(f"carried from {root}:", sorted(tops))
+        print("transformers models:", sorted(found[deps].get("transformers", ())))
+        pydeps_tarball(found, destination / "pydeps.tgz")
+        with tarfile.open(destination / "vllm.tgz", "w:gz") as archive:
+            for path in sorted((tree / "vllm").rglob("*")):
+                if (
+                    path.is_file()
+                    and path.suffix in (".py", ".json", ".jinja")
+                    and "__pycache__" not in path.parts
+                ):
+                    archive.add(path, arcname=str(path.relative_to(tree)))
+            for info in tree.glob("vllm-*.dist-info"):
+                archive.add(info, arcname=info.name)
+    # The carried extension modules (pydantic_core, msgspec, zmq, ...) are built for this Python.
+    (destination / "python.txt").write_text(f"{sys.version_info.major}.{sys.version_info.minor}\n")
+    size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
+    print(f"{destination}: {size / 2**20:.1f} MiB")
+    return 0 if size < 64 * 2**20 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
