@@ -16,6 +16,7 @@ DEST then holds (within the 64 MiB a GPU call carries; the size is printed):
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parents[1]
@@ -40,6 +42,10 @@ from pascal_forge.vllm_engine import Cell, run_engine_matrix  # noqa: E402
 VERSION = "0.34.0"
 TRITON = "3.8.0"  # the stack's triton, for the CPU trace only
 FAMILIES = ("dense", "moe", "gemma3", "hybrid")
+# The lent GPU machine's python3 (.library/device/KINDS.md: Python 3.12.3); the trace runs here
+# under 3.11, so the packages with CPython extension modules are carried as their 3.12 wheels.
+DEVICE_PYTHON = "3.12"
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
 # vLLM's Python, its kernel configs (fused_moe/configs/*.json) and chat templates.
 CARRIED_SUFFIXES = (".py", ".json", ".jinja")
 # On the device already (torch 2.11's own dependencies), or never imported by a run there.
@@ -109,6 +115,39 @@ def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) ->
                     archive.add(info, arcname=info.name)
 
 
+def retarget_compiled(
+    found: dict[Path, dict[str, set[str]]], python: str, scratch: Path
+) -> dict[Path, dict[str, set[str]]]:
+    """Swap each carried distribution that holds extension modules built for this Python for the
+    same version's binary wheel for `python`, unpacked under scratch (pip download, no deps)."""
+    # name.cpython-311-x86_64-linux-gnu.so (a .pyc of __pycache__ carries the tag too)
+    this_python = f".cpython-{sys.version_info.major}{sys.version_info.minor}-"
+    wheels_root = scratch / f"python{python}"
+    retargeted: dict[Path, dict[str, set[str]]] = {root: dict(tops) for root, tops in found.items()}
+    retargeted[wheels_root] = {}
+    for root in found:
+        for dist in importlib.metadata.distributions(path=[str(root)]):
+            files = [str(f) for f in dist.files or ()]
+            owned = {f.split("/")[0].split(".")[0] for f in files} & set(retargeted[root])
+            if not owned or not any(this_python in f and f.endswith(".so") for f in files):
+                continue
+            downloads = scratch / "wheels" / dist.metadata["Name"]
+            platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                 "--python-version", python, *platforms, "-d", str(downloads),
+                 f"{dist.metadata['Name']}=={dist.version}"],
+                check=True,
+            )  # fmt: skip
+            for wheel in downloads.glob("*.whl"):
+                with zipfile.ZipFile(wheel) as archive:
+                    archive.extractall(wheels_root)
+            for top in owned:
+                retargeted[wheels_root][top] = retargeted[root].pop(top)
+            print(f"carried as its Python {python} wheel: {dist.metadata['Name']} {dist.version}")
+    return retargeted
+
+
 def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return None if "__pycache__" in Path(info.name).parts else info
 
@@ -145,7 +184,9 @@ def main(destination: Path) -> int:
             triton, prepare_gpu_carry.VARIANT_CONFIG, scratch_dir / "triton", None, TRITON
         )
         site_packages = Path(sysconfig.get_paths()["purelib"])
-        found = traced_top_levels(tree, [deps, site_packages], triton_dir)
+        found = retarget_compiled(
+            traced_top_levels(tree, [deps, site_packages], triton_dir), DEVICE_PYTHON, scratch_dir
+        )
         for root, tops in found.items():
             print(f"carried from {root}:", sorted(tops))
         print("transformers models:", sorted(found[deps].get("transformers", ())))
@@ -161,7 +202,7 @@ def main(destination: Path) -> int:
             for info in tree.glob("vllm-*.dist-info"):
                 archive.add(info, arcname=info.name)
     # The carried extension modules (pydantic_core, msgspec, zmq, ...) are built for this Python.
-    (destination / "python.txt").write_text(f"{sys.version_info.major}.{sys.version_info.minor}\n")
+    (destination / "python.txt").write_text(f"{DEVICE_PYTHON}\n")
     size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
     print(f"{destination}: {size / 2**20:.1f} MiB")
     return 0 if size < 64 * 2**20 else 1
