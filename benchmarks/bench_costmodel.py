@@ -4,9 +4,11 @@ Run from the repository root (needs the vllm-checks extra and scripts/setup-cuda
 
     python benchmarks/bench_costmodel.py [--summary] [--work-dir DIR]
 
-The first run fetches vLLM 0.33.0's sdist and triton 3.8.0's wheel into the upstream cache,
-applies the recipes' patches and compiles the hot kernels (about 5 minutes on 2 cores);
-later runs read the PTX from .cache/costmodel-ptx. See docs/cost-model.md.
+The first run fetches the current stack's vLLM sdist and triton wheel (the newest vllm_version
+of conda_build_config.yaml: 0.34.0 and 3.8.0 today) into the upstream cache, applies the
+recipes' patches (less those to q_gemm.cu, whose "before" rows are as released) and compiles
+the hot kernels (about 5 minutes on 2 cores); later runs read the PTX from
+.cache/costmodel-ptx. See docs/cost-model.md.
 """
 
 from __future__ import annotations

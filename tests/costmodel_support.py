@@ -1,4 +1,4 @@
-"""The cost model's slow tests' set-up: vLLM 0.33.0 and triton 3.8.0 with the recipes' patches, nvcc 12."""
+"""The cost model's slow tests' set-up: the current stack's vLLM and triton with the recipes' patches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def vllm_toolchain(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path):
-    """vLLM 0.33.0 and triton 3.8.0 with the recipes' patches, nvcc 12 (the benchmark's own set-up)."""
+    """The current stack's vLLM and triton (0.34.0, 3.8.0) with the recipes' patches, nvcc 12.
+
+    The benchmark's own set-up (report.default_toolchain)."""
     from vllm_support import REPO, setup_cuda12
 
     from pascal_forge.costmodel.report import default_toolchain

@@ -3,7 +3,7 @@
 
 What runs vLLM (run_bench) needs a GPU and is left to the owners and the lead; here: reading a
 model's config.json into the cost model, the report beside the prediction, the saved result,
-and (slow) that the result keys we read are the ones vLLM 0.33.0's benchmarks write.
+and (slow) that the result keys we read are the ones the current stack's vLLM (0.34.0) benchmarks write.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _result(capability: int, gpu: str = "Tesla P40") -> BenchResult:
         ServeFigures(16, 64, 60.0, 9000.0, 8800.0, 260.0),
     ]
     environment = Environment(
-        gpu, "580.95.05", capability, "3.12.7", {"vllm": "0.33.0"}, "12.9", "sm_60 sm_61"
+        gpu, "580.95.05", capability, "3.12.7", {"vllm": "0.34.0"}, "12.9", "sm_60 sm_61"
     )
     return BenchResult("/models/Qwen3-8B", 1, environment, serve, StartupFigures(212.0, 61.0, 140.0, 4.0))
 
@@ -117,7 +117,7 @@ def test_build_strings_come_from_conda_meta_for_our_packages_only(tmp_path: Path
     meta = tmp_path / "conda-meta"
     meta.mkdir()
     for name, version, build in [
-        ("vllm", "0.33.0", "cuda129_pascal_py312_0"),
+        ("vllm", "0.34.0", "cuda129_pascal_py312_0"),
         ("pytorch", "2.14.0", "cuda129_pascal_py312_h1a2b3c4_0"),
         ("numpy", "2.3.4", "py312_0"),
     ]:
@@ -126,7 +126,7 @@ def test_build_strings_come_from_conda_meta_for_our_packages_only(tmp_path: Path
         )
     assert conda_builds(tmp_path) == {
         "pytorch (conda)": "2.14.0 cuda129_pascal_py312_h1a2b3c4_0",
-        "vllm (conda)": "0.33.0 cuda129_pascal_py312_0",
+        "vllm (conda)": "0.34.0 cuda129_pascal_py312_0",
     }
 
 

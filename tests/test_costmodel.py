@@ -3,7 +3,7 @@
 
 Quick: the PTX counter on nvcc 12.4's PTX of tests/fixtures/costmodel/loops.cu (one dot-product
 loop in half2, its fp32 twin, a dp4a one), and the pricing of those loops on both cards.
-Slow: the same fixture recompiled by nvcc; vLLM 0.33.0's Exllama loop (nvcc) and Triton W4A16
+Slow: the same fixture recompiled by nvcc; vLLM 0.34.0's released Exllama loop (nvcc) and Triton W4A16
 kernel (patched triton 3.8.0) flagged for fp16 arithmetic on sm_61, the proposed fp32 GEMV not.
 """
 
@@ -13,7 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
+from packaging.version import Version
 
 from pascal_forge.costmodel import kernels as k
 from pascal_forge.costmodel.cards import P40, P100
@@ -30,7 +32,9 @@ from pascal_forge.costmodel.model import (
 )
 from pascal_forge.costmodel.ptx import count_ptx
 from pascal_forge.costmodel.table import load_table
+from pascal_forge.vllm_checks import RELEASES, VllmCheckError, current_release
 
+REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "costmodel"
 HALF2 = "_Z9dot_half2PK7__half2S1_Pfi"
 FP32 = "_Z8dot_fp32PK6float2S1_Pfi"
@@ -99,7 +103,8 @@ def test_a_kernel_missing_from_the_table_is_an_error_not_a_guess() -> None:
 
 def test_fp16_weights_decode_at_the_bandwidth_bound_and_int4_bound_is_higher() -> None:
     fp16 = Setup(QWEN3_8B, "fp16", 1)
-    gemms = [launch for launch in step_launches(fp16, 1, 1024) if launch.kernel.origin == "cuBLAS"]
+    steps = step_launches(fp16, 1, 1024, capability=P40.capability)
+    gemms = [launch for launch in steps if launch.kernel.origin == "cuBLAS"]
     # Every weight of an fp16 model goes through cuBLAS, bandwidth-bound at one token.
     assert sum(launch.dram_bytes * launch.repeat for launch in gemms) >= 0.99 * fp16.weight_bytes_per_gpu()
     assert all(price(launch, P40, {}).bound == "DRAM" for launch in gemms)
@@ -108,6 +113,47 @@ def test_fp16_weights_decode_at_the_bandwidth_bound_and_int4_bound_is_higher() -
     assert 20 < bound < 25
     int4 = Setup(QWEN3_8B, "exllama", 1)
     assert 2.8 < fp16.weight_bytes_per_gpu() / int4.weight_bytes_per_gpu() < 3.5
+
+
+def test_the_patched_exllama_prefill_gemm_is_fp32_on_a_p40_and_hgemm_on_a_p100() -> None:
+    # Patch 0041 picks cuBLAS's fp32 compute at run time on capability 6.1 only.
+    def gemms(linear: str, capability: int) -> list[Kernel]:
+        steps = step_launches(Setup(QWEN3_8B, linear, 1), 512, 256, capability=capability)
+        return [launch.kernel for launch in steps if "proj" in launch.op and launch.kernel.origin == "cuBLAS"]
+
+    assert set(gemms("exllama-patched", P40.capability)) == {k.GEMM}
+    assert set(gemms("exllama-patched", P100.capability)) == {k.HGEMM}
+    assert set(gemms("exllama", P40.capability)) == {k.HGEMM}  # the twin: released Exllama, any card
+    table = load_table()
+    for card, same in ((P100, True), (P40, False)):
+        rates = [
+            predict(Setup(QWEN3_8B, linear, 1), card, table, 512, 256).tokens_per_second
+            for linear in ("exllama", "exllama-patched")
+        ]
+        assert (rates[0] == rates[1]) is same, card.name
+
+
+def test_the_fp32_gemm_capabilities_are_those_patch_0041_tests_for() -> None:
+    import re
+
+    version = current_release(REPO / "conda_build_config.yaml").version
+    (patch,) = (REPO / "recipes" / "vllm" / "patches" / version).glob("0041-*.patch")
+    (condition,) = re.findall(r"^\+\s*return major == (\d) && minor == (\d);", patch.read_text(), re.M)
+    assert {int("".join(condition))} == k.FP32_GEMM_CAPABILITIES
+    assert P40.capability in k.FP32_GEMM_CAPABILITIES and P100.capability not in k.FP32_GEMM_CAPABILITIES
+
+
+def test_the_cost_model_prices_the_current_stacks_release(tmp_path: Path) -> None:
+    release = current_release(REPO / "conda_build_config.yaml")
+    config = yaml.safe_load((REPO / "conda_build_config.yaml").read_text())
+    assert release.version == max(config["vllm_version"], key=Version)
+    assert release is RELEASES[release.version]
+    # The twin: a stack whose release the checks do not know is named, not a KeyError.
+    config["vllm_version"] = [*config["vllm_version"][:-1], "0.99.0"]
+    unknown = tmp_path / "conda_build_config.yaml"
+    unknown.write_text(yaml.safe_dump(config))
+    with pytest.raises(VllmCheckError, match=r"vllm_version 0\.99\.0 has no entry in vllm_checks\.RELEASES"):
+        current_release(unknown)
 
 
 # --------------------------------------------------------------------------- slow: real compilers

@@ -20,12 +20,13 @@ from pascal_forge.costmodel import kernels as k
 from pascal_forge.costmodel.compile import cuda_ptx, select_entry
 from pascal_forge.costmodel.model import fp16_in_hot_loop
 from pascal_forge.costmodel.ptx import KernelCounts, count_ptx
+from pascal_forge.vllm_checks import current_release
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts" / "gpu"))
 import check_gptq_fp32 as gptq  # noqa: E402
 
-VERSION = "0.34.0"
+VERSION = current_release(REPO / "conda_build_config.yaml").version
 
 
 def _emulation_error(pack) -> float:

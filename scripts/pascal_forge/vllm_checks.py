@@ -24,11 +24,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import yaml
+from packaging.version import Version
 
 from .errors import PascalForgeError
 from .patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
@@ -132,17 +135,47 @@ class VllmCheckError(PascalForgeError):
 # --------------------------------------------------------------------------- sources
 
 
+def current_release(variant_config: Path) -> VllmRelease:
+    """The vLLM release of the current (newest) stack: the highest `vllm_version` of the config."""
+    try:
+        raw = yaml.safe_load(variant_config.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise VllmCheckError(f"{variant_config}: cannot read the variant configuration: {exc}") from exc
+    versions = [str(v) for v in (raw.get("vllm_version") if isinstance(raw, dict) else None) or []]
+    if not versions:
+        raise VllmCheckError(f"{variant_config}: no vllm_version to take the current stack from")
+    newest = max(versions, key=Version)
+    if newest not in RELEASES:
+        raise VllmCheckError(
+            f"{variant_config}: vllm_version {newest} has no entry in vllm_checks.RELEASES "
+            f"(it knows {', '.join(RELEASES)}): add its torch, triton and torch wheel there"
+        )
+    return RELEASES[newest]
+
+
 def patched_upstream(
-    recipe: Recipe, variant_config: Path, destination: Path, cache_dir: Path | None, version: str
+    recipe: Recipe,
+    variant_config: Path,
+    destination: Path,
+    cache_dir: Path | None,
+    version: str,
+    leave_out: Collection[str] = (),
 ) -> Path:
-    """One version's `extra: patch-check:` artifact unpacked under `destination`, its series applied."""
+    """One version's `extra: patch-check:` artifact unpacked under `destination`, its series applied.
+
+    Patches that change any of the upstream files in `leave_out` are not applied (those files
+    stay as released; the series' other patches must not depend on them).
+    """
     target = patch_check_target(recipe, version)
     if target is None:
         raise VllmCheckError(
             f"{recipe.path}: no `extra: patch-check: {version}:` artifact to build the check on"
         )
     tree = unpack_artifact(target, destination, cache_dir)
-    apply_series(recipe_patch_series(recipe, variant_config, version), tree, target.path_map)
+    series = recipe_patch_series(recipe, variant_config, version)
+    touched = [f"+++ b/{path}" for path in leave_out]
+    series = [patch for patch in series if not any(t in patch.read_text(encoding="utf-8") for t in touched)]
+    apply_series(series, tree, target.path_map)
     return tree
 
 

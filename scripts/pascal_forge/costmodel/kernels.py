@@ -2,7 +2,7 @@
 
 Each launch builder turns a GEMM/elementwise shape into a `Launch`: which kernel, how many
 threads, how often the body of its hot loop runs over the whole launch (from the launcher's
-grid and the kernel's loop bounds, read from vLLM 0.33.0's source, file:line given), and the
+grid and the kernel's loop bounds, read from vLLM 0.34.0's source, file:line given), and the
 bytes it must move through DRAM at least once.
 """
 
@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 
 from .compile import CudaSource, TritonSource
 
-VLLM_VERSION = "0.33.0"
+# Patch 0041 (recipes/vllm/patches/<version>/0041-*.patch, gptq_fp16_math_is_slow) has the
+# reconstruct + GEMM prefill path ask cuBLAS for fp32 compute on these capabilities only
+# (6.1, where fp16 runs at 1/64 of fp32); elsewhere (a P100, 6.0) it keeps cublasHgemm.
+FP32_GEMM_CAPABILITIES = frozenset({61})
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def triton_w4a16_kernel(block_m: int, block_n: int, block_k: int, m: int) -> Ker
 
 
 def triton_w4a16_blocks(m: int, group_size: int) -> tuple[int, int, int]:
-    """The CUDA branch of `_triton_w4a16_gemm_impl` (triton_w4a16.py:238-251 in 0.33.0)."""
+    """The CUDA branch of `_triton_w4a16_gemm_impl` (triton_w4a16.py:230-244 in 0.34.0)."""
     if m <= 32:
         blocks = (32, 64, 32)
     elif m <= 64:
@@ -235,6 +238,7 @@ def exllama(
     repeat: int,
     fp32_rewrite: bool = False,
     patched: bool = False,
+    fp32_gemm: bool = False,
 ) -> list[Launch]:
     """q_gemm.cu: m <= 50 rows run gemm_half_q_half_gptq_4bit_kernel; more rows reconstruct + cublasHgemm.
 
@@ -256,20 +260,24 @@ def exllama(
         return launches
     reconstruct = Launch(op + " (reconstruct)", EXLLAMA_RECONSTRUCT, weights + n * k * FP16, repeat=repeat)
     data = (n * k + m * k + m * n) * FP16
-    # The rewrite and patch 0041: cuBLAS with fp32 compute (cublasGemmEx), not cublasHgemm. 0041 does
-    # so on capability 6.1 only: on a P100 the patched build keeps cublasHgemm (the exllama rows).
-    if fp32_rewrite or patched:
+    # `fp32_gemm` (the rewrite, or patch 0041 on a card of FP32_GEMM_CAPABILITIES): cuBLAS with
+    # fp32 compute (cublasGemmEx) instead of cublasHgemm.
+    if fp32_gemm:
         return [reconstruct, Launch(op + " (GEMM)", GEMM, data, fp32_flops=2.0 * m * n * k, repeat=repeat)]
     return [reconstruct, Launch(op + " (Hgemm)", HGEMM, data, fp16_flops=2.0 * m * n * k, repeat=repeat)]
 
 
 def exllama_fp32(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
-    return exllama(op, m, n, k, group_size, repeat, fp32_rewrite=True)
+    return exllama(op, m, n, k, group_size, repeat, fp32_rewrite=True, fp32_gemm=True)
 
 
-def exllama_patched(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:
-    """Exllama as vLLM patches 0040 and 0041 build it, counted from the patched q_gemm.cu's PTX."""
-    return exllama(op, m, n, k, group_size, repeat, patched=True)
+def exllama_patched(
+    op: str, m: int, n: int, k: int, group_size: int, repeat: int, capability: int
+) -> list[Launch]:
+    """Exllama as vLLM patches 0040 and 0041 build it, counted from the patched q_gemm.cu's PTX,
+    on a card of `capability` (0041's fp32 GEMM is chosen at run time from the card's capability)."""
+    fp32_gemm = capability in FP32_GEMM_CAPABILITIES
+    return exllama(op, m, n, k, group_size, repeat, patched=True, fp32_gemm=fp32_gemm)
 
 
 def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:

@@ -8,8 +8,9 @@ embedding lookups and the tensor-parallel all-reduces are not priced.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from . import kernels as k
@@ -54,15 +55,28 @@ QWEN3_30B_A3B = ModelShape(
 
 GROUP_SIZE = 128  # the GPTQ checkpoints' group size
 
-# How a quantized linear layer runs: a function of (op, m, n, k, group_size, repeat).
-LinearPath = Callable[[str, int, int, int, int, int], list[Launch]]
+# How a quantized linear layer runs: a function of (op, m, n, k, group_size, repeat) and of the
+# card's capability where the path picks its kernels at run time from it.
+LinearLaunches = Callable[[str, int, int, int, int, int], list[Launch]]
+LinearPath = Callable[[str, int, int, int, int, int, int], list[Launch]]
+
+
+def _on_every_card(launches: LinearLaunches) -> LinearPath:
+    """A path that launches the same kernels whatever the card."""
+
+    def path(op: str, m: int, n: int, kk: int, group_size: int, repeat: int, capability: int) -> list[Launch]:
+        return launches(op, m, n, kk, group_size, repeat)
+
+    return path
+
+
 LINEAR_PATHS: dict[str, LinearPath | None] = {
     "fp16": None,  # cuBLAS
-    "exllama": k.exllama,
-    "exllama-fp32": k.exllama_fp32,
-    "exllama-patched": k.exllama_patched,
-    "triton-w4a16": k.triton_w4a16,
-    "proposed-gemv": k.proposed_gemv,
+    "exllama": _on_every_card(k.exllama),
+    "exllama-fp32": _on_every_card(k.exllama_fp32),
+    "exllama-patched": k.exllama_patched,  # 0041's fp32 GEMM on 6.1 only
+    "triton-w4a16": _on_every_card(k.triton_w4a16),
+    "proposed-gemv": _on_every_card(k.proposed_gemv),
 }
 
 
@@ -87,23 +101,27 @@ class Setup:
         return (parameters * per_parameter + lm_head) / self.tp
 
 
-def _linear(setup: Setup, op: str, m: int, n: int, kk: int) -> list[Launch]:
+def _linear(setup: Setup, capability: int, op: str, m: int, n: int, kk: int) -> list[Launch]:
     path = LINEAR_PATHS[setup.linear]
     if path is None:
         return [k.gemm(op, m, n, kk, setup.model.layers)]
-    return path(op, m, n, kk, GROUP_SIZE, setup.model.layers)
+    return path(op, m, n, kk, GROUP_SIZE, setup.model.layers, capability)
 
 
-def step_launches(setup: Setup, tokens: int, context: int, sequences: int = 1) -> list[Launch]:
+def step_launches(
+    setup: Setup, tokens: int, context: int, sequences: int = 1, *, capability: int
+) -> list[Launch]:
     """Every launch of one step of `tokens` new tokens over `sequences` sequences of `context`
-    cached tokens each (decode: one token per sequence; prefill: one sequence), per GPU."""
+    cached tokens each (decode: one token per sequence; prefill: one sequence), per GPU, on a
+    card of `capability`."""
     s, tp, m = setup.model, setup.tp, tokens
+
     layers = s.layers
     heads, kv_heads = s.heads // tp, max(1, s.kv_heads // tp)
     qkv = (heads + 2 * kv_heads) * s.head_dim
     launches = [
         k.elementwise("input_layernorm", k.FUSED_ADD_RMS_NORM, m * s.hidden, 3 * k.FP16, layers),
-        *_linear(setup, "qkv_proj", m, qkv, s.hidden),
+        *_linear(setup, capability, "qkv_proj", m, qkv, s.hidden),
         k.elementwise(
             "q_norm + k_norm", k.RMS_NORM, m * (heads + kv_heads) * s.head_dim, 2 * k.FP16, 2 * layers
         ),
@@ -112,7 +130,7 @@ def step_launches(setup: Setup, tokens: int, context: int, sequences: int = 1) -
             "reshape_and_cache", k.RESHAPE_AND_CACHE, m * 2 * kv_heads * s.head_dim, 2 * k.FP16, layers
         ),
         k.attention("attention", m, context, heads, kv_heads, s.head_dim, layers, sequences),
-        *_linear(setup, "o_proj", m, s.hidden, heads * s.head_dim),
+        *_linear(setup, capability, "o_proj", m, s.hidden, heads * s.head_dim),
         k.elementwise("post_attention_layernorm", k.FUSED_ADD_RMS_NORM, m * s.hidden, 3 * k.FP16, layers),
     ]
     if s.experts:
@@ -127,9 +145,9 @@ def step_launches(setup: Setup, tokens: int, context: int, sequences: int = 1) -
     else:
         inter = s.intermediate // tp
         launches += [
-            *_linear(setup, "gate_up_proj", m, 2 * inter, s.hidden),
+            *_linear(setup, capability, "gate_up_proj", m, 2 * inter, s.hidden),
             k.elementwise("silu_and_mul", k.SILU_AND_MUL, m * inter, 3 * k.FP16, layers),
-            *_linear(setup, "down_proj", m, s.hidden, inter),
+            *_linear(setup, capability, "down_proj", m, s.hidden, inter),
         ]
     launches += [
         k.elementwise("norm", k.RMS_NORM, m * s.hidden, 2 * k.FP16, 1),
@@ -145,7 +163,7 @@ def moe_experts(setup: Setup, op: str, m: int, n: int, kk: int) -> list[Launch]:
         return [k.gemm(op, m * s.top_k, n, kk, s.layers)]
     if setup.linear == "proposed-gemv" and m == 1:  # the same GEMV, one expert slot per launch
         return k.proposed_gemv(op, 1, n, kk, GROUP_SIZE, s.layers * s.top_k)
-    if m * s.top_k / s.experts <= 6:  # should_moe_wna16_use_cuda (fused_moe.py:1287)
+    if m * s.top_k / s.experts <= 6:  # should_moe_wna16_use_cuda (fused_moe.py:1384 in 0.34.0)
         kernel = k.MOE_WNA16 if setup.linear in ("exllama", "triton-w4a16") else k.MOE_WNA16_FP32
         return k.moe_wna16(op, m, s.top_k, n, kk, GROUP_SIZE, s.layers, kernel)
     # Longer chunks run the Triton fused_moe kernel; priced here as its own GEMMs.
@@ -246,18 +264,19 @@ class Prediction:
 def predict(
     setup: Setup, card: Card, table: KernelTable, tokens: int = 1, context: int = 1024, sequences: int = 1
 ) -> Prediction:
-    launches = [price(launch, card, table) for launch in step_launches(setup, tokens, context, sequences)]
+    steps = step_launches(setup, tokens, context, sequences, capability=card.capability)
+    launches = [price(launch, card, table) for launch in steps]
     return Prediction(setup, card, tokens, launches)
 
 
-def kernels_of(setups: list[Setup], tokens: list[int]) -> list[Kernel]:
-    """Every compiled kernel the setups launch (what the PTX table must hold), once each."""
+def kernels_of(setups: list[Setup], tokens: list[int], capabilities: Iterable[int]) -> list[Kernel]:
+    """Every compiled kernel the setups launch on cards of `capabilities` (what the PTX table
+    must hold), once each."""
     found: dict[str, Kernel] = {}
-    for setup in setups:
-        for m in tokens:
-            for launch in step_launches(setup, m, 1024, m):
-                if launch.kernel.source is not None:
-                    found.setdefault(launch.kernel.name, launch.kernel)
+    for setup, m, capability in itertools.product(setups, tokens, capabilities):
+        for launch in step_launches(setup, m, 1024, m, capability=capability):
+            if launch.kernel.source is not None:
+                found.setdefault(launch.kernel.name, launch.kernel)
     return list(found.values())
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cards import P40, P100, Card
+from .kernels import Kernel
 from .model import (
     QWEN3_8B,
     QWEN3_30B_A3B,
@@ -21,7 +22,7 @@ from .model import (
 )
 from .table import Toolchain, build_table
 
-# The configs of issue 26, each with the linear paths to compare. "before": what vLLM 0.33.0
+# The configs of issue 26, each with the linear paths to compare. "before": what vLLM 0.34.0
 # runs today (Exllama for GPTQ below 7.5, or the Triton W4A16 path if the engine picks it);
 # "after": the fp32 rewrite of Exllama and the proposed fp32 GEMV (on paper, not in vLLM).
 SETUPS = [
@@ -40,6 +41,7 @@ SETUPS = [
     Setup(QWEN3_30B_A3B, "proposed-gemv", 2),
 ]
 CARDS: tuple[Card, ...] = (P40, P100)
+CAPABILITIES = tuple(card.capability for card in CARDS)
 DECODE_CONTEXT = 1024  # cached tokens at the decode step
 PREFILL_CHUNK = 512  # prompt tokens in one prefill chunk (context 0)
 BATCHED_STREAMS = 16  # concurrent streams of the batched decode row (what `pascal-forge bench` runs)
@@ -96,33 +98,58 @@ def make_report(table: KernelTable, setups: list[Setup] = SETUPS) -> Report:
 
 
 def compile_table(tools: Toolchain) -> KernelTable:
-    kernels = kernels_of(SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK])
-    return build_table(kernels, [card.capability for card in CARDS], tools)
+    kernels = kernels_of(SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK], CAPABILITIES)
+    return build_table(kernels, CAPABILITIES, tools)
+
+
+def _vllm_tree(repository: Path, upstream_cache: Path, work_dir: Path, patched: bool) -> Path:
+    """The current stack's vLLM sdist with this repository's series, kept under `work_dir`.
+
+    Not `patched`: the series without the patches to the files of `patched` kernels (0040 and
+    0041 to q_gemm.cu), so that those kernels are counted as released (the "before" rows).
+    """
+    from ..recipes import Recipe
+    from ..vllm_checks import current_release, patched_upstream
+
+    config = repository / "conda_build_config.yaml"
+    version = current_release(config).version
+    leave_out = () if patched else patched_sources()
+    # Named apart from each other and from the single tree older versions kept in a --work-dir.
+    vllm_dir = work_dir / f"vllm-{version}-{'whole-series' if patched else 'before'}"
+    if (vllm_dir / f"vllm-{version}").is_dir():
+        return vllm_dir / f"vllm-{version}"
+    vllm = Recipe(name="vllm", directory=repository / "recipes" / "vllm")
+    return patched_upstream(vllm, config, vllm_dir, upstream_cache, version, leave_out=leave_out)
+
+
+def patched_kernels() -> list[Kernel]:
+    """The kernels marked `patched`: what the exllama-patched rows compile from the whole series."""
+    kernels = kernels_of(PATCHED_SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK], CAPABILITIES)
+    return [kernel for kernel in kernels if kernel.patched]
+
+
+def patched_sources() -> tuple[str, ...]:
+    """The vLLM files of the `patched` kernels."""
+    return tuple(sorted({kernel.source.path for kernel in patched_kernels() if kernel.source}))
 
 
 def default_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
-    """vLLM 0.33.0 and triton 3.8.0 (the current stack) with this repository's patch series."""
+    """The current stack's vLLM and triton (conda_build_config.yaml) with this repository's series."""
     import torch
 
     from ..recipes import Recipe
-    from ..vllm_checks import RELEASES, patched_upstream, triton_tree
+    from ..vllm_checks import current_release, triton_tree
 
-    release = RELEASES["0.33.0"]
-    config = repository / "conda_build_config.yaml"
-    vllm = Recipe(name="vllm", directory=repository / "recipes" / "vllm")
+    release = current_release(repository / "conda_build_config.yaml")
     triton = Recipe(name="triton", directory=repository / "recipes" / "triton")
-    vllm_dir = work_dir / f"vllm-{release.version}"
     triton_dir = work_dir / f"triton-{release.triton_version}"
-    if (vllm_dir / f"vllm-{release.version}").is_dir():
-        vllm_tree = vllm_dir / f"vllm-{release.version}"
-    else:
-        vllm_tree = patched_upstream(vllm, config, vllm_dir, upstream_cache, release.version)
     if (triton_dir / "triton").is_dir():
         triton_root = triton_dir
     else:
+        config = repository / "conda_build_config.yaml"
         triton_root, _ = triton_tree(triton, config, triton_dir, upstream_cache, release.triton_version)
     return Toolchain(
-        vllm_tree=vllm_tree,
+        vllm_tree=_vllm_tree(repository, upstream_cache, work_dir, patched=False),
         repository=repository,
         triton_tree=triton_root,
         torch_include=Path(torch.__file__).parent / "include",
@@ -136,7 +163,7 @@ def attention_hot_loops(repository: Path, upstream_cache: Path, work_dir: Path) 
 
     vLLM 0.14.0's Triton probe (vllm_checks.run_triton_probe: its launchers, a CPU torch answering
     as a P40/P100, the patched triton 3.6.0) runs the decode cases of vllm_kernel_cases; the PTX
-    Triton leaves in its cache is counted here. 0.33.0's probe needs its own Python packages
+    Triton leaves in its cache is counted here. 0.34.0's probe needs its own Python packages
     (scripts/setup-vllm-deps.sh), which this does not install.
     """
     from ..recipes import Recipe
@@ -194,27 +221,18 @@ PATCHED_SETUPS = [
     Setup(QWEN3_32B, "exllama", 2),
     Setup(QWEN3_32B, "exllama-patched", 2),
 ]
-PATCHED_VERSION = "0.34.0"  # the series the patched q_gemm.cu is compiled from
 
 
 def patched_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
-    """vLLM 0.34.0 with this repository's whole series (0040 and 0041 included), for `patched` kernels.
+    """The current stack's vLLM with this repository's whole series (0040 and 0041 included).
 
-    The other kernels come from the counts shipped with the package (table.SHIPPED_COUNTS), so
-    only q_gemm.cu is compiled here (about 5 minutes per capability on 2 busy cores, then cached).
+    Only for `patched` kernels: the others come from the counts shipped with the package
+    (table.SHIPPED_COUNTS), so only q_gemm.cu is compiled here (about 5 minutes per capability
+    on 2 busy cores, then cached).
     """
     import torch
 
-    from ..recipes import Recipe
-    from ..vllm_checks import patched_upstream
-
-    vllm = Recipe(name="vllm", directory=repository / "recipes" / "vllm")
-    vllm_dir = work_dir / f"vllm-{PATCHED_VERSION}"
-    if (vllm_dir / f"vllm-{PATCHED_VERSION}").is_dir():
-        vllm_tree = vllm_dir / f"vllm-{PATCHED_VERSION}"
-    else:
-        config = repository / "conda_build_config.yaml"
-        vllm_tree = patched_upstream(vllm, config, vllm_dir, upstream_cache, PATCHED_VERSION)
+    vllm_tree = _vllm_tree(repository, upstream_cache, work_dir, patched=True)
     return Toolchain(
         vllm_tree=vllm_tree,
         repository=repository,
@@ -228,15 +246,15 @@ def patched_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nv
 
 def patched_exllama_report(shipped: KernelTable, tools: Toolchain) -> str:
     """Decode (one stream and 16) and a prefill chunk, Exllama as released vs with 0040/0041."""
-    patched = [
-        kernel for kernel in kernels_of(PATCHED_SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK]) if kernel.patched
-    ]
-    table = {**shipped, **build_table(patched, [card.capability for card in CARDS], tools)}
+    from ..vllm_checks import current_release
+
+    version = current_release(tools.repository / "conda_build_config.yaml").version
+    table = {**shipped, **build_table(patched_kernels(), CAPABILITIES, tools)}
     report = make_report(table, PATCHED_SETUPS)
     note = (
-        "exllama: vLLM 0.33.0 as released (the counts shipped with the package); exllama-patched:\n"
-        f"q_gemm.cu of vLLM {PATCHED_VERSION} with recipes/vllm/patches/{PATCHED_VERSION} (0040, 0041),\n"
+        f"exllama: vLLM {version} as released (the counts shipped with the package); exllama-patched:\n"
+        f"q_gemm.cu of vLLM {version} with recipes/vllm/patches/{version} (0040, 0041),\n"
         "counted from its compute_61/compute_60 PTX. On a P100 the patched build keeps cublasHgemm for\n"
-        "prefill (0041 is for capability 6.1), so its P100 prefill row is the exllama one."
+        "prefill (0041 is for capability 6.1 only, kernels.FP32_GEMM_CAPABILITIES)."
     )
     return note + "\n\n" + report.text()
