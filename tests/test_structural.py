@@ -313,7 +313,7 @@ def _readme_narrow_build(structural: Structural, tmp_path: Path, pythons: tuple[
     """The README's narrow build of the current stack for CUDA 12.9, preflight included."""
     argv = ["build", "--recipes", str(structural.recipes), "--variant-config", str(VARIANT_CONFIG)]
     argv += ["--channel", str(tmp_path / "channel"), "--source-channel", structural.stub.as_uri()]
-    argv += ["--test", "skip", "--variant", "vllm_version=0.33.0", "--variant", "cuda_compiler_version=12.9"]
+    argv += ["--test", "skip", "--variant", "vllm_version=0.34.0", "--variant", "cuda_compiler_version=12.9"]
     for python in pythons:
         argv += ["--variant", f"python={python}"]
     return main(argv)
