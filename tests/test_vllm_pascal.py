@@ -216,6 +216,8 @@ def test_stock_triton_kernels_overflow_pascal_shared_memory(
     vllm_deps: Path | None,
     only: str,
 ) -> None:
+    if only == STOCK_OVERFLOWS["encoder h128"] and vllm_release.version == "0.14.0":
+        pytest.skip("measured for 0.34.0, whose own tile fit might have hidden it; 0.14.0 has none")
     triton_dir, ptxas = patched_triton
     results = run_triton_probe(triton_dir, ptxas, stock_vllm, 61, vllm_release.version, vllm_deps, only=only)
     print(format_kernel_table(results))
