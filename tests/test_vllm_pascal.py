@@ -202,6 +202,8 @@ STOCK_OVERFLOWS = {
     "prefix_prefill h128": "prefix_prefill h128",
     # Gemma3's 32-key tiles in float32 at head 256: 51,200 B (patch 0015 puts Pascal's rule first).
     "gemma3 fp32": "unified_attn prefill h256 gemma3 sw1024 fp32",
+    # 64-row encoder tiles at head 128: 65,536 B; 0.34.0's own tile fit counts 40 KB (patch 0004).
+    "encoder h128": "encoder attention h128",
 }
 
 
@@ -214,6 +216,8 @@ def test_stock_triton_kernels_overflow_pascal_shared_memory(
     vllm_deps: Path | None,
     only: str,
 ) -> None:
+    if only == STOCK_OVERFLOWS["encoder h128"] and vllm_release.version == "0.14.0":
+        pytest.skip("measured for 0.34.0, whose own tile fit might have hidden it; 0.14.0 has none")
     triton_dir, ptxas = patched_triton
     results = run_triton_probe(triton_dir, ptxas, stock_vllm, 61, vllm_release.version, vllm_deps, only=only)
     print(format_kernel_table(results))
