@@ -113,6 +113,12 @@ def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) ->
                 owned = {line.split(",")[0].split("/")[0].split(".")[0] for line in lines}
                 if owned & set(tops):
                     archive.add(info, arcname=info.name)
+                    # auditwheel's vendored libraries sit under the distribution's name
+                    # (pyzmq.libs for zmq), which the top-level glob above does not match.
+                    vendored = {line.split("/")[0] for line in lines if ".libs/" in line.split(",")[0]}
+                    for libs in sorted(vendored - {f"{top}.libs" for top in tops}):
+                        if (root / libs).is_dir():
+                            archive.add(root / libs, arcname=libs)
 
 
 def retarget_compiled(
