@@ -36,11 +36,12 @@ import prepare_gpu_carry  # noqa: E402
 from vllm_import import ensure_dist_info  # noqa: E402
 
 from pascal_forge.recipes import Recipe  # noqa: E402
-from pascal_forge.vllm_checks import triton_tree  # noqa: E402
+from pascal_forge.vllm_checks import current_release, triton_tree  # noqa: E402
 from pascal_forge.vllm_engine import Cell, run_engine_matrix  # noqa: E402
 
-VERSION = "0.34.0"
-TRITON = "3.8.0"  # the stack's triton, for the CPU trace only
+# The current stack's vLLM, and its triton for the CPU trace only (conda_build_config.yaml).
+CURRENT = current_release(prepare_gpu_carry.VARIANT_CONFIG)
+VERSION, TRITON = CURRENT.version, CURRENT.triton_version
 FAMILIES = ("dense", "moe", "gemma3", "hybrid")
 # The lent GPU machine's python3 (.library/device/KINDS.md: Python 3.12.3); the trace runs here
 # under 3.11, so the packages with CPython extension modules are carried as their 3.12 wheels.
