@@ -53,8 +53,9 @@ if [ -f "$CARRY/extension.tar.xz" ]; then
   export LD_LIBRARY_PATH="$WORK/ext/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   {
     echo "extension: $(cd "$WORK/ext/vllm" && ls)"
+    torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
     for so in "$WORK/ext/vllm/"*.so; do
-      echo "$(basename "$so") unresolved: $(ldd "$so" | grep 'not found' | tr -s ' \t' ' ' || true)"
+      echo "$(basename "$so") unresolved: $(LD_LIBRARY_PATH="$torch_lib:$LD_LIBRARY_PATH" ldd "$so" | grep 'not found' | tr -s ' \t' ' ' || true)"
     done
   } | tee -a "$WORK/device.txt"
 else

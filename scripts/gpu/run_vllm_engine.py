@@ -329,6 +329,17 @@ def bench(out: Path, model_name: str, port: int = 8766) -> None:
 # --------------------------------------------------------------------------- all
 
 
+def _stop(child: subprocess.Popen) -> None:
+    """SIGTERM to the step's process group (serve and bench then stop the servers they started
+    in sessions of their own), SIGKILL to what is left after 15 s."""
+    os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
 class Runner:
     """Runs steps as child processes within one deadline and keeps summary.json current."""
 
@@ -368,8 +379,7 @@ class Runner:
             try:
                 code = child.wait(min(budget_s, left - 5))
             except subprocess.TimeoutExpired:  # the step and every engine process it started
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+                _stop(child)
                 code = 124
         tail = (self.out / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
         return code, tail[0][:300], time.monotonic() - start
@@ -423,6 +433,8 @@ def main() -> int:
     parser.add_argument("--capability", type=int, default=61)
     parser.add_argument("--budget-s", type=float, default=500, help="for all: the whole run's time")
     args = parser.parse_args()
+    # Stopped by the run's deadline: unwind, so the servers a step started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     unknown = [name for name in args.models.split(",") if name not in MODELS]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
