@@ -172,3 +172,55 @@ def test_compare_passes_within_the_bound_and_its_twin_fails_past_it() -> None:
     far = [{"tokens": [5, 6, 7], "logprobs": [-0.1, -0.4, -0.3]}]
     assert not rve.compare(reference, far, "float16", 0.05)[0]
     assert not rve.compare(reference, close, "float32", 0.05)[0]  # float32: every token must match
+
+
+# --------------------------------------------------------------------------- the carry
+
+
+def _shared_library(folder: Path, name: str) -> Path:
+    """A small shared library with debug sections (gcc -g), as uvloop's wheel ships its module."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc to build a shared library")
+    source = folder.parent / f"{name}.c"
+    source.write_text('#include <stdio.h>\nint pascal_forge_answer(void) { return puts("42"); }\n')
+    library = folder / name
+    subprocess.run(["gcc", "-g3", "-O0", "-shared", "-fPIC", str(source), "-o", str(library)], check=True)
+    return library
+
+
+def test_carry_strips_debug_sections_and_leaves_tests_out(tmp_path: Path) -> None:
+    import tarfile
+
+    import prepare_engine_carry as carry
+
+    package = tmp_path / "site" / "pkg"
+    (package / "tests").mkdir(parents=True)
+    (package / "tests" / "test_x.py").write_text("assert True\n")
+    (package / "__init__.py").write_text("")
+    library = _shared_library(package, "mod.cpython-312-x86_64-linux-gnu.so")
+    archive_path = tmp_path / "pydeps.tar.xz"
+    with tarfile.open(archive_path, "w:xz") as archive:
+        add = carry._Adder(archive, tmp_path / "scratch")
+        add(package, "pkg")
+    with tarfile.open(archive_path) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    assert set(members) == {"pkg/__init__.py", f"pkg/{library.name}"}
+    assert 0 < members[f"pkg/{library.name}"].size < library.stat().st_size
+    assert add.saved == library.stat().st_size - members[f"pkg/{library.name}"].size
+
+
+def test_twin_the_carry_refuses_an_extension_folder_without_the_runtime(tmp_path: Path) -> None:
+    """The twin: the extension's modules without libcudart.so.12 would fail to load on the
+    device's CUDA 13 torch, so the carry stops here naming what is missing."""
+    import prepare_engine_carry as carry
+
+    for name in carry.EXTENSION_MODULES:
+        _shared_library(tmp_path, name)
+    with pytest.raises(SystemExit, match=r"libcudart\.so\.12"):
+        carry.extension_tarball(tmp_path, tmp_path / "extension.tar.xz")
+    _shared_library(tmp_path, "libcudart.so.12")
+    needed = carry.extension_tarball(tmp_path, tmp_path / "extension.tar.xz")
+    assert len(needed) == 4 and all("libc.so.6" in line for line in needed)

@@ -288,11 +288,12 @@ def serve(out: Path, model_name: str, port: int = 8765) -> None:
             print(f"{path}: {json.dumps(answers[path])[:300]}", flush=True)
             (out / "serve.json").write_text(json.dumps(answers, indent=1))
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGINT)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
 
 
 BENCH_LABEL = "Pascal form on an H100, not a P40's figures"
