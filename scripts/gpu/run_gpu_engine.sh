@@ -34,6 +34,12 @@ finish() {
   exit "$1"
 }
 
+# tar's xz, or Python's lzma where the machine lacks the xz program.
+unpack() {
+  tar xJf "$1" -C "$2" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"
+}
+
 nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader | tee "$WORK/device.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)' |
   tee -a "$WORK/device.txt"
@@ -44,15 +50,15 @@ if [ "$carried" != "$here" ]; then
     "rebuild it with prepare_engine_carry.py under Python $here" >&2
   finish 2
 fi
-tar xJf "$CARRY/pydeps.tar.xz" -C "$WORK/pydeps" || finish 2
-tar xJf "$CARRY/vllm.tar.xz" -C "$WORK/vllm" || finish 2
+unpack "$CARRY/pydeps.tar.xz" "$WORK/pydeps" || finish 2
+unpack "$CARRY/vllm.tar.xz" "$WORK/vllm" || finish 2
 if [ -f "$CARRY/extension.tar.xz" ]; then
   mkdir -p "$WORK/ext"
-  tar xJf "$CARRY/extension.tar.xz" -C "$WORK/ext" || finish 2
+  unpack "$CARRY/extension.tar.xz" "$WORK/ext" || finish 2
   cp "$WORK/ext/vllm/"*.so "$WORK/vllm/vllm/"
   export LD_LIBRARY_PATH="$WORK/ext/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   {
-    echo "extension: $(cd "$WORK/ext/vllm" && ls)"
+    echo "extension: $(cd "$WORK/ext/vllm" && echo ./*.so)"
     torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
     for so in "$WORK/ext/vllm/"*.so; do
       echo "$(basename "$so") unresolved: $(LD_LIBRARY_PATH="$torch_lib:$LD_LIBRARY_PATH" ldd "$so" | grep 'not found' | tr -s ' \t' ' ' || true)"
@@ -63,6 +69,7 @@ else
 fi
 echo "unpacked after $((SECONDS - START)) s"
 STOCK_TRITON=$(python3 -c 'import os, triton; print(os.path.dirname(triton.__file__))')
+[ -n "$STOCK_TRITON" ] || finish 1
 PYTHONPATH="$GPU:$CARRY/scripts" python3 -c "
 from pathlib import Path
 from pascal_form import overlay_patched_triton
