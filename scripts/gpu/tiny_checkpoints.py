@@ -22,6 +22,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,20 @@ import numpy as np
 QUANTIZABLE = re.compile(
     r"\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(experts\.\d+\.)?(gate|up|down)_proj)\.weight$"
 )
+
+
+class WeightFormat(Protocol):
+    """An on-disk format of one linear layer's weight: a new method (AWQ's qweight/qzeros/scales
+    packed along the output, compressed-tensors' weight_packed/weight_scale) is one more of these
+    and one row of METHODS."""
+
+    def quantize(self, weight: np.ndarray) -> dict[str, np.ndarray]:
+        """The checkpoint's tensors for a float [out, in] weight, by suffix (qweight, scales, ...)."""
+        ...
+
+    def dequantize(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        """The float32 [out, in] weight those tensors decode to, as vLLM's kernels decode them."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -105,7 +120,7 @@ class Method:
     """One quantized checkpoint the engine run makes: its format and its quantization_config."""
 
     name: str  # the CPU matrix's name (pascal_forge.vllm_engine.QUANTIZATIONS)
-    fmt: GptqFormat
+    fmt: WeightFormat
     # what the quantizer writes besides the matrix's config (None: the matrix's config as is)
     config_edit: Callable[[dict], dict] | None = None
 
@@ -134,7 +149,7 @@ METHODS: dict[str, Method] = {
 
 
 def quantize_state(
-    state: dict[str, np.ndarray], fmt: GptqFormat
+    state: dict[str, np.ndarray], fmt: WeightFormat
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(the checkpoint's tensors, the float32 tensors they decode to) for a float state dict."""
     checkpoint: dict[str, np.ndarray] = {}
