@@ -8,15 +8,19 @@ engine_site/sitecustomize.py, never undone):
   capability and name above, so every Pascal branch of vLLM's Python runs;
 - triton: every kernel compiles for sm_6x and the driver JIT-runs that PTX (pascal_form), and
   triton refuses a kernel above 48 KB at load, as a P40 does (p40_device_queries).
-The compiled extension (vllm._C_stable_libtorch) is not built for this run: CustomOps run their
-native PyTorch code (`custom_ops: ["none"]`), see run_vllm_engine.py.
+vLLM's compiled extension (vllm._C_stable_libtorch, vllm._moe_C_stable_libtorch) is used where
+the carry brought it (prepare_engine_carry.py --extension, compute_61 PTX the driver JIT-runs); an
+extension module the vllm package lacks is stood in for by an empty module, and the run then keeps
+CustomOps on their native PyTorch code (`custom_ops: ["none"]`, run_vllm_engine.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 from pascal_form import p40_device_queries, pascal_form
@@ -24,6 +28,23 @@ from pascal_form import p40_device_queries, pascal_form
 _CARDS = {61: ("Tesla P40", 30), 60: ("Tesla P100-PCIE-16GB", 56)}
 # Kept for the life of the process: the Pascal form is never undone.
 _STACK = contextlib.ExitStack()
+EXTENSIONS = ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch")
+
+
+def carried_extensions() -> list[str]:
+    """The compiled extension modules present in the vllm package on the path (without importing
+    vllm: find_spec of the top-level package only locates it)."""
+    spec = importlib.util.find_spec("vllm")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = []
+    for extension in EXTENSIONS:
+        stem = extension.split(".")[1]
+        if any(
+            any(Path(folder).glob(f"{stem}.*.so")) or (Path(folder) / f"{stem}.so").is_file()
+            for folder in folders
+        ):
+            found.append(extension)
+    return found
 
 
 class _Properties:
@@ -50,10 +71,12 @@ def install(capability: int) -> None:
     _STACK.enter_context(p40_device_queries(name=name, capability=divmod(capability, 10)))
     _STACK.enter_context(pascal_form(capability))
 
-    # vLLM's compiled extension is not carried: an empty module stands where it is imported
-    # for its op registrations, and CustomOps run their native code instead.
-    for extension in ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch"):
-        sys.modules.setdefault(extension, types.ModuleType(extension))
+    # An extension module the carry lacks: an empty module stands where it is imported for its
+    # op registrations, and CustomOps run their native code instead (run_vllm_engine.py).
+    carried = carried_extensions()
+    for extension in EXTENSIONS:
+        if extension not in carried:
+            sys.modules.setdefault(extension, types.ModuleType(extension))
     import vllm.platforms as platforms
     from vllm.platforms.cuda import NonNvmlCudaPlatform
     from vllm.platforms.interface import DeviceCapability

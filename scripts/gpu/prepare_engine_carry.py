@@ -1,22 +1,33 @@
 """Build, without a GPU, what the engine run (run_vllm_engine.py) takes to the GPU machine.
 
-    python scripts/gpu/prepare_engine_carry.py DEST
+    python scripts/gpu/prepare_engine_carry.py DEST [--extension DIR]
 
-DEST then holds (within the 64 MiB a GPU call carries; the size is printed):
-- vllm.tgz: the Python files of the current release's sdist with its whole series
+DEST then holds (within the 64 MiB a GPU call carries, CARRY_LIMIT; the size of each part is
+printed). Every archive is xz (preset 9); every carried shared library has its debug sections
+stripped (strip --strip-debug: uvloop's 16 MB module is 2 MB of code and 14 of DWARF):
+- vllm.tar.xz: the Python files of the current release's sdist with its whole series
   (recipes/vllm/patches/<version>/, 0030 and up included) and a vllm-<version>.dist-info, which
   vLLM's platform detection reads;
-- pydeps.tgz: the packages of that release's requirements (scripts/setup-vllm-deps.sh) that the
+- pydeps.tar.xz: the packages of that release's requirements (scripts/setup-vllm-deps.sh) that the
   engine imports, found by building the CPU matrix's cells for the carried families with
   PASCAL_FORGE_ENGINE_MODULES set, less what the device has (torch, triton, numpy and torch's own
-  dependencies); transformers is cut down to the model folders that were imported;
+  dependencies); transformers is cut down to the model folders that were imported; test folders
+  and test-only libraries (TEST_ONLY) are left out;
+- extension.tar.xz (with --extension DIR): vLLM's compiled extension built for Pascal
+  (_C_stable_libtorch, _moe_C_stable_libtorch and cumem_allocator, which go into vllm/) and the
+  CUDA 12 runtime they load (libcudart.so.12, put on LD_LIBRARY_PATH): run_gpu_engine.sh unpacks
+  them; without it the run is Triton-only (CustomOps native);
 - triton-overlay/ and scripts/: as prepare_gpu_carry.py makes them (the device's triton 3.6.0
-  with our 3.6.0 series; the current stack's triton 3.8.0 wheel does not fit the upload).
+  with our 3.6.0 series; the current stack's triton 3.8.0 wheel does not fit the upload), with
+  pascal_forge's bench and cost model (the bench step) and our-names.json (solve.OUR_NAMES, which
+  the device cannot import: solve needs rattler).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +60,20 @@ DEVICE_PYTHON = "3.12"
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
 # vLLM's Python, its kernel configs (fused_moe/configs/*.json) and chat templates.
 CARRIED_SUFFIXES = (".py", ".json", ".jinja")
+# What the device call carries at most (.library/device/README.md), and the size aimed at.
+CARRY_LIMIT = 64 * 2**20
+CARRY_AIM = 60 * 2**20
+# The extension a Pascal build of vLLM's CUDA sources delivers (--extension DIR): the modules that
+# go into the vllm package, and the CUDA 12 runtime they need beside the device's CUDA 13 torch.
+EXTENSION_MODULES = (
+    "_C_stable_libtorch.abi3.so",
+    "_moe_C_stable_libtorch.abi3.so",
+    "cumem_allocator.abi3.so",
+)
+EXTENSION_LIBRARIES = ("libcudart.so.12",)
+# Shipped inside carried packages for their own tests, never loaded by the engine.
+TEST_ONLY = ("libtvm_ffi_testing.so",)
+TEST_FOLDERS = {"tests", "test", "testing_data"}
 # On the device already (torch 2.11's own dependencies), or never imported by a run there.
 DEVICE_HAS = {"torch", "triton", "numpy", "numpy.libs", "sympy", "mpmath", "networkx", "jinja2",
               "markupsafe", "filelock", "fsspec", "typing_extensions", "setuptools", "_distutils_hack",
@@ -89,23 +114,28 @@ def traced_top_levels(tree: Path, roots: list[Path], triton_dir: Path) -> dict[P
     return found
 
 
-def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) -> None:
-    with tarfile.open(destination, "w:gz") as archive:
+def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path, scratch: Path) -> None:
+    with tarfile.open(destination, "w:xz", preset=9) as archive:
+        add = _Adder(archive, scratch)
         for root, tops in found.items():
             for top in sorted(tops):
                 if not (root / top).is_dir():  # a single-file module
                     for path in root.glob(f"{top}.*"):
                         if path.is_file():
-                            archive.add(path, arcname=path.name)
+                            add(path, path.name)
                     continue
                 path = root / top
                 if top == "transformers":
                     models = {"__init__.py", "auto", *tops[top]}
-                    archive.add(path, arcname=top, filter=lambda info, m=models: _keep_models(info, m))
+                    add(
+                        path,
+                        top,
+                        lambda parts, m=models: len(parts) > 2 and parts[1] == "models" and parts[2] not in m,
+                    )
                 else:
-                    archive.add(path, arcname=path.name, filter=_no_cache)
+                    add(path, path.name)
                 for libs in root.glob(f"{top}*.libs"):  # auditwheel's vendored shared libraries
-                    archive.add(libs, arcname=libs.name)
+                    add(libs, libs.name)
             for info in root.glob("*.dist-info"):  # importlib.metadata asks for versions
                 record = info / "RECORD"
                 if not record.is_file():
@@ -113,13 +143,69 @@ def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path) ->
                 lines = record.read_text().splitlines()
                 owned = {line.split(",")[0].split("/")[0].split(".")[0] for line in lines}
                 if owned & set(tops):
-                    archive.add(info, arcname=info.name)
+                    add(info, info.name)
                     # auditwheel's vendored libraries sit under the distribution's name
                     # (pyzmq.libs for zmq), which the top-level glob above does not match.
                     vendored = {line.split("/")[0] for line in lines if ".libs/" in line.split(",")[0]}
                     for libs in sorted(vendored - {f"{top}.libs" for top in tops}):
                         if (root / libs).is_dir():
-                            archive.add(root / libs, arcname=libs)
+                            add(root / libs, libs)
+
+
+class _Adder:
+    """Adds a file or a folder to a tar archive without caches, tests and test-only libraries,
+    and with every shared library's debug sections stripped (a copy under scratch)."""
+
+    def __init__(self, archive: tarfile.TarFile, scratch: Path) -> None:
+        self.archive = archive
+        self.scratch = scratch / "stripped"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.saved = 0
+
+    def __call__(self, path: Path, arcname: str, skip=None) -> None:
+        files = (
+            [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
+        )
+        for file in files:
+            name = arcname if file == path else f"{arcname}/{file.relative_to(path).as_posix()}"
+            parts = Path(name).parts
+            if "__pycache__" in parts or TEST_FOLDERS & set(parts[1:-1]) or parts[-1] in TEST_ONLY:
+                continue
+            if skip is not None and skip(parts):
+                continue
+            self.archive.add(self._stripped(file), arcname=name, recursive=False)
+
+    def _stripped(self, file: Path) -> Path:
+        if file.is_symlink() or not (file.name.endswith(".so") or ".so." in file.name):
+            return file
+        with file.open("rb") as head:
+            if head.read(4) != b"\x7fELF":
+                return file
+        copy = self.scratch / f"{len(list(self.scratch.iterdir()))}-{file.name}"
+        shutil.copy2(file, copy)
+        subprocess.run(["strip", "--strip-debug", str(copy)], check=True)
+        self.saved += file.stat().st_size - copy.stat().st_size
+        return copy
+
+
+def extension_tarball(extension: Path, destination: Path) -> list[str]:
+    """The Pascal build's extension modules and CUDA 12 runtime, xz; returns what they load
+    (DT_NEEDED) for the report, so a library the device lacks shows before the call."""
+    missing = [
+        name for name in (*EXTENSION_MODULES, *EXTENSION_LIBRARIES) if not (extension / name).is_file()
+    ]
+    if missing:
+        raise SystemExit(f"{extension} lacks {missing}: the Pascal build of vLLM's extension delivers them")
+    needed = []
+    with tarfile.open(destination, "w:xz", preset=9) as archive:
+        for name in (*EXTENSION_MODULES, *EXTENSION_LIBRARIES):
+            archive.add(extension / name, arcname=f"{'vllm' if name in EXTENSION_MODULES else 'lib'}/{name}")
+            dynamic = subprocess.run(["readelf", "-d", str(extension / name)], capture_output=True, text=True)
+            libs = [
+                line.split("[")[1].rstrip("]") for line in dynamic.stdout.splitlines() if "(NEEDED)" in line
+            ]
+            needed.append(f"{name} ({(extension / name).stat().st_size / 2**20:.1f} MiB): {', '.join(libs)}")
+    return needed
 
 
 def retarget_compiled(
@@ -155,25 +241,27 @@ def retarget_compiled(
     return retargeted
 
 
-def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    return None if "__pycache__" in Path(info.name).parts else info
-
-
-def _keep_models(info: tarfile.TarInfo, models: set[str]) -> tarfile.TarInfo | None:
-    parts = Path(info.name).parts
-    if len(parts) > 2 and parts[1] == "models" and parts[2] not in models:
-        return None
-    return _no_cache(info)
-
-
-def main(destination: Path) -> int:
+def main(destination: Path, extension: Path | None) -> int:
     destination.mkdir(parents=True, exist_ok=True)
+    for stale in ("pydeps.tgz", "vllm.tgz", "extension.tar.xz"):  # an earlier carry's archives
+        (destination / stale).unlink(missing_ok=True)
     prepare_gpu_carry.copy_scripts(destination)
-    # The engine's own modules the run imports on the device (make: the tiny models' configs).
-    shutil.copy(SCRIPTS / "pascal_forge" / "vllm_engine.py", destination / "scripts" / "pascal_forge")
+    # The engine's own modules the run imports on the device (make: the tiny models' configs;
+    # bench: pascal-forge bench and the cost model it prints beside the figures).
+    forge = destination / "scripts" / "pascal_forge"
+    for name in ("vllm_engine.py", "bench.py"):
+        shutil.copy(SCRIPTS / "pascal_forge" / name, forge)
+    shutil.copytree(SCRIPTS / "pascal_forge" / "costmodel", forge / "costmodel",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    from pascal_forge.solve import OUR_NAMES
+
+    (forge / "our-names.json").write_text(json.dumps(list(OUR_NAMES)))
     vllm = Recipe("vllm", REPO / "recipes" / "vllm")
     with tempfile.TemporaryDirectory(prefix="pascal-forge-engine-carry-") as scratch:
         scratch_dir = Path(scratch)
+        if extension is not None:
+            for line in extension_tarball(extension, destination / "extension.tar.xz"):
+                print("extension:", line)
         prepare_gpu_carry.write_triton_overlay(destination, scratch_dir)
         tree = prepare_gpu_carry.patched_upstream(
             vllm, prepare_gpu_carry.VARIANT_CONFIG, scratch_dir / "vllm", None, VERSION
@@ -197,23 +285,33 @@ def main(destination: Path) -> int:
         for root, tops in found.items():
             print(f"carried from {root}:", sorted(tops))
         print("transformers models:", sorted(found[deps].get("transformers", ())))
-        pydeps_tarball(found, destination / "pydeps.tgz")
-        with tarfile.open(destination / "vllm.tgz", "w:gz") as archive:
+        pydeps_tarball(found, destination / "pydeps.tar.xz", scratch_dir)
+        with tarfile.open(destination / "vllm.tar.xz", "w:xz", preset=9) as archive:
             for path in sorted((tree / "vllm").rglob("*")):
-                if (
-                    path.is_file()
-                    and path.suffix in (".py", ".json", ".jinja")
-                    and "__pycache__" not in path.parts
-                ):
+                if path.is_file() and path.suffix in CARRIED_SUFFIXES and "__pycache__" not in path.parts:
                     archive.add(path, arcname=str(path.relative_to(tree)))
             for info in tree.glob("vllm-*.dist-info"):
                 archive.add(info, arcname=info.name)
     # The carried extension modules (pydantic_core, msgspec, zmq, ...) are built for this Python.
     (destination / "python.txt").write_text(f"{DEVICE_PYTHON}\n")
-    size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
-    print(f"{destination}: {size / 2**20:.1f} MiB")
-    return 0 if size < 64 * 2**20 else 1
+    parts = {p.name: p.stat().st_size for p in destination.iterdir() if p.is_file()}
+    parts |= {
+        p.name + "/": sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        for p in destination.iterdir()
+        if p.is_dir()
+    }
+    for name, size in sorted(parts.items(), key=lambda item: -item[1]):
+        print(f"  {size / 2**20:6.1f} MiB  {name}")
+    size = sum(parts.values())
+    print(f"{destination}: {size / 2**20:.1f} MiB (aim {CARRY_AIM / 2**20:.0f}, limit {CARRY_LIMIT >> 20})")
+    return 0 if size < CARRY_LIMIT else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--extension", type=Path, help="the Pascal build's extension folder (default: none)")
+    arguments = parser.parse_args()
+    sys.exit(main(arguments.destination, arguments.extension))

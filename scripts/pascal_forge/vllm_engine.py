@@ -609,6 +609,13 @@ def _engine_main(version: str, capability: int, request: Path, report: Path, mod
             "vllm.entrypoints.cli.main",
         ):
             importlib.import_module(entry)
+        # `vllm bench` (pascal-forge bench on the GPU): carried where it imports here.
+        bench = ("vllm.benchmarks.serve", "vllm.benchmarks.startup", "vllm.entrypoints.cli.benchmark.main")
+        for entry in bench:
+            try:
+                importlib.import_module(entry)
+            except ImportError as exc:
+                print(f"not traced: {entry} ({exc})", file=sys.stderr)
         files = sorted({str(getattr(m, "__file__", None)) for m in list(sys.modules.values())} - {"None"})
         Path(modules_report).write_text("\n".join(files))
 
