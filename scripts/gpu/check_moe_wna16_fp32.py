@@ -5,6 +5,10 @@ On the GPU machine (numpy and cupy only), after `python scripts/gpu/make_moe_wna
 
     python scripts/gpu/check_moe_wna16_fp32.py .gpu-carry/moe-wna16-ptx
 
+that is, through the device tool: command `python scripts/gpu/check_moe_wna16_fp32.py
+.gpu-carry/moe-wna16-ptx 2>&1 | tee $OUT/moe-wna16-fp32.txt`, carry `[".gpu-carry/moe-wna16-ptx"]`
+(about 400 KB of PTX; under a minute of device time). The last line says MOE_WNA16_FP32_OK.
+
 The driver JITs each compute_61/compute_60 PTX for the card it has, so patched-61.ptx runs the
 fp32 loop a P40 would run, patched-60.ptx the half2 loop a P100 keeps, and before-61.ptx the half2
 loop vLLM ships (with patch 0003's half add below sm_70). Each case routes random fp16 tokens to
