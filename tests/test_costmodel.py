@@ -23,6 +23,7 @@ from pascal_forge.costmodel.compile import CostModelError
 from pascal_forge.costmodel.kernels import Kernel, Launch
 from pascal_forge.costmodel.model import (
     QWEN3_8B,
+    QWEN3_30B_A3B,
     QWEN3_32B,
     Setup,
     fp16_in_hot_loop,
@@ -141,6 +142,21 @@ def test_the_fp32_gemm_capabilities_are_those_patch_0041_tests_for() -> None:
     (condition,) = re.findall(r"^\+\s*return major == (\d) && minor == (\d);", patch.read_text(), re.M)
     assert {int("".join(condition))} == k.FP32_GEMM_CAPABILITIES
     assert P40.capability in k.FP32_GEMM_CAPABILITIES and P100.capability not in k.FP32_GEMM_CAPABILITIES
+
+
+def test_the_patched_moe_decode_runs_0042s_moe_wna16_and_the_before_rows_leave_it_out() -> None:
+    def experts(linear: str) -> set[Kernel]:
+        steps = step_launches(Setup(QWEN3_30B_A3B, linear, 2), 1, 1024, capability=P40.capability)
+        return {launch.kernel for launch in steps if launch.op.startswith("experts")}
+
+    assert experts("exllama-patched") == {k.MOE_WNA16_PATCHED} and k.MOE_WNA16_PATCHED.patched
+    assert experts("exllama") == {k.MOE_WNA16}  # the twin: vLLM's kernel, counted as before
+    # Every patch the "before" tree leaves out exists in the current series, 0042 among them.
+    version = current_release(REPO / "conda_build_config.yaml").version
+    series = {
+        p.name.split("-", 1)[0] for p in (REPO / "recipes" / "vllm" / "patches" / version).glob("*.patch")
+    }
+    assert "0042" in k.FP32_MATH_PATCHES and set(k.FP32_MATH_PATCHES) <= series
 
 
 def test_the_cost_model_prices_the_current_stacks_release(tmp_path: Path) -> None:

@@ -130,20 +130,27 @@ def run(function, m_count: int, device, m: int, k: int, n: int, groups: int) -> 
     return cp.asnumpy(c).astype(np.float64)
 
 
-def main(ptx_dir: Path) -> int:
+def jit_modules(ptx_dir: Path, files: dict[str, str], source: str) -> tuple[dict, dict]:
+    """The manifest make_*_ptx.py wrote and, per label, the driver's module of that PTX file."""
     import cupy as cp  # the GPU machine's; --cpu runs without it
 
     manifest = json.loads((ptx_dir / "manifest.json").read_text())
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    print(f"device: {name}; vLLM {manifest['vllm']} q_gemm.cu, PTX JIT-compiled by the driver")
+    print(f"device: {name}; vLLM {manifest['vllm']} {source}, PTX JIT-compiled by the driver")
+    started = time.monotonic()
+    modules = {label: cp.RawModule(path=str(ptx_dir / file)) for label, file in files.items()}
+    print(f"JIT of {len(modules)} modules: {time.monotonic() - started:.1f} s")
+    return manifest, modules
+
+
+def main(ptx_dir: Path) -> int:
     paths = {
         "fp32 (patched, compute_61)": "patched-61.ptx",
         "half2 (patched, compute_60)": "patched-60.ptx",
         "half2 (released, compute_61)": "released-61.ptx",
     }
     started = time.monotonic()
-    modules = {label: cp.RawModule(path=str(ptx_dir / file)) for label, file in paths.items()}
-    print(f"JIT of {len(modules)} modules: {time.monotonic() - started:.1f} s")
+    manifest, modules = jit_modules(ptx_dir, paths, "q_gemm.cu")
     rng = np.random.default_rng(61)
     failures = 0
     for k, n in SHAPES:

@@ -35,56 +35,86 @@ Q_GEMM = CudaSource("csrc/quantization/gptq/q_gemm.cu")
 ENTRIES = {m_count: f"gemm_half_q_half_gptq_4bit_kernelILb1ELi{m_count}E" for m_count in (1, 8)}
 
 
-def prune(ptx: str, wanted: list[str]) -> tuple[str, dict[int, str]]:
-    """The PTX's preamble and only the entries whose mangled name holds one of `wanted`.
+def prune(ptx: str, entries: dict[str, str], path: str) -> tuple[str, dict[str, str]]:
+    """The PTX's preamble and only the entries whose mangled name holds one of `entries`' values.
 
-    nvcc writes `// .globl NAME` before each entry; the 4-bit kernels call no .func (all inline)
-    and declare their shared memory inside the entry.
+    nvcc writes `// .globl NAME` before each entry; the kernels kept call no .func (all inline)
+    and declare their shared memory inside the entry (or as the shared extern they name).
+    Returns the pruned PTX and, per key of `entries`, the full mangled name.
     """
     sections = re.split(r"\n(?=\t// \.globl\t)", ptx)
+    # A module-scope `.extern .shared` array (moe_wna16's dynamic shared memory) is written after
+    # the first `.globl` comment: it moves to the preamble, so it stays whichever entry is kept.
+    shared = re.compile(r"^\.extern \.shared [^\n]*;\n", re.MULTILINE)
+    declarations = sorted({d for section in sections[1:] for d in shared.findall(section)})
+    sections = [sections[0] + "\n" + "".join(declarations)] + [shared.sub("", s) for s in sections[1:]]
     preamble, kept, names = sections[0], [], {}
     for section in sections[1:]:
         name = section.split("\t", 3)[2].strip().splitlines()[0]
-        for m_count, entry in ENTRIES.items():
-            if entry in name and entry in wanted:
+        for key, entry in entries.items():
+            if entry in name:
                 kept.append(section)
-                names[m_count] = name
-    if len(names) != len(wanted):
-        raise SystemExit(f"q_gemm.cu's PTX lacks one of {wanted} (vLLM renamed the kernel?)")
+                names[key] = name
+    if len(names) != len(entries):
+        raise SystemExit(f"{path}'s PTX lacks one of {sorted(entries.values())} (vLLM renamed the kernel?)")
     return preamble + "\n" + "\n".join(kept) + "\n", names
 
 
-def main(dest: Path, version: str = "0.34.0") -> int:
+def write_ptx(
+    dest: Path, version: str, source: CudaSource, entries: dict[str, str], trees: dict[str, Path]
+) -> None:
+    """DEST/<tree>-<61|60>.ptx, pruned to `entries`, for each named vLLM tree, and manifest.json."""
+    nvcc = REPO / ".cache" / "cuda12" / "bin" / "nvcc"
+    include = Path(torch.__file__).parent / "include"
+    cache = REPO / ".cache" / "costmodel-ptx"
+    manifest: dict[str, object] = {"vllm": version, "source": source.path, "kernels": {}}
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for kind, tree in trees.items():
+        for capability in (61, 60):
+            ptx = cuda_ptx(source, capability, tree, include, nvcc, cache)
+            small, names = prune(ptx, entries, source.path)
+            file = f"{kind}-{capability}.ptx"
+            (dest / file).write_text(small)
+            manifest["kernels"][file] = names
+            print(f"{file}: {len(small)} bytes, entries {sorted(names)}")
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def vllm_trees(
+    scratch: Path, version: str, before: str, leave_out_patches: tuple[str, ...] = ()
+) -> dict[str, Path]:
+    """ "patched": the release with the recipe's whole series; `before`: the release as published
+    ("released") or, given `leave_out_patches`, with the series less those patches."""
     recipe = Recipe(name="vllm", directory=REPO / "recipes" / "vllm")
     target = patch_check_target(recipe, version)
     if target is None:
         raise SystemExit(f"recipes/vllm has no patch-check artifact for {version}")
-    nvcc = REPO / ".cache" / "cuda12" / "bin" / "nvcc"
-    include = Path(torch.__file__).parent / "include"
-    cache = REPO / ".cache" / "costmodel-ptx"
-    manifest: dict[str, object] = {"vllm": version, "kernels": {}}
+    config = REPO / "conda_build_config.yaml"
+    if leave_out_patches:
+        reference = patched_upstream(
+            recipe,
+            config,
+            scratch / before,
+            default_cache_dir(),
+            version,
+            leave_out_patches=leave_out_patches,
+        )
+    else:
+        reference = unpack_artifact(target, scratch / before, default_cache_dir())
+    patched = patched_upstream(recipe, config, scratch / "patched", default_cache_dir(), version)
+    return {before: reference, "patched": patched}
+
+
+def main(dest: Path, version: str = "0.34.0") -> int:
     with tempfile.TemporaryDirectory(prefix="pascal-forge-gptq-") as scratch:
-        trees = {
-            "released": unpack_artifact(target, Path(scratch) / "released", default_cache_dir()),
-            "patched": patched_upstream(
-                recipe,
-                REPO / "conda_build_config.yaml",
-                Path(scratch) / "patched",
-                default_cache_dir(),
-                version,
-            ),
-        }
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        for kind, tree in trees.items():
-            for capability in (61, 60):
-                ptx = cuda_ptx(Q_GEMM, capability, tree, include, nvcc, cache)
-                small, names = prune(ptx, list(ENTRIES.values()))
-                file = f"{kind}-{capability}.ptx"
-                (dest / file).write_text(small)
-                manifest["kernels"][file] = {str(m): name for m, name in names.items()}
-                print(f"{file}: {len(small)} bytes, entries {sorted(names)}")
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        write_ptx(
+            dest,
+            version,
+            Q_GEMM,
+            {str(m): e for m, e in ENTRIES.items()},
+            vllm_trees(Path(scratch), version, "released"),
+        )
     return 0
 
 

@@ -160,11 +160,13 @@ def patched_upstream(
     cache_dir: Path | None,
     version: str,
     leave_out: Collection[str] = (),
+    leave_out_patches: Collection[str] = (),
 ) -> Path:
     """One version's `extra: patch-check:` artifact unpacked under `destination`, its series applied.
 
     Patches that change any of the upstream files in `leave_out` are not applied (those files
-    stay as released; the series' other patches must not depend on them).
+    stay as released; the series' other patches must not depend on them), nor those whose
+    number (the file name's `NNNN-` prefix) is in `leave_out_patches`.
     """
     target = patch_check_target(recipe, version)
     if target is None:
@@ -175,6 +177,7 @@ def patched_upstream(
     series = recipe_patch_series(recipe, variant_config, version)
     touched = [f"+++ b/{path}" for path in leave_out]
     series = [patch for patch in series if not any(t in patch.read_text(encoding="utf-8") for t in touched)]
+    series = [patch for patch in series if patch.name.split("-", 1)[0] not in leave_out_patches]
     apply_series(series, tree, target.path_map)
     return tree
 

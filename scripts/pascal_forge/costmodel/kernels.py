@@ -17,6 +17,9 @@ from .compile import CudaSource, TritonSource
 # reconstruct + GEMM prefill path ask cuBLAS for fp32 compute on these capabilities only
 # (6.1, where fp16 runs at 1/64 of fp32); elsewhere (a P100, 6.0) it keeps cublasHgemm.
 FP32_GEMM_CAPABILITIES = frozenset({61})
+# The patches whose kernels the `patched` rows count (0040/0041: Exllama; 0042: moe_wna16), by
+# number: the "before" rows compile the series without them.
+FP32_MATH_PATCHES = ("0040", "0041", "0042")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,14 @@ MOE_WNA16_FP32 = Kernel(
     MOE_WNA16.source,
     entry=MOE_WNA16.entry,
     fp32_rewrite=True,
+)
+# As compiled with vLLM patch 0042 (fp32 dequant and dot loop when built for compute_61).
+MOE_WNA16_PATCHED = Kernel(
+    "moe_wna16_gemm, patched (0042, from its PTX)",
+    "CUDA",
+    MOE_WNA16.source,
+    entry=MOE_WNA16.entry,
+    patched=True,
 )
 # TRITON_ATTN's unified attention (patch 0015 keeps its tiles in fp32 on Pascal): counted
 # from its shape here (K/V bytes, two fp32 FMAs per cached element per query head group).

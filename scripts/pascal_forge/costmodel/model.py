@@ -164,7 +164,8 @@ def moe_experts(setup: Setup, op: str, m: int, n: int, kk: int) -> list[Launch]:
     if setup.linear == "proposed-gemv" and m == 1:  # the same GEMV, one expert slot per launch
         return k.proposed_gemv(op, 1, n, kk, GROUP_SIZE, s.layers * s.top_k)
     if m * s.top_k / s.experts <= 6:  # should_moe_wna16_use_cuda (fused_moe.py:1384 in 0.34.0)
-        kernel = k.MOE_WNA16 if setup.linear in ("exllama", "triton-w4a16") else k.MOE_WNA16_FP32
+        kernel = {"exllama": k.MOE_WNA16, "triton-w4a16": k.MOE_WNA16, "exllama-patched": k.MOE_WNA16_PATCHED}
+        kernel = kernel.get(setup.linear, k.MOE_WNA16_FP32)
         return k.moe_wna16(op, m, s.top_k, n, kk, GROUP_SIZE, s.layers, kernel)
     # Longer chunks run the Triton fused_moe kernel; priced here as its own GEMMs.
     return k.triton_w4a16(op, m * s.top_k, n, kk, GROUP_SIZE, s.layers)

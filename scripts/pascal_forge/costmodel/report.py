@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cards import P40, P100, Card
-from .kernels import Kernel
+from .kernels import FP32_MATH_PATCHES, Kernel
 from .model import (
     QWEN3_8B,
     QWEN3_30B_A3B,
@@ -105,32 +105,29 @@ def compile_table(tools: Toolchain) -> KernelTable:
 def _vllm_tree(repository: Path, upstream_cache: Path, work_dir: Path, patched: bool) -> Path:
     """The current stack's vLLM sdist with this repository's series, kept under `work_dir`.
 
-    Not `patched`: the series without the patches to the files of `patched` kernels (0040 and
-    0041 to q_gemm.cu), so that those kernels are counted as released (the "before" rows).
+    Not `patched`: the series without the patches of the `patched` kernels
+    (kernels.FP32_MATH_PATCHES: 0040/0041 to q_gemm.cu, 0042 to moe_wna16.cu), so that those
+    kernels are counted as released (the "before" rows; moe_wna16.cu keeps 0003, without which
+    it does not compile below sm_70).
     """
     from ..recipes import Recipe
     from ..vllm_checks import current_release, patched_upstream
 
     config = repository / "conda_build_config.yaml"
     version = current_release(config).version
-    leave_out = () if patched else patched_sources()
+    leave_out = () if patched else FP32_MATH_PATCHES
     # Named apart from each other and from the single tree older versions kept in a --work-dir.
     vllm_dir = work_dir / f"vllm-{version}-{'whole-series' if patched else 'before'}"
     if (vllm_dir / f"vllm-{version}").is_dir():
         return vllm_dir / f"vllm-{version}"
     vllm = Recipe(name="vllm", directory=repository / "recipes" / "vllm")
-    return patched_upstream(vllm, config, vllm_dir, upstream_cache, version, leave_out=leave_out)
+    return patched_upstream(vllm, config, vllm_dir, upstream_cache, version, leave_out_patches=leave_out)
 
 
 def patched_kernels() -> list[Kernel]:
     """The kernels marked `patched`: what the exllama-patched rows compile from the whole series."""
     kernels = kernels_of(PATCHED_SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK], CAPABILITIES)
     return [kernel for kernel in kernels if kernel.patched]
-
-
-def patched_sources() -> tuple[str, ...]:
-    """The vLLM files of the `patched` kernels."""
-    return tuple(sorted({kernel.source.path for kernel in patched_kernels() if kernel.source}))
 
 
 def default_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
@@ -214,21 +211,26 @@ def attention_hot_loops(repository: Path, upstream_cache: Path, work_dir: Path) 
     return "\n".join(lines)
 
 
-# Exllama before and after vLLM patches 0040/0041 (issue 26 item 2), on the 4-bit configs.
+# Exllama and moe_wna16 before and after vLLM patches 0040/0041/0042 (issue 26 item 2), on the
+# 4-bit configs (the MoE on one card and two; one P100 cannot hold it, `fits` drops that row).
 PATCHED_SETUPS = [
     Setup(QWEN3_8B, "exllama", 1),
     Setup(QWEN3_8B, "exllama-patched", 1),
     Setup(QWEN3_32B, "exllama", 2),
     Setup(QWEN3_32B, "exllama-patched", 2),
+    Setup(QWEN3_30B_A3B, "exllama", 1),
+    Setup(QWEN3_30B_A3B, "exllama-patched", 1),
+    Setup(QWEN3_30B_A3B, "exllama", 2),
+    Setup(QWEN3_30B_A3B, "exllama-patched", 2),
 ]
 
 
 def patched_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
-    """The current stack's vLLM with this repository's whole series (0040 and 0041 included).
+    """The current stack's vLLM with this repository's whole series (0040 to 0042 included).
 
     Only for `patched` kernels: the others come from the counts shipped with the package
-    (table.SHIPPED_COUNTS), so only q_gemm.cu is compiled here (about 5 minutes per capability
-    on 2 busy cores, then cached).
+    (table.SHIPPED_COUNTS), so only q_gemm.cu (about 5 minutes per capability on 2 busy cores)
+    and moe_wna16.cu (about 20 s) are compiled here, then cached.
     """
     import torch
 
@@ -245,7 +247,8 @@ def patched_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nv
 
 
 def patched_exllama_report(shipped: KernelTable, tools: Toolchain) -> str:
-    """Decode (one stream and 16) and a prefill chunk, Exllama as released vs with 0040/0041."""
+    """Decode (one stream and 16) and a prefill chunk, Exllama and moe_wna16 as released vs with
+    0040/0041/0042."""
     from ..vllm_checks import current_release
 
     version = current_release(tools.repository / "conda_build_config.yaml").version
@@ -253,8 +256,9 @@ def patched_exllama_report(shipped: KernelTable, tools: Toolchain) -> str:
     report = make_report(table, PATCHED_SETUPS)
     note = (
         f"exllama: vLLM {version} as released (the counts shipped with the package); exllama-patched:\n"
-        f"q_gemm.cu of vLLM {version} with recipes/vllm/patches/{version} (0040, 0041),\n"
-        "counted from its compute_61/compute_60 PTX. On a P100 the patched build keeps cublasHgemm for\n"
-        "prefill (0041 is for capability 6.1 only, kernels.FP32_GEMM_CAPABILITIES)."
+        f"q_gemm.cu (0040, 0041) and moe_wna16.cu (0042, the MoE experts) of vLLM {version} with\n"
+        f"recipes/vllm/patches/{version}, counted from their compute_61/compute_60 PTX. On a P100 the\n"
+        "patched build keeps cublasHgemm for prefill (0041 is for capability 6.1 only,\n"
+        "kernels.FP32_GEMM_CAPABILITIES) and moe_wna16's half2 loop (0042 is for compute_61 only)."
     )
     return note + "\n\n" + report.text()
