@@ -36,21 +36,18 @@ bound or a twin fails. The times it prints are the lent GPU's, not a P40's.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
-import tempfile
 import time
 import types
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from carry_inputs import triton_first, vllm_tree
+from carry_inputs import check_arguments, finish, triton_check
 
 KERNEL_FILE = "vllm/model_executor/layers/quantization/awq_triton.py"
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a packed int32 holds column AWQ_ORDER[i]
@@ -60,7 +57,6 @@ SPLIT_K = 8  # AutoAWQLinearMethod passes its pack factor as split_k_iters
 LIMIT = 2e-3
 DEQUANT_LIMIT = 2.0**-10
 TWIN_FLOOR = 0.1
-SHARED_LIMIT = 49152
 GPU_SHAPES = [(4096, 4096), (4096, 12288), (12288, 4096)]  # (K, N): Qwen3-8B's o/gate_up/down
 GPU_ROWS = (1, 8, 64)
 CPU_SHAPES = [(256, 256)]
@@ -99,10 +95,10 @@ def relative_rms(out: torch.Tensor, reference: torch.Tensor) -> float:
     return float(diff.norm() / reference.norm())
 
 
-def run_cases(awq: types.ModuleType, device: str) -> tuple[list[dict], bool]:
+def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
     shapes, rows_list = (GPU_SHAPES, GPU_ROWS) if device == "cuda" else (CPU_SHAPES, CPU_ROWS)
     generator = torch.Generator(device="cpu").manual_seed(0)
-    cases, ok = [], True
+    cases = []
     for k, n in shapes:
         q = torch.randint(0, 16, (k, n), generator=generator)
         zeros = torch.randint(0, 16, (k // GROUP, n), generator=generator)
@@ -119,7 +115,6 @@ def run_cases(awq: types.ModuleType, device: str) -> tuple[list[dict], bool]:
             error = float((dequant.float() - weights).abs().max() / weights.abs().max())
             twin = name.startswith("twin")
             passed = error > TWIN_FLOOR if twin else error <= DEQUANT_LIMIT
-            ok &= passed
             cases.append({"kernel": "awq_dequantize_triton", "packing": name, "K": k, "N": n,
                           "max_relative_error": error, "passed": passed})  # fmt: skip
         for rows in rows_list:
@@ -130,7 +125,6 @@ def run_cases(awq: types.ModuleType, device: str) -> tuple[list[dict], bool]:
                 error = relative_rms(out, reference)
                 twin = name.startswith("twin")
                 passed = error > TWIN_FLOOR if twin else error <= LIMIT
-                ok &= passed
                 case = {"kernel": "awq_gemm_triton", "packing": name, "M": rows, "K": k, "N": n,
                         "relative_rms_error": error, "passed": passed}  # fmt: skip
                 if device == "cuda" and not twin:
@@ -147,54 +141,20 @@ def run_cases(awq: types.ModuleType, device: str) -> tuple[list[dict], bool]:
         out = a @ awq.awq_dequantize_triton(qweight, scales_d, qzeros)
         error = relative_rms(out, a.float() @ weights)
         passed = error <= LIMIT
-        ok &= passed
         cases.append({"kernel": "awq_dequantize_triton+matmul", "packing": "awq_order", "M": 256, "K": k,
                       "N": n, "relative_rms_error": error, "passed": passed})  # fmt: skip
         for case in cases[-(2 + 2 * len(rows_list) + 1) :]:
             print(json.dumps(case), flush=True)
-    return cases, ok
+    return cases
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vllm", type=Path, default=Path(".gpu-carry/vllm-0.34.0-pascal.tgz"),
-                        help="a vLLM source tree, or a carry tarball of its Python files")  # fmt: skip
-    parser.add_argument("--triton-overlay", type=Path, help="the carry's triton-overlay/ (our triton series)")
-    parser.add_argument("--out", type=Path, help="folder for awq_triton.json")
-    parser.add_argument("--cpu", action="store_true", help="in Triton's interpreter, small shapes")
-    args = parser.parse_args()
-    device = "cpu" if args.cpu else "cuda"
-    report: dict = {"vllm": str(args.vllm), "device": device, "limit": LIMIT, "twin_floor": TWIN_FLOOR}
-    with tempfile.TemporaryDirectory() as scratch:
-        report["triton_source"] = triton_first(args.triton_overlay, Path(scratch))
-        awq = load_awq_triton(vllm_tree(args.vllm, Path(scratch)))
-        import triton
-
-        report["triton"] = triton.__version__
-        form = nullcontext(None)
-        if device == "cuda":
-            from pascal_form import pascal_form  # scripts/gpu: every launch compiles for sm_61
-
-            report["gpu"] = torch.cuda.get_device_name()
-            form = pascal_form()
-        start = time.perf_counter()
-        with form as log:
-            cases, ok = run_cases(awq, device)
-        report["seconds"] = time.perf_counter() - start
-    if log is not None:
-        launches = {(x.kernel, x.target, x.shared) for x in log.launches}
-        report["launches"] = sorted(launches)
-        pascal = all(target == "sm_61" and shared <= SHARED_LIMIT for _, target, shared in launches)
-        report["launches_sm61_within_48KB"] = pascal
-        ok &= pascal and bool(launches)
-    report["cases"] = cases
-    report["passed"] = ok
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "awq_triton.json").write_text(json.dumps(report, indent=1))
-    summary = {k: v for k, v in report.items() if k != "cases"}
-    print(json.dumps(summary))
-    return 0 if ok else 1
+    args, report = check_arguments(__doc__, "awq_triton.json")
+    device = report["device"]
+    report |= {"limit": LIMIT, "twin_floor": TWIN_FLOOR}
+    with triton_check(args, report) as (_, tree):
+        cases = run_cases(load_awq_triton(tree), device)
+    return finish(report, cases, args.out, "awq_triton.json")
 
 
 if __name__ == "__main__":

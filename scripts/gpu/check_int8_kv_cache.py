@@ -36,12 +36,9 @@ when a bound or the twin fails. Times are the lent GPU's, not a P40's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -49,12 +46,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vllm_cases as vc
-from carry_inputs import triton_first, vllm_tree
+from carry_inputs import check_arguments, finish, triton_check
 
 QUANTIZED_BOUND = 2e-2
 UNQUANTIZED_BOUND = 5e-2
 TWIN_FLOOR = 1.0
-SHARED_LIMIT = 49152
 # (name, head size, kv heads, query heads per kv head, block size, query lens, context lens)
 CASES = [
     ("decode h128 gqa4", 128, 2, 4, 16, (1, 1, 1), (100, 37, 300)),
@@ -154,50 +150,21 @@ def load_ops(tree: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vllm", type=Path, default=Path(".gpu-carry/vllm-0.34.0-pascal.tgz"))
-    parser.add_argument("--triton-overlay", type=Path, help="the carry's triton-overlay/ (our triton series)")
-    parser.add_argument("--out", type=Path, help="folder for int8_kv_cache.json")
-    parser.add_argument("--cpu", action="store_true", help="in Triton's interpreter (TRITON_INTERPRET=1)")
-    args = parser.parse_args()
-    device = "cpu" if args.cpu else "cuda"
-    report: dict = {"quantized_bound": QUANTIZED_BOUND, "unquantized_bound": UNQUANTIZED_BOUND}
-    with tempfile.TemporaryDirectory() as scratch:
-        report["triton_source"] = triton_first(args.triton_overlay, Path(scratch))
-        tree = vllm_tree(args.vllm, Path(scratch))
-        import triton
-        from pascal_form import LaunchLog, pascal_form
-
-        report |= {"device": device, "triton": triton.__version__, "vllm": str(args.vllm)}
-        if device == "cuda":
-            report["gpu"] = torch.cuda.get_device_name()
-        else:  # vLLM turns Triton off without an active GPU driver; the interpreter needs none
-            from triton.backends import backends
-
-            backends["nvidia"].driver.is_active = staticmethod(lambda: True)
-        started = time.perf_counter()
-        with pascal_form() if device == "cuda" else nullcontext(LaunchLog()) as log:
-            ops = load_ops(tree)
-            cases = []
-            for case in CASES:
-                try:
-                    cases.append(run_case(ops, case, device))
-                except Exception as exc:  # a case that does not compile or run is a failed case
-                    error = f"{type(exc).__name__}: {exc}"[:2000]
-                    cases.append({"case": case[0], "passed": False, "error": error})
-                print(json.dumps(cases[-1]), flush=True)
-        report["seconds"] = time.perf_counter() - started
-    launches = sorted({(x.kernel, x.target, x.shared) for x in log.launches})
-    report["launches"] = launches
-    pascal = all(target == "sm_61" and shared <= SHARED_LIMIT for _, target, shared in launches)
-    report["launches_sm61_within_48KB"] = device == "cpu" or (bool(launches) and pascal)
-    report["cases"] = cases
-    report["passed"] = report["launches_sm61_within_48KB"] and all(c["passed"] for c in cases)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "int8_kv_cache.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: v for k, v in report.items() if k != "cases"}))
-    return 0 if report["passed"] else 1
+    args, report = check_arguments(__doc__, "int8_kv_cache.json")
+    device = report["device"]
+    report |= {"quantized_bound": QUANTIZED_BOUND, "unquantized_bound": UNQUANTIZED_BOUND}
+    with triton_check(args, report) as (_, tree):
+        ops = load_ops(tree)
+        cases = []
+        for case in CASES:
+            try:
+                cases.append(run_case(ops, case, device))
+            except Exception as exc:  # a case that does not compile or run is a failed case
+                cases.append(
+                    {"case": case[0], "passed": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+                )
+            print(json.dumps(cases[-1]), flush=True)
+    return finish(report, cases, args.out, "int8_kv_cache.json")
 
 
 if __name__ == "__main__":
