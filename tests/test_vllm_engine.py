@@ -41,6 +41,7 @@ ENGINE_FIXES = {
     "0.14.0": (
         "0016-platform-cuda-refuse-bf16-kv-cache-on-pascal.patch",
         "0017-config-quantization-dtype-refusal-names-dtype-flag.patch",
+        "0018-awq-triton-kernels-below-7-5.patch",
     ),
     "0.34.0": (
         "0030-sampler-native-without-flashinfer.patch",
@@ -58,6 +59,10 @@ ENGINE_FIXES = {
 # Formats peers run that the current series opens on 6.x (issue 26, item 3): the cell, and what
 # it must build with (a detail of the cell and the value it must hold, or contain).
 OPENED = {
+    "0.14.0": {
+        Cell("dense", "awq"): ("quant_methods", "AWQLinearMethod"),
+        Cell("moe", "awq"): ("quant_methods", "MoeWNA16Method"),
+    },
     "0.34.0": {
         Cell("dense", "awq"): ("quant_methods", "AutoAWQLinearMethod"),
         Cell("dense", "fp16", "fp8"): ("cache_dtype", "int8_per_token_head"),
@@ -164,6 +169,7 @@ TWINS = {
     "0.14.0": {
         Cell("dense", "fp16", "bfloat16"): ("fails", "No valid attention backend"),
         Cell("gemma3", "gptq-4bit"): ("refused", "Supported dtypes: [torch.float16]"),
+        Cell("dense", "awq"): ("refused", "Minimum capability: 75. Current capability: 61."),
     },
     "0.34.0": {
         Cell("dense", "fp16"): ("fails", "No module named 'flashinfer'"),
