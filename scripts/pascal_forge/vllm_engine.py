@@ -241,9 +241,9 @@ class CellResult:
 
 
 # Beyond the dense model, each family is built with the methods whose layers differ for it: the
-# MoE experts (GPTQ 4/8-bit, AutoRound) and one refused method to show the refusal is the same.
+# MoE experts (GPTQ 4/8-bit, AutoRound, AWQ, FP8) and AWQ on the others.
 FAMILY_QUANTIZATIONS = ("fp16", "gptq-4bit", "awq")
-MOE_QUANTIZATIONS = ("fp16", "gptq-4bit", "gptq-8bit", "autoround", "awq")
+MOE_QUANTIZATIONS = ("fp16", "gptq-4bit", "gptq-8bit", "autoround", "awq", "fp8")
 
 
 def matrix(
