@@ -42,6 +42,7 @@ ENGINE_FIXES = {
         "0016-platform-cuda-refuse-bf16-kv-cache-on-pascal.patch",
         "0017-config-quantization-dtype-refusal-names-dtype-flag.patch",
         "0018-awq-triton-kernels-below-7-5.patch",
+        "0019-compressed-tensors-wna16-below-7-0.patch",
     ),
     "0.34.0": (
         "0030-sampler-native-without-flashinfer.patch",
@@ -62,6 +63,8 @@ OPENED = {
     "0.14.0": {
         Cell("dense", "awq"): ("quant_methods", "AWQLinearMethod"),
         Cell("moe", "awq"): ("quant_methods", "MoeWNA16Method"),
+        Cell("dense", "ct-w4a16"): ("linear_kernels", "ExllamaLinearKernel"),
+        Cell("dense", "ct-w8a16"): ("linear_kernels", "ExllamaLinearKernel"),
     },
     "0.34.0": {
         Cell("dense", "awq"): ("quant_methods", "AutoAWQLinearMethod"),
@@ -170,6 +173,7 @@ TWINS = {
         Cell("dense", "fp16", "bfloat16"): ("fails", "No valid attention backend"),
         Cell("gemma3", "gptq-4bit"): ("refused", "Supported dtypes: [torch.float16]"),
         Cell("dense", "awq"): ("refused", "Minimum capability: 75. Current capability: 61."),
+        Cell("dense", "ct-w8a16"): ("refused", "Minimum capability: 70. Current capability: 61."),
     },
     "0.34.0": {
         Cell("dense", "fp16"): ("fails", "No module named 'flashinfer'"),
