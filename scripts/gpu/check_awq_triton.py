@@ -18,12 +18,13 @@ AWQ kernels must read wrongly: its error must exceed TWIN_FLOOR = 0.1. Each laun
 sm_61 PTX and ask at most 48 KB of shared memory (a P40's limit).
 
 On the lent GPU (torch + triton from the machine; nothing from this repo installed), with the
-vLLM tree from scripts/gpu/prepare_gpu_carry.py's carry (--triton-overlay .gpu-carry/triton-overlay
-adds our triton series to the machine's triton; the AWQ kernels have neither the eviction hints
-nor the ordered atomics that the stock triton cannot run on sm_61, so it is optional here):
+vLLM tree and triton overlay of scripts/gpu/prepare_gpu_carry.py's carry (the overlay puts our
+triton series on the machine's triton 3.6.0, as run_gpu_numerics.sh does; the AWQ kernels have
+neither the eviction hints nor the ordered atomics that the stock triton cannot run on sm_61,
+so without it the check should run as well):
 
     PYTHONPATH=scripts/gpu:scripts python scripts/gpu/check_awq_triton.py \
-        --vllm .gpu-carry/vllm-0.34.0-pascal.tgz --out $OUT
+        --vllm .gpu-carry/vllm-0.34.0-pascal.tgz --triton-overlay .gpu-carry/triton-overlay --out $OUT
 
 Without a GPU, Triton's interpreter checks the packing and reference on small shapes:
 

@@ -14,10 +14,11 @@ Bound: relative RMS error at most LIMIT = 2e-3 (the dequantized weight and the o
 fp16). Twin: the same weights with the nibbles packed in AWQ's order, which this kernel must
 read wrongly: its error must exceed TWIN_FLOOR = 0.1. Launches: sm_61 PTX within 48 KB.
 
-On the lent GPU, from the repository root, with the carry of scripts/gpu/prepare_gpu_carry.py:
+On the lent GPU, from the repository root, with the carry of scripts/gpu/prepare_gpu_carry.py
+(its vLLM tree, and its overlay of our triton series on the machine's triton):
 
     PYTHONPATH=scripts/gpu:scripts python scripts/gpu/check_triton_w4a16.py \
-        --vllm .gpu-carry/vllm-0.34.0-pascal.tgz --out $OUT
+        --vllm .gpu-carry/vllm-0.34.0-pascal.tgz --triton-overlay .gpu-carry/triton-overlay --out $OUT
 
 Without a GPU (Triton's interpreter, small shapes):
 
