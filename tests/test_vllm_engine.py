@@ -41,6 +41,8 @@ ENGINE_FIXES = {
     "0.14.0": (
         "0016-platform-cuda-refuse-bf16-kv-cache-on-pascal.patch",
         "0017-config-quantization-dtype-refusal-names-dtype-flag.patch",
+        "0018-awq-triton-kernels-below-7-5.patch",
+        "0019-compressed-tensors-wna16-below-7-0.patch",
     ),
     "0.34.0": (
         "0030-sampler-native-without-flashinfer.patch",
@@ -49,7 +51,30 @@ ENGINE_FIXES = {
         "0033-moe-wna16-name-why-no-backend.patch",
         "0034-platform-cuda-refuse-octave-kv-cache.patch",
         "0035-config-quantization-dtype-refusal-names-dtype-flag.patch",
+        "0036-auto-awq-triton-kernels-below-7-5.patch",
+        "0037-platform-cuda-fp8-kv-cache-as-int8-per-token-head-on-pascal.patch",
+        "0038-compressed-tensors-wna16-below-7-0.patch",
+        "0039-fp8-dequantize-linear-weights-at-load-below-7-5.patch",
     ),
+}
+# Formats peers run that the current series opens on 6.x (issue 26, item 3): the cell, and what
+# it must build with (a detail of the cell and the value it must hold, or contain).
+OPENED = {
+    "0.14.0": {
+        Cell("dense", "awq"): ("quant_methods", "AWQLinearMethod"),
+        Cell("moe", "awq"): ("quant_methods", "MoeWNA16Method"),
+        Cell("dense", "ct-w4a16"): ("linear_kernels", "ExllamaLinearKernel"),
+        Cell("dense", "ct-w8a16"): ("linear_kernels", "ExllamaLinearKernel"),
+    },
+    "0.34.0": {
+        Cell("dense", "awq"): ("quant_methods", "AutoAWQLinearMethod"),
+        Cell("dense", "fp16", "fp8"): ("cache_dtype", "int8_per_token_head"),
+        Cell("dense", "ct-w4a16"): ("linear_kernels", "ExllamaLinearKernel"),
+        Cell("dense", "ct-w8a16"): ("linear_kernels", "ExllamaLinearKernel"),
+        Cell("dense", "ct-w4a16-asym"): ("linear_kernels", "TritonW4A16LinearKernel"),
+        Cell("dense", "fp8"): ("quant_methods", "Fp8DequantizedLinearMethod"),
+        Cell("dense", "fp8-block"): ("quant_methods", "Fp8DequantizedLinearMethod"),
+    },
 }
 # What a P100 (6.0) adds: the start-up paths that read the capability, one cell each.
 SM60_CELLS = (
@@ -59,6 +84,8 @@ SM60_CELLS = (
     Cell("hybrid", "fp16"),
     Cell("dense", "awq"),
     Cell("dense", "fp16", "fp8"),
+    Cell("dense", "ct-w4a16"),
+    Cell("dense", "fp8-block"),
 )
 
 
@@ -112,6 +139,13 @@ def test_engine_builds_as_pascal(
     if cells is None:  # the whole matrix: every family, method and KV-cache dtype
         families = {"dense", "gemma3", "hybrid", "moe"} | ({"vision"} if version == "0.14.0" else set())
         assert {r.cell.family for r in results} == families
+    opened = OPENED.get(version, {})
+    if cells is None:
+        assert set(opened) <= {r.cell for r in results}
+    for r in (r for r in results if r.cell in opened):
+        detail, value = opened[r.cell]
+        assert r.verdict == "works", r.summary
+        assert value == r.details[detail] or value in r.details[detail], (r.cell.name, r.details)
     gptq = next(r for r in results if r.cell == Cell("dense", "gptq-4bit"))
     assert {"GPTQLinearMethod", "AutoGPTQLinearMethod"} & set(gptq.details["quant_methods"])
     if version != "0.14.0":
@@ -138,6 +172,8 @@ TWINS = {
     "0.14.0": {
         Cell("dense", "fp16", "bfloat16"): ("fails", "No valid attention backend"),
         Cell("gemma3", "gptq-4bit"): ("refused", "Supported dtypes: [torch.float16]"),
+        Cell("dense", "awq"): ("refused", "Minimum capability: 75. Current capability: 61."),
+        Cell("dense", "ct-w8a16"): ("refused", "Minimum capability: 70. Current capability: 61."),
     },
     "0.34.0": {
         Cell("dense", "fp16"): ("fails", "No module named 'flashinfer'"),
@@ -146,6 +182,10 @@ TWINS = {
         Cell("moe", "gptq-8bit"): ("fails", "Marlin does not support weight_bits = uint8b128"),
         Cell("dense", "fp16", "octave_k3v4"): ("fails", "No valid attention backend"),
         Cell("gemma3", "gptq-4bit"): ("refused", "Supported dtypes: [torch.float16, torch.bfloat16]"),
+        Cell("dense", "awq"): ("refused", "Minimum capability: 75. Current capability: 61."),
+        Cell("dense", "fp16", "fp8"): ("refused", "--kv-cache-dtype fp8 needs a GPU of compute capability"),
+        Cell("dense", "ct-w4a16"): ("refused", "Minimum capability: 70. Current capability: 61."),
+        Cell("dense", "fp8-block"): ("refused", "Minimum capability: 75. Current capability: 61."),
     },
 }
 # The twin refusals above name no flag: what 0017/0035 add.

@@ -129,12 +129,12 @@ def family_configs(version: str) -> dict[str, dict]:
     return families
 
 
-def _ct_weights(bits: int, strategy: str) -> dict:
+def _ct_weights(bits: int, strategy: str, symmetric: bool = True) -> dict:
     group = {"group_size": 128} if strategy == "group" else {}
     return {
         "num_bits": bits,
         "type": "int",
-        "symmetric": True,
+        "symmetric": symmetric,
         "strategy": strategy,
         "dynamic": False,
         "actorder": None,
@@ -178,12 +178,17 @@ QUANTIZATIONS: dict[str, dict | None] = {
     "awq": {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"},
     "ct-w4a16": _compressed_tensors("pack-quantized", _ct_weights(4, "group"), None),
     "ct-w8a16": _compressed_tensors("pack-quantized", _ct_weights(8, "channel"), None),
+    # With zero points (llm-compressor's asymmetric presets).
+    "ct-w4a16-asym": _compressed_tensors("pack-quantized", _ct_weights(4, "group", symmetric=False), None),
+    "ct-w8a16-asym": _compressed_tensors("pack-quantized", _ct_weights(8, "group", symmetric=False), None),
     "ct-w8a8": _compressed_tensors(
         "int-quantized",
         _ct_weights(8, "channel"),
         {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True},
     ),
     "fp8": {"quant_method": "fp8", "activation_scheme": "dynamic"},
+    # Block scales as DeepSeek/Qwen FP8 checkpoints carry them (weight_scale_inv per 128 x 128).
+    "fp8-block": {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]},
     "autoround": {
         "quant_method": "auto-round",
         "bits": 4,
@@ -236,9 +241,9 @@ class CellResult:
 
 
 # Beyond the dense model, each family is built with the methods whose layers differ for it: the
-# MoE experts (GPTQ 4/8-bit, AutoRound) and one refused method to show the refusal is the same.
+# MoE experts (GPTQ 4/8-bit, AutoRound, AWQ, FP8) and AWQ on the others.
 FAMILY_QUANTIZATIONS = ("fp16", "gptq-4bit", "awq")
-MOE_QUANTIZATIONS = ("fp16", "gptq-4bit", "gptq-8bit", "autoround", "awq")
+MOE_QUANTIZATIONS = ("fp16", "gptq-4bit", "gptq-8bit", "autoround", "awq", "fp8")
 
 
 def matrix(
@@ -413,6 +418,7 @@ def _build_cell(cell: Cell, model: Path, details: dict, touched: set[str]) -> tu
         config = args.create_engine_config()
         model_config = config.model_config
         details["dtype"] = str(model_config.dtype)
+        details["cache_dtype"] = str(config.cache_config.cache_dtype)  # as the platform left it
         details["quantization"] = str(model_config.quantization)
         compilation = config.compilation_config
         details["compilation"] = str(getattr(compilation, "mode", getattr(compilation, "level", "")))
@@ -437,14 +443,19 @@ def _build_cell(cell: Cell, model: Path, details: dict, touched: set[str]) -> tu
             {type(m.quant_method).__name__ for m in network.modules() if getattr(m, "quant_method", None)}
         )
         details["quant_methods"] = methods
-        kernels = sorted(
+        # The mixed-precision kernel: the method's own, or (compressed-tensors) its layer scheme's.
+        holders = [getattr(m, "quant_method", None) for m in network.modules()]
+        holders += [getattr(m, "scheme", None) for m in network.modules()]
+        kernels = sorted({type(h.kernel).__name__ for h in holders if getattr(h, "kernel", None) is not None})
+        details["linear_kernels"] = kernels
+        # The quantized MoE experts' backend, where the method picks it at construction.
+        details["moe_backends"] = sorted(
             {
-                type(m.quant_method.kernel).__name__
+                str(m.quant_method.wna16_moe_backend)
                 for m in network.modules()
-                if getattr(getattr(m, "quant_method", None), "kernel", None) is not None
+                if getattr(getattr(m, "quant_method", None), "wna16_moe_backend", None) is not None
             }
         )
-        details["linear_kernels"] = kernels
 
         stage = "kv_cache"
         layers = compilation.static_forward_context
