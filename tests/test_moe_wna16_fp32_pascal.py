@@ -8,7 +8,7 @@ Slow (4 compiles of moe_wna16.cu to PTX by nvcc 12.4, about 20 s each on an idle
 cached in .cache/costmodel-ptx): the PTX counter finds no fp16 arithmetic and no conversion in the
 sm_61 hot loop of vLLM 0.34.0's moe_wna16.cu with the recipe's series, and finds fp16 in the same
 file built with the series less 0042; sm_60 keeps the half2 loop.
-(tests/test_vllm_pascal.py::test_moe_wna16_compiles_for_pascal_and_the_stock_file_does_not
+(tests/test_vllm_pascal.py::test_fixed_source_compiles_for_pascal_and_the_released_one_does_not[moe_wna16-*]
 compiles the patched file to sm_60/sm_61 SASS with vLLM's own nvcc command, for both versions.)
 """
 

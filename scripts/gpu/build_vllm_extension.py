@@ -55,6 +55,10 @@ MODULES = ("_C_stable_libtorch", "_moe_C_stable_libtorch", "cumem_allocator", "f
 # The torch libraries whose symbols the stable-ABI modules use (aoti_torch_* shims: CPU ones in
 # libtorch_cpu, the CUDA stream and guard ones in libtorch_cuda).
 TORCH_NEEDED = ("libtorch_cpu.so", "libtorch_cuda.so", "libc10.so", "libc10_cuda.so")
+# GPTQ's reconstruct-then-GEMM path (q_gemm.cu, patch 0041) calls cublasGemmEx/cublasHgemm, which a
+# recipe build gets through torch's CUDA libraries. Here they resolve to the cuBLAS that the device's
+# torch (CUDA 13) has loaded; the two calls keep their signatures across 12 and 13.
+CUBLAS_NEEDED = "libcublas.so.13"
 PTX_ARCH = "61"
 
 
@@ -122,7 +126,7 @@ def package(built: BuiltExtension, out: Path) -> None:
         target = out / module.name
         shutil.copy2(module, target)
         if module.name.startswith(("_C_", "_moe_C_")):
-            added = [arg for lib in TORCH_NEEDED for arg in ("--add-needed", lib)]
+            added = [arg for lib in (*TORCH_NEEDED, CUBLAS_NEEDED) for arg in ("--add-needed", lib)]
             subprocess.run(["patchelf", *added, str(target)], check=True)
     shutil.copy2(built.runtime, out / "libcudart.so.12")
     rows = sorted(built.compile_times.items(), key=lambda item: -item[1])

@@ -69,6 +69,8 @@ EXTENSION_MODULES = (
     "_C_stable_libtorch.abi3.so",
     "_moe_C_stable_libtorch.abi3.so",
     "cumem_allocator.abi3.so",
+    "fs_io_C.abi3.so",
+    "spinloop.abi3.so",
 )
 EXTENSION_LIBRARIES = ("libcudart.so.12",)
 # Shipped inside carried packages for their own tests, never loaded by the engine.
