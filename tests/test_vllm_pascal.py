@@ -131,21 +131,24 @@ def test_platform_selects_triton_attn_and_float16(
     assert "at least 8.0" in report["bf16_refusal"] and f"capability {version}" in report["bf16_refusal"]
     assert "--dtype=half" in report["bf16_refusal"]
     for key in ("fp8_kv_refusal", "fp8_e5m2_kv_refusal"):
-        assert "7.0 or newer" in report[key] and f"capability {version}" in report[key]
-        assert "--kv-cache-dtype auto" in report[key]
+        if vllm_release.version == "0.14.0":  # no int8 cache to serve it with
+            assert "7.0 or newer" in report[key] and f"capability {version}" in report[key]
+            assert "--kv-cache-dtype auto" in report[key]
+        else:  # 0037
+            assert report[key] == ""
+    if vllm_release.version != "0.14.0":
+        assert report["fp8_kv_served_as"] == "int8_per_token_head"
     for key in ("flash_attn_refusal", "mla_refusal"):
         assert f"compute capability {version}" in report[key] and "FlashAttention needs 8.0" in report[key]
         assert "use TRITON_ATTN" in report[key]
-    # A checkpoint quantized for newer GPUs is refused with what runs on 6.x; GPTQ passes.
-    assert f"Current capability: {capability}." in report["awq_refusal"]
-    hint = {"0.14.0": "run GPTQ (--quantization gptq) and GGUF", "0.34.0": "run GPTQ checkpoints"}
-    assert hint[vllm_release.version] in report["awq_refusal"]
-    assert report["gptq_refusal"] == ""
+    # AWQ runs on 6.x through the Triton AWQ kernels (0018, 0036; the twin below refuses it), and
+    # GPTQ through Exllama. What stays refused, and 0010's hint, are the engine matrix's
+    # (tests/test_vllm_engine.py).
+    assert report["awq_refusal"] == "" and report["gptq_refusal"] == ""
     if vllm_release.version == "0.34.0":
         # int8 KV cache with per-(token, head) scales needs no dp4a, so 6.0 keeps it too.
         assert report["int8_kv_refusal"] == ""
         assert report["int8_kv_backend"] == TRITON_ATTN
-        assert "int8_per_token_head" in report["fp8_kv_refusal"]
 
 
 def test_stock_platform_accepts_fp8_kv_cache_on_pascal(
@@ -154,6 +157,8 @@ def test_stock_platform_accepts_fp8_kv_cache_on_pascal(
     """Twin: without the patches FP8 KV cache passes the config check and fails later in Triton."""
     report = _platform_report(stock_vllm, vllm_deps, 61)
     assert report["fp8_kv_refusal"] == ""
+    # ... as FP8, which no Pascal kernel reads (0037 serves it with the int8 cache instead).
+    assert report["fp8_kv_served_as"] == "fp8"
     assert "use TRITON_ATTN" not in report["flash_attn_refusal"]
     if vllm_release.version == "0.14.0":
         # The AWQ refusal stops at the capabilities and leaves the user to guess what would run.

@@ -690,7 +690,8 @@ def _platform_main(capability: int, report: Path) -> None:
             )
             VllmConfig._get_quantization_config(model_config, load_config=None)
 
-        def check_config(cache_dtype: str) -> None:
+        def check_config(cache_dtype: str) -> str:
+            """The KV-cache dtype the platform serves for `cache_dtype` (or its refusal)."""
             from types import SimpleNamespace
 
             vllm_config = SimpleNamespace(
@@ -700,6 +701,7 @@ def _platform_main(capability: int, report: Path) -> None:
                 scheduler_config=None,
             )
             current_platform.check_and_update_config(vllm_config)
+            return vllm_config.cache_config.cache_dtype
 
         result = {
             "platform": type(current_platform).__name__,
@@ -715,6 +717,8 @@ def _platform_main(capability: int, report: Path) -> None:
             "fp16_refusal": _refusal(lambda: current_platform.check_if_supports_dtype(torch.float16)),
             "fp8_kv_refusal": _refusal(lambda: check_config("fp8")),
             "fp8_e5m2_kv_refusal": _refusal(lambda: check_config("fp8_e5m2")),
+            # 0.34.0's 0037 serves an FP8 request with the int8 per-token-head cache.
+            "fp8_kv_served_as": _outcome(lambda: check_config("fp8")),
             "auto_kv_refusal": _refusal(lambda: check_config("auto")),
             # 0.33.0's int8 KV cache with per-(token, head) scales; 0.14.0 has no such dtype.
             "int8_kv_refusal": _refusal(lambda: check_config("int8_per_token_head")),
