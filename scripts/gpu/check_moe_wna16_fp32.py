@@ -276,7 +276,7 @@ def main(ptx_dir: Path) -> int:
     versions = {}
     for label, (file, capability) in paths.items():
         function = modules[label].get_function(manifest["kernels"][file]["4-1"])
-        version = cp.cuda.driver.funcGetAttribute(PTX_VERSION_ATTRIBUTE, function.ptr)
+        version = cp.cuda.driver.funcGetAttribute(PTX_VERSION_ATTRIBUTE, function.kernel.ptr)
         versions[label] = version
         ok = version == capability
         failures += not ok

@@ -12,7 +12,7 @@ stripped (strip --strip-debug: uvloop's 16 MB module is 2 MB of code and 14 of D
   engine imports, found by building the CPU matrix's cells for the carried families with
   PASCAL_FORGE_ENGINE_MODULES set, less what the device has (torch, triton, numpy and torch's own
   dependencies); transformers is cut down to the model folders that were imported; test folders
-  and test-only libraries (TEST_ONLY) are left out;
+  are left out (libtvm_ffi_testing.so is not: tvm_ffi's core links it, and xgrammar imports tvm_ffi);
 - extension.tar.xz (with --extension DIR): vLLM's compiled extension built for Pascal
   (_C_stable_libtorch, _moe_C_stable_libtorch and cumem_allocator, which go into vllm/) and the
   CUDA 12 runtime they load (libcudart.so.12, put on LD_LIBRARY_PATH): run_gpu_engine.sh unpacks
@@ -73,8 +73,6 @@ EXTENSION_MODULES = (
     "spinloop.abi3.so",
 )
 EXTENSION_LIBRARIES = ("libcudart.so.12",)
-# Shipped inside carried packages for their own tests, never loaded by the engine.
-TEST_ONLY = ("libtvm_ffi_testing.so",)
 TEST_FOLDERS = {"tests", "test", "testing_data"}
 # On the device already (torch 2.11's own dependencies), or never imported by a run there.
 DEVICE_HAS = {"torch", "triton", "numpy", "numpy.libs", "sympy", "mpmath", "networkx", "jinja2",
@@ -171,7 +169,7 @@ class _Adder:
         for file in files:
             name = arcname if file == path else f"{arcname}/{file.relative_to(path).as_posix()}"
             parts = Path(name).parts
-            if "__pycache__" in parts or TEST_FOLDERS & set(parts[1:-1]) or parts[-1] in TEST_ONLY:
+            if "__pycache__" in parts or TEST_FOLDERS & set(parts[1:-1]):
                 continue
             if skip is not None and skip(parts):
                 continue
