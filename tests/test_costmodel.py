@@ -4,7 +4,8 @@
 Quick: the PTX counter on nvcc 12.4's PTX of tests/fixtures/costmodel/loops.cu (one dot-product
 loop in half2, its fp32 twin, a dp4a one), and the pricing of those loops on both cards.
 Slow: the same fixture recompiled by nvcc; vLLM 0.34.0's released Exllama loop (nvcc) and Triton W4A16
-kernel (patched triton 3.8.0) flagged for fp16 arithmetic on sm_61, the proposed fp32 GEMV not.
+kernel (patched triton 3.8.0) flagged for fp16 arithmetic on sm_61, the proposed fp32 GEMV not;
+the Triton AWQ GEMM as released (fp16) and with patch 0044 (fp32 below 7.0).
 """
 
 from __future__ import annotations
@@ -304,3 +305,23 @@ def test_moe_wna16s_unrolled_remainder_counts_once_per_token(vllm_toolchain) -> 
     assert round(one_token.fp16) == 16
     assert static.fp16 == 40  # the twin: a static count takes all three remainder copies
     assert outer.tail.fp16 == 36
+
+
+@pytest.mark.slow
+def test_0044s_awq_gemm_has_no_fp16_in_its_pascal_loop_and_the_released_one_has(
+    vllm_toolchain, upstream_cache: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from pascal_forge.costmodel.report import patched_toolchain
+    from pascal_forge.costmodel.table import kernel_counts
+
+    patched_tree = patched_toolchain(REPO, upstream_cache, tmp_path, vllm_toolchain.nvcc).vllm_tree
+    tools = dataclasses.replace(vllm_toolchain, patched_vllm_tree=patched_tree)
+    for capability in (61, 60):
+        released = kernel_counts(k.awq_gemm_kernel(1), capability, tools)
+        fp32 = kernel_counts(k.awq_gemm_kernel(1, patched=True), capability, tools)
+        # A 32x32x32 tile over 128 threads: 256 multiply-adds each, all fp16 as released.
+        assert fp16_in_hot_loop(released) and released.hot.fp32_fma == 0
+        assert released.hot.fp16 > 100
+        assert not fp16_in_hot_loop(fp32) and fp32.hot.fp32_fma == 256

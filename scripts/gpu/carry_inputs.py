@@ -121,9 +121,11 @@ def triton_check(args: argparse.Namespace, report: dict) -> Iterator[tuple[Path,
     """(scratch folder, vLLM tree) for a check of vLLM's Triton kernels.
 
     Sets up triton first (triton_first), then, on the GPU, compiles every launch made inside for
-    sm_61 (pascal_form); with --cpu, Triton's interpreter runs them (vLLM, which turns Triton off
-    without an active GPU driver, is told the CUDA driver is active). Adds to `report` the triton,
-    the GPU, the seconds taken and the launches' check.
+    sm_61 (pascal_form) while torch and triton describe the GPU as a P40 (p40_device_queries: a
+    launcher that picks its path by capability, as 0044's AWQ GEMM does, takes the P40's); with
+    --cpu, Triton's interpreter runs them (vLLM, which turns Triton off without an active GPU
+    driver, is told the CUDA driver is active). Adds to `report` the triton, the GPU, the seconds
+    taken and the launches' check.
     """
     import torch
 
@@ -132,7 +134,7 @@ def triton_check(args: argparse.Namespace, report: dict) -> Iterator[tuple[Path,
         report["triton_source"] = triton_first(args.triton_overlay, scratch)
         tree = vllm_tree(args.vllm, scratch)
         import triton
-        from pascal_form import pascal_form
+        from pascal_form import p40_device_queries, pascal_form
 
         report["triton"] = triton.__version__
         if args.cpu:
@@ -142,7 +144,10 @@ def triton_check(args: argparse.Namespace, report: dict) -> Iterator[tuple[Path,
         else:
             report["gpu"] = torch.cuda.get_device_name()
         started = time.perf_counter()
-        with nullcontext(None) if args.cpu else pascal_form() as log:
+        with (
+            nullcontext(None) if args.cpu else pascal_form() as log,
+            nullcontext() if args.cpu else p40_device_queries(),
+        ):
             yield scratch, tree
         report["seconds"] = time.perf_counter() - started
     if log is not None:

@@ -8,14 +8,18 @@ from 256 tokens. This script takes that file from a vLLM tree (no vLLM install: 
 scripts/gpu/pascal_form.py (GPUTarget("cuda", 61, 32); the driver JIT-compiles the sm_61 PTX for
 the card at hand), and compares each result with a float32 torch reference of the same AWQ
 weights: random nibbles and zero points, fp16 scales, group size 128, packed in AWQ's order
-(nibble i of each int32 holds column AWQ_ORDER[i] of its eight).
+(nibble i of each int32 holds column AWQ_ORDER[i] of its eight). The device answers as a P40
+(6.1), so awq_gemm_triton takes the path patch 0044 gives it below 7.0: dequantize, dot and
+accumulator in fp32.
 
 Bound: relative RMS error (||out - ref|| / ||ref||) at most LIMIT = 2e-3 for every case (the
 fp16 dequantized weights, fp16 split-K partials and fp16 output each round at 2^-11 relative);
 the dequantize kernel's weights within 2^-10 of the reference weights, elementwise relative to
-the largest. Twin: the same weights packed in plain sequential nibble order (GPTQ's), which the
-AWQ kernels must read wrongly: its error must exceed TWIN_FLOOR = 0.1. Each launch must be
-sm_61 PTX and ask at most 48 KB of shared memory (a P40's limit).
+the largest. Twins: the same weights packed in plain sequential nibble order (GPTQ's), which the
+AWQ kernels must read wrongly: its error must exceed TWIN_FLOOR = 0.1; and, at K = 12288 and 64
+rows, the kernel's released fp16 path (the device answering 7.5 for that launch), whose fp16
+accumulator must exceed LIMIT (5.5e-3 on an H100 before 0044). Each launch must be sm_61 PTX
+and ask at most 48 KB of shared memory (a P40's limit).
 
 On the lent GPU (torch + triton from the machine; nothing from this repo installed), with the
 vLLM tree and triton overlay of scripts/gpu/prepare_gpu_carry.py's carry (the overlay puts our
@@ -37,11 +41,13 @@ bound or a twin fails. The times it prints are the lent GPU's, not a P40's.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -58,6 +64,7 @@ SPLIT_K = 8  # AutoAWQLinearMethod passes its pack factor as split_k_iters
 LIMIT = 2e-3
 DEQUANT_LIMIT = 2.0**-10
 TWIN_FLOOR = 0.1
+FP16_TWIN_K, FP16_TWIN_ROWS = 12288, 64
 GPU_SHAPES = [(4096, 4096), (4096, 12288), (12288, 4096)]  # (K, N): Qwen3-8B's o/gate_up/down
 GPU_ROWS = (1, 8, 64)
 CPU_SHAPES = [(256, 256)]
@@ -91,6 +98,17 @@ def pack_columns(values: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
     return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
 
 
+@contextlib.contextmanager
+def device_answers(capability: tuple[int, int]) -> Iterator[None]:
+    """torch.cuda.get_device_capability answers `capability` inside (the launcher reads it)."""
+    saved = torch.cuda.get_device_capability
+    torch.cuda.get_device_capability = lambda device=None: capability
+    try:
+        yield
+    finally:
+        torch.cuda.get_device_capability = saved
+
+
 def relative_rms(out: torch.Tensor, reference: torch.Tensor) -> float:
     diff = out.float() - reference
     return float(diff.norm() / reference.norm())
@@ -101,6 +119,7 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
     generator = torch.Generator(device="cpu").manual_seed(0)
     cases = []
     for k, n in shapes:
+        first_of_shape = len(cases)
         q = torch.randint(0, 16, (k, n), generator=generator)
         zeros = torch.randint(0, 16, (k // GROUP, n), generator=generator)
         scales = (torch.rand(k // GROUP, n, generator=generator) * 0.02 + 0.005).half()
@@ -136,6 +155,14 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
                     torch.cuda.synchronize()
                     case["microseconds_not_a_p40"] = (time.perf_counter() - start) / 20 * 1e6
                 cases.append(case)
+        if device == "cuda" and k == FP16_TWIN_K:
+            qweight, qzeros = packed["awq_order"]
+            a = torch.randn(FP16_TWIN_ROWS, k, generator=generator).half().to(device)
+            with device_answers((7, 5)):
+                out = awq.awq_gemm_triton(a, qweight, scales_d, qzeros, SPLIT_K)
+            error = relative_rms(out, a.float() @ weights)
+            cases.append({"kernel": "awq_gemm_triton", "packing": "twin_fp16_math", "M": FP16_TWIN_ROWS,
+                          "K": k, "N": n, "relative_rms_error": error, "passed": error > LIMIT})  # fmt: skip
         # The prefill path (256+ tokens): Triton dequantize, then torch's matmul.
         a = torch.randn(256, k, generator=generator).half().to(device)
         qweight, qzeros = packed["awq_order"]
@@ -144,7 +171,7 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
         passed = error <= LIMIT
         cases.append({"kernel": "awq_dequantize_triton+matmul", "packing": "awq_order", "M": 256, "K": k,
                       "N": n, "relative_rms_error": error, "passed": passed})  # fmt: skip
-        for case in cases[-(2 + 2 * len(rows_list) + 1) :]:
+        for case in cases[first_of_shape:]:
             print(json.dumps(case), flush=True)
     return cases
 

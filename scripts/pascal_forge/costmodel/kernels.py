@@ -19,7 +19,7 @@ from .compile import CudaSource, TritonSource
 FP32_GEMM_CAPABILITIES = frozenset({61})
 # The patches whose kernels the `patched` rows count (0040/0041: Exllama; 0042: moe_wna16), by
 # number: the "before" rows compile the series without them.
-FP32_MATH_PATCHES = ("0040", "0041", "0042")
+FP32_MATH_PATCHES = ("0040", "0041", "0042", "0044")
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,53 @@ def triton_w4a16_blocks(m: int, group_size: int) -> tuple[int, int, int]:
     else:
         blocks = (128, 128, 32)
     return blocks[0], blocks[1], min(blocks[2], group_size)
+
+
+AWQ_SPLIT_K = 8  # AutoAWQLinearMethod passes its pack factor as split_k_iters
+AWQ_BLOCKS = (32, 32, 32)  # awq_gemm_triton's defaults (BLOCK_SIZE_M, _N, _K), 4 warps
+
+
+def awq_gemm_kernel(m: int, patched: bool = False) -> Kernel:
+    """vLLM's Triton AWQ GEMM (awq_triton.py's awq_gemm_kernel), which patch 0036 runs AWQ
+    with below 7.5 under 256 rows: as released (fp16 dequant and accumulator) or as patch 0044
+    runs it below 7.0 (fp32 dequant, dot and accumulator). Specialized as Triton's JIT does for
+    N, K and the group size multiples of 16 (and M == 1 a constexpr)."""
+    unit = {"M": 1} if m == 1 else {}
+    signature = {
+        "a_ptr": "*fp16",
+        "b_ptr": "*i32",
+        "c_ptr": "*fp16",
+        "zeros_ptr": "*i32",
+        "scales_ptr": "*fp16",
+        "M": "constexpr" if unit else "i32",
+        "N": "i32",
+        "K": "i32",
+        "group_size": "i32",
+        **{name: "constexpr" for name in ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "SPLIT_K")},
+        # 0044's switch, which its launcher turns on below 7.0; the released kernel lacks it.
+        **({"FP32_MATH": "constexpr"} if patched else {}),
+    }
+    block_m, block_n, block_k = AWQ_BLOCKS
+    name = f"awq_gemm {block_m}x{block_n}x{block_k} split-K {AWQ_SPLIT_K}" + (" M=1" if m == 1 else "")
+    return Kernel(
+        name + (", patched (0044, from its PTX)" if patched else ""),
+        "Triton",
+        TritonSource(
+            path="vllm/model_executor/layers/quantization/awq_triton.py",
+            function="awq_gemm_kernel",
+            signature=signature,
+            constants={
+                "BLOCK_SIZE_M": block_m,
+                "BLOCK_SIZE_N": block_n,
+                "BLOCK_SIZE_K": block_k,
+                "SPLIT_K": AWQ_SPLIT_K,
+                **({"FP32_MATH": True} if patched else {}),
+                **unit,
+            },
+            aligned=("a_ptr", "b_ptr", "c_ptr", "zeros_ptr", "scales_ptr", "N", "K", "group_size"),
+        ),
+        patched=patched,
+    )
 
 
 # The kernel the cost model proposes for Pascal decode (benchmarks/kernels/, not vLLM's):

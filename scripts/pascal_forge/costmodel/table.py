@@ -28,15 +28,15 @@ class Toolchain:
 
 def kernel_counts(kernel: Kernel, capability: int, tools: Toolchain) -> KernelCounts:
     source = kernel.source
+    tree = tools.vllm_tree
+    if kernel.patched:
+        if tools.patched_vllm_tree is None:
+            raise CostModelError(f"{kernel.name}: the toolchain names no patched vLLM tree")
+        tree = tools.patched_vllm_tree
     if isinstance(source, CudaSource):
-        tree = tools.vllm_tree
-        if kernel.patched:
-            if tools.patched_vllm_tree is None:
-                raise CostModelError(f"{kernel.name}: the toolchain names no patched vLLM tree")
-            tree = tools.patched_vllm_tree
         ptx = cuda_ptx(source, capability, tree, tools.torch_include, tools.nvcc, tools.cache_dir)
         return select_entry(count_ptx(ptx), kernel.entry, source.path)
-    root = tools.repository if kernel.in_repository else tools.vllm_tree
+    root = tools.repository if kernel.in_repository else tree
     ptx = triton_ptx(source, capability, root, tools.triton_tree, tools.cache_dir)
     (only,) = count_ptx(ptx).values()
     return only
