@@ -11,8 +11,10 @@ stripped (strip --strip-debug: uvloop's 16 MB module is 2 MB of code and 14 of D
 - pydeps.tar.xz: the packages of that release's requirements (scripts/setup-vllm-deps.sh) that the
   engine imports, found by building the CPU matrix's cells for the carried families with
   PASCAL_FORGE_ENGINE_MODULES set, less what the device has (torch, triton, numpy and torch's own
-  dependencies); transformers is cut down to the model folders that were imported; test folders
-  are left out (libtvm_ffi_testing.so is not: tvm_ffi's core links it, and xgrammar imports tvm_ffi);
+  dependencies); transformers is cut down to the model folders that were imported and every
+  other model's __init__.py and configuration module (vLLM imports configs at module level);
+  test folders are left out (libtvm_ffi_testing.so is not: tvm_ffi's core links it, and xgrammar
+  imports tvm_ffi);
 - extension.tar.xz (with --extension DIR): vLLM's compiled extension built for Pascal
   (_C_stable_libtorch, _moe_C_stable_libtorch and cumem_allocator, which go into vllm/) and the
   CUDA 12 runtime they load (libcudart.so.12, put on LD_LIBRARY_PATH): run_gpu_engine.sh unpacks
@@ -126,12 +128,8 @@ def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path, sc
                     continue
                 path = root / top
                 if top == "transformers":
-                    models = {"__init__.py", "auto", *tops[top]}
-                    add(
-                        path,
-                        top,
-                        lambda parts, m=models: len(parts) > 2 and parts[1] == "models" and parts[2] not in m,
-                    )
+                    traced = {"__init__.py", "auto", *tops[top]}
+                    add(path, top, lambda parts, m=traced: _untraced_model_file(parts, m))
                 else:
                     add(path, path.name)
                 for libs in root.glob(f"{top}*.libs"):  # auditwheel's vendored shared libraries
@@ -150,6 +148,17 @@ def pydeps_tarball(found: dict[Path, dict[str, set[str]]], destination: Path, sc
                     for libs in sorted(vendored - {f"{top}.libs" for top in tops}):
                         if (root / libs).is_dir():
                             add(root / libs, libs)
+
+
+def _untraced_model_file(parts: tuple[str, ...], traced: set[str]) -> bool:
+    """A transformers file the carry leaves out: under models/, in a model folder the trace did
+    not import, and neither the folder's __init__.py nor its configuration module. Every config
+    stays: vLLM imports configs it never builds at the top of modules the CPU trace does not
+    reach (the GPU worker's import of deepseek_v4's mm_preprocess asks for DeepseekV4Config)."""
+    if len(parts) <= 2 or parts[1] != "models" or parts[2] in traced:
+        return False
+    kept = len(parts) == 4 and (parts[3] == "__init__.py" or parts[3].startswith("configuration_"))
+    return not kept
 
 
 class _Adder:

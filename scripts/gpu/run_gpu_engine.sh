@@ -26,7 +26,9 @@ export CUDA_MODULE_LOADING=LAZY CUDA_CACHE_PATH="$WORK/cuda-jit-cache" CUDA_CACH
 
 finish() {
   cp "$WORK/device.txt" "$WORK/results/" 2>/dev/null
-  tar czf "$OUT/engine-results.tgz" -C "$WORK" results
+  # Without the tiny models (results/models: megabytes of weights the run can remake), which
+  # kept the archive from coming back from the device.
+  tar czf "$OUT/engine-results.tgz" -C "$WORK" --exclude=results/models results
   cp "$WORK/results/bench-report.md" "$OUT/" 2>/dev/null
   head -c 1500 "$WORK/results/serve.json" 2>/dev/null
   echo
