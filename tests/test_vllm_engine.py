@@ -152,6 +152,41 @@ def test_engine_builds_as_pascal(
         assert gptq.details["linear_kernels"] == ["ExllamaLinearKernel"]
 
 
+# A refusal's named --dtype, followed. Gemma 3 resolves --dtype auto to float32 on 6.x (no
+# bfloat16), which GPTQ refuses; vLLM refuses float16 for Gemma 3 itself. 0017/0035 named
+# --dtype float16 there until the GPU run of 2026-12-07 met the second refusal: the pair sent
+# the user back and forth. The dense model in float32 shows a named flag that does work.
+DTYPE_CELLS = (
+    Cell("dense", "gptq-4bit", dtype="float32"),
+    Cell("dense", "gptq-4bit", dtype="float16"),
+    Cell("gemma3", "gptq-4bit"),
+    Cell("gemma3", "fp16", dtype="float16"),
+)
+
+
+def test_a_named_dtype_is_not_refused_in_turn(
+    vllm_release: VllmRelease, patched_vllm: Path, patched_triton: tuple[Path, Path], engine_deps: Path
+) -> None:
+    version = vllm_release.version
+    results = run_engine_matrix(patched_vllm, engine_deps, 61, version, list(DTYPE_CELLS), patched_triton[0])
+    print(format_matrix(results))
+    by_cell = {r.cell: r for r in results}
+    for r in results:
+        for named in re.findall(r"--dtype (\w+)", r.user_message):
+            followed = Cell(r.cell.family, r.cell.quantization, r.cell.kv_cache_dtype, named)
+            assert followed in by_cell, f"{r.cell.name} names --dtype {named}, which this test does not build"
+            assert by_cell[followed].verdict == "works", f"{r.cell.name} -> {by_cell[followed].summary}"
+    dense_float32 = by_cell[Cell("dense", "gptq-4bit", dtype="float32")]
+    assert dense_float32.verdict == "refused" and "Pass --dtype float16." in dense_float32.user_message
+    # The twin of the loop: the flag the old message named is refused for Gemma 3 ...
+    gemma_float16 = by_cell[Cell("gemma3", "fp16", dtype="float16")]
+    assert gemma_float16.verdict == "refused" and "does not support float16" in gemma_float16.user_message
+    # ... so the GPTQ refusal names no --dtype, and says what to serve instead.
+    gemma_gptq = by_cell[Cell("gemma3", "gptq-4bit")]
+    assert gemma_gptq.verdict == "refused" and "--dtype" not in gemma_gptq.user_message
+    assert "Serve its unquantized checkpoint instead (--model" in gemma_gptq.user_message
+
+
 @pytest.fixture(scope="session")
 def series_without_fixes(
     vllm_release: VllmRelease, tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path

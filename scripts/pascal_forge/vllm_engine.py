@@ -210,10 +210,12 @@ class Cell:
     family: str
     quantization: str
     kv_cache_dtype: str = "auto"
+    dtype: str = "auto"  # --dtype; the matrix runs auto, a refusal's named flag is followed
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.quantization}/kv={self.kv_cache_dtype}"
+        dtype = "" if self.dtype == "auto" else f"/dtype={self.dtype}"
+        return f"{self.family}/{self.quantization}/kv={self.kv_cache_dtype}{dtype}"
 
 
 @dataclass
@@ -330,9 +332,9 @@ def format_matrix(results: Sequence[CellResult]) -> str:
             r = row.get(c)
             text = "-" if r is None else r.summary
             cells.append(text.replace("|", "\\|").replace("\n", " "))
-        lines.append(
-            f"| {cell.family} | {cell.quantization} | {cell.kv_cache_dtype} | " + " | ".join(cells) + " |"
-        )
+        quantization = cell.quantization + ("" if cell.dtype == "auto" else f" (--dtype {cell.dtype})")
+        columns = [cell.family, quantization, cell.kv_cache_dtype, *cells]
+        lines.append("| " + " | ".join(columns) + " |")
     return "\n".join(lines)
 
 
@@ -414,7 +416,9 @@ def _build_cell(cell: Cell, model: Path, details: dict, touched: set[str]) -> tu
 
     stage = "config"
     try:
-        args = EngineArgs(model=str(model), kv_cache_dtype=cell.kv_cache_dtype, max_model_len=1024)
+        args = EngineArgs(
+            model=str(model), dtype=cell.dtype, kv_cache_dtype=cell.kv_cache_dtype, max_model_len=1024
+        )
         config = args.create_engine_config()
         model_config = config.model_config
         details["dtype"] = str(model_config.dtype)
