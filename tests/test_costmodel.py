@@ -311,17 +311,14 @@ def test_moe_wna16s_unrolled_remainder_counts_once_per_token(vllm_toolchain) -> 
 def test_0044s_awq_gemm_has_no_fp16_in_its_pascal_loop_and_the_released_one_has(
     vllm_toolchain, upstream_cache: Path, tmp_path: Path
 ) -> None:
-    import dataclasses
-
     from pascal_forge.costmodel.report import patched_toolchain
     from pascal_forge.costmodel.table import kernel_counts
 
-    patched_tree = patched_toolchain(REPO, upstream_cache, tmp_path, vllm_toolchain.nvcc).vllm_tree
-    tools = dataclasses.replace(vllm_toolchain, patched_vllm_tree=patched_tree)
+    tools = patched_toolchain(REPO, upstream_cache, tmp_path, vllm_toolchain.nvcc)
     for capability in (61, 60):
         released = kernel_counts(k.awq_gemm_kernel(1), capability, tools)
-        fp32 = kernel_counts(k.awq_gemm_kernel(1, patched=True), capability, tools)
         # A 32x32x32 tile over 128 threads: 256 multiply-adds each, all fp16 as released.
         assert fp16_in_hot_loop(released) and released.hot.fp32_fma == 0
         assert released.hot.fp16 > 100
+        fp32 = kernel_counts(k.awq_gemm_kernel(1, patched_for=capability), capability, tools)
         assert not fp16_in_hot_loop(fp32) and fp32.hot.fp32_fma == 256

@@ -9,8 +9,8 @@ scripts/gpu/pascal_form.py (GPUTarget("cuda", 61, 32); the driver JIT-compiles t
 the card at hand), and compares each result with a float32 torch reference of the same AWQ
 weights: random nibbles and zero points, fp16 scales, group size 128, packed in AWQ's order
 (nibble i of each int32 holds column AWQ_ORDER[i] of its eight). The device answers as a P40
-(6.1), so awq_gemm_triton takes the path patch 0044 gives it below 7.0: dequantize, dot and
-accumulator in fp32.
+(6.1), so awq_gemm_triton takes the path patch 0044 gives 6.x: dequantize, dot and accumulator
+in fp32; each GEMM case runs again with the device answering 6.0 (a P100), as "awq_order_sm60".
 
 Bound: relative RMS error (||out - ref|| / ||ref||) at most LIMIT = 2e-3 for every case (the
 fp16 dequantized weights, fp16 split-K partials and fp16 output each round at 2^-11 relative);
@@ -155,6 +155,13 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
                     torch.cuda.synchronize()
                     case["microseconds_not_a_p40"] = (time.perf_counter() - start) / 20 * 1e6
                 cases.append(case)
+            if device == "cuda":
+                qweight, qzeros = packed["awq_order"]
+                with device_answers((6, 0)):
+                    out = awq.awq_gemm_triton(a, qweight, scales_d, qzeros, SPLIT_K)
+                error = relative_rms(out, reference)
+                cases.append({"kernel": "awq_gemm_triton", "packing": "awq_order_sm60", "M": rows, "K": k,
+                              "N": n, "relative_rms_error": error, "passed": error <= LIMIT})  # fmt: skip
         if device == "cuda" and k == FP16_TWIN_K:
             qweight, qzeros = packed["awq_order"]
             a = torch.randn(FP16_TWIN_ROWS, k, generator=generator).half().to(device)

@@ -199,11 +199,13 @@ AWQ_SPLIT_K = 8  # AutoAWQLinearMethod passes its pack factor as split_k_iters
 AWQ_BLOCKS = (32, 32, 32)  # awq_gemm_triton's defaults (BLOCK_SIZE_M, _N, _K), 4 warps
 
 
-def awq_gemm_kernel(m: int, patched: bool = False) -> Kernel:
+def awq_gemm_kernel(m: int, patched_for: int | None = None) -> Kernel:
     """vLLM's Triton AWQ GEMM (awq_triton.py's awq_gemm_kernel), which patch 0036 runs AWQ
-    with below 7.5 under 256 rows: as released (fp16 dequant and accumulator) or as patch 0044
-    runs it below 7.0 (fp32 dequant, dot and accumulator). Specialized as Triton's JIT does for
-    N, K and the group size multiples of 16 (and M == 1 a constexpr)."""
+    with below 7.5 under 256 rows: as released (fp16 dequant and accumulator), or as patch 0044
+    runs it on a card of capability `patched_for` (FP32_MATH, fp32 throughout, below 7.0).
+    Specialized as Triton's JIT does for N, K and the group size multiples of 16 (and M == 1 a
+    constexpr)."""
+    switches = {} if patched_for is None else {"FP32_MATH": patched_for < 70}
     unit = {"M": 1} if m == 1 else {}
     signature = {
         "a_ptr": "*fp16",
@@ -216,13 +218,14 @@ def awq_gemm_kernel(m: int, patched: bool = False) -> Kernel:
         "K": "i32",
         "group_size": "i32",
         **{name: "constexpr" for name in ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "SPLIT_K")},
-        # 0044's switch, which its launcher turns on below 7.0; the released kernel lacks it.
-        **({"FP32_MATH": "constexpr"} if patched else {}),
+        **{name: "constexpr" for name in switches},
     }
     block_m, block_n, block_k = AWQ_BLOCKS
     name = f"awq_gemm {block_m}x{block_n}x{block_k} split-K {AWQ_SPLIT_K}" + (" M=1" if m == 1 else "")
+    if patched_for is not None:
+        name += f", patched (0044, {'fp32' if switches['FP32_MATH'] else 'as released'} on sm_{patched_for})"
     return Kernel(
-        name + (", patched (0044, from its PTX)" if patched else ""),
+        name,
         "Triton",
         TritonSource(
             path="vllm/model_executor/layers/quantization/awq_triton.py",
@@ -233,12 +236,12 @@ def awq_gemm_kernel(m: int, patched: bool = False) -> Kernel:
                 "BLOCK_SIZE_N": block_n,
                 "BLOCK_SIZE_K": block_k,
                 "SPLIT_K": AWQ_SPLIT_K,
-                **({"FP32_MATH": True} if patched else {}),
+                **switches,
                 **unit,
             },
             aligned=("a_ptr", "b_ptr", "c_ptr", "zeros_ptr", "scales_ptr", "N", "K", "group_size"),
         ),
-        patched=patched,
+        patched=patched_for is not None,
     )
 
 
@@ -355,6 +358,40 @@ def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) 
             repeat=repeat,
         )
     ]
+
+
+# Prefill's dequantize (awq_dequantize_kernel): elementwise, timed from its bytes.
+AWQ_DEQUANTIZE = Kernel("awq_dequantize (Triton, from its bytes)", "shape")
+# AutoAWQLinearMethod (patch 0036) runs awq_gemm_triton below this many rows, above it the
+# Triton dequantize and torch's matmul (awq.py's FP16_MATMUL_HEURISTIC_CONDITION).
+AWQ_GEMM_ROWS = 256
+
+
+def awq_triton(
+    op: str, m: int, n: int, k: int, group_size: int, repeat: int, patched_for: int | None = None
+) -> list[Launch]:
+    """awq_gemm_triton (awq_triton.py): grid (cdiv(M, 32) * cdiv(N, 32), SPLIT_K), 4 warps; each
+    program's K loop runs cdiv(K, 32 * SPLIT_K) times. It writes SPLIT_K fp16 partials of the
+    output, which torch then sums (priced as bytes in the same launch)."""
+    weights = int4_weight_bytes(n, k, group_size)
+    if m >= AWQ_GEMM_ROWS:
+        dequantize = Launch(op + " (dequantize)", AWQ_DEQUANTIZE, weights + n * k * FP16, repeat=repeat)
+        return [dequantize, gemm(op + " (GEMM)", m, n, k, repeat)]
+    block_m, block_n, block_k = AWQ_BLOCKS
+    programs = math.ceil(m / block_m) * math.ceil(n / block_n) * AWQ_SPLIT_K
+    threads = programs * 128
+    trips = math.ceil(k / (block_k * AWQ_SPLIT_K))
+    partials = AWQ_SPLIT_K * m * n * FP16
+    dram = weights + m * k * FP16 + 2 * partials + m * n * FP16
+    kernel = awq_gemm_kernel(1 if m == 1 else 2, patched_for)
+    return [Launch(op, kernel, dram, threads, {1: threads * trips}, repeat=repeat)]
+
+
+def awq_triton_patched(
+    op: str, m: int, n: int, k: int, group_size: int, repeat: int, capability: int
+) -> list[Launch]:
+    """awq_gemm_triton as vLLM patch 0044 runs it on a card of `capability`."""
+    return awq_triton(op, m, n, k, group_size, repeat, patched_for=capability)
 
 
 def proposed_gemv(op: str, m: int, n: int, k: int, group_size: int, repeat: int) -> list[Launch]:

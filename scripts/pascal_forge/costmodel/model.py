@@ -77,6 +77,9 @@ LINEAR_PATHS: dict[str, LinearPath | None] = {
     "exllama-patched": k.exllama_patched,  # 0041's fp32 GEMM on 6.1 only
     "triton-w4a16": _on_every_card(k.triton_w4a16),
     "proposed-gemv": _on_every_card(k.proposed_gemv),
+    # AWQ (patch 0036's Triton kernels), as released and with 0044's fp32 path below 7.0
+    "awq-triton": _on_every_card(k.awq_triton),
+    "awq-triton-patched": k.awq_triton_patched,
 }
 
 
@@ -90,7 +93,10 @@ class Setup:
 
     @property
     def label(self) -> str:
-        weights = "fp16" if self.linear == "fp16" else f"GPTQ-int4 [{self.linear}]"
+        if self.linear == "fp16":
+            weights = "fp16"
+        else:
+            weights = f"{'AWQ' if self.linear.startswith('awq') else 'GPTQ'}-int4 [{self.linear}]"
         return f"{self.model.name} {weights}, TP={self.tp}"
 
     def weight_bytes_per_gpu(self) -> float:

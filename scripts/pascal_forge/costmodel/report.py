@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .cards import P40, P100, Card
@@ -124,10 +124,11 @@ def _vllm_tree(repository: Path, upstream_cache: Path, work_dir: Path, patched: 
     return patched_upstream(vllm, config, vllm_dir, upstream_cache, version, leave_out_patches=leave_out)
 
 
-def patched_kernels() -> list[Kernel]:
-    """The kernels marked `patched`: what the exllama-patched rows compile from the whole series."""
+def patched_kernels(shipped: KernelTable) -> list[Kernel]:
+    """What the patched rows compile: the kernels marked `patched` (from the whole series), and
+    the released kernels of those rows that the shipped counts lack (the Triton AWQ GEMM)."""
     kernels = kernels_of(PATCHED_SETUPS, [1, BATCHED_STREAMS, PREFILL_CHUNK], CAPABILITIES)
-    return [kernel for kernel in kernels if kernel.patched]
+    return [k for k in kernels if k.patched or any((k.name, c) not in shipped for c in CAPABILITIES)]
 
 
 def default_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
@@ -222,43 +223,38 @@ PATCHED_SETUPS = [
     Setup(QWEN3_30B_A3B, "exllama-patched", 1),
     Setup(QWEN3_30B_A3B, "exllama", 2),
     Setup(QWEN3_30B_A3B, "exllama-patched", 2),
+    Setup(QWEN3_8B, "awq-triton", 1),
+    Setup(QWEN3_8B, "awq-triton-patched", 1),
 ]
 
 
 def patched_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nvcc: Path) -> Toolchain:
-    """The current stack's vLLM with this repository's whole series (0040 to 0042 included).
+    """default_toolchain, with the current stack's vLLM and this repository's whole series (0040
+    to 0044 included) as its patched tree.
 
-    Only for `patched` kernels: the others come from the counts shipped with the package
-    (table.SHIPPED_COUNTS), so only q_gemm.cu (about 5 minutes per capability on 2 busy cores)
-    and moe_wna16.cu (about 20 s) are compiled here, then cached.
+    The patched rows take the other kernels from the counts shipped with the package
+    (table.SHIPPED_COUNTS), so only q_gemm.cu (about 5 minutes per capability on 2 busy cores),
+    moe_wna16.cu (about 20 s) and the Triton AWQ GEMM (seconds) are compiled here, then cached.
     """
-    import torch
-
-    vllm_tree = _vllm_tree(repository, upstream_cache, work_dir, patched=True)
-    return Toolchain(
-        vllm_tree=vllm_tree,
-        repository=repository,
-        triton_tree=work_dir,  # no Triton kernel is compiled
-        torch_include=Path(torch.__file__).parent / "include",
-        nvcc=nvcc,
-        cache_dir=repository / ".cache" / "costmodel-ptx",
-        patched_vllm_tree=vllm_tree,
-    )
+    tools = default_toolchain(repository, upstream_cache, work_dir, nvcc)
+    return replace(tools, patched_vllm_tree=_vllm_tree(repository, upstream_cache, work_dir, patched=True))
 
 
 def patched_exllama_report(shipped: KernelTable, tools: Toolchain) -> str:
     """Decode (one stream and 16) and a prefill chunk, Exllama and moe_wna16 as released vs with
-    0040/0041/0042."""
+    0040/0041/0042, and the Triton AWQ GEMM as released vs with 0044."""
     from ..vllm_checks import current_release
 
     version = current_release(tools.repository / "conda_build_config.yaml").version
-    table = {**shipped, **build_table(patched_kernels(), CAPABILITIES, tools)}
+    table = {**shipped, **build_table(patched_kernels(shipped), CAPABILITIES, tools)}
     report = make_report(table, PATCHED_SETUPS)
     note = (
         f"exllama: vLLM {version} as released (the counts shipped with the package); exllama-patched:\n"
         f"q_gemm.cu (0040, 0041) and moe_wna16.cu (0042, the MoE experts) of vLLM {version} with\n"
         f"recipes/vllm/patches/{version}, counted from their compute_61/compute_60 PTX. On a P100 the\n"
         "patched build keeps cublasHgemm for prefill (0041 is for capability 6.1 only,\n"
-        "kernels.FP32_GEMM_CAPABILITIES) and moe_wna16's half2 loop (0042 is for compute_61 only)."
+        "kernels.FP32_GEMM_CAPABILITIES) and moe_wna16's half2 loop (0042 is for compute_61 only).\n"
+        "awq-triton: patch 0036's Triton AWQ GEMM as released (fp16 dequant and accumulator);\n"
+        "awq-triton-patched: with 0044, whose fp32 path runs below 7.0 (both cards)."
     )
     return note + "\n\n" + report.text()
