@@ -133,9 +133,15 @@ def test_engine_builds_as_pascal(
 ) -> None:
     version = vllm_release.version
     cells = _cells(capability)
-    results = run_engine_matrix(patched_vllm, engine_deps, capability, version, cells, patched_triton[0])
+    extra = DTYPE_CELLS if capability == 61 else ()
+    everything = run_engine_matrix(
+        patched_vllm, engine_deps, capability, version, cells, patched_triton[0], extra=extra
+    )
+    results = [r for r in everything if r.cell not in extra]
     _write_table(version, capability, results)
     _check(results)
+    if extra:
+        _check_named_dtypes(everything)
     if cells is None:  # the whole matrix: every family, method and KV-cache dtype
         families = {"dense", "gemma3", "hybrid", "moe"} | ({"vision"} if version == "0.14.0" else set())
         assert {r.cell.family for r in results} == families
@@ -152,10 +158,11 @@ def test_engine_builds_as_pascal(
         assert gptq.details["linear_kernels"] == ["ExllamaLinearKernel"]
 
 
-# A refusal's named --dtype, followed. Gemma 3 resolves --dtype auto to float32 on 6.x (no
-# bfloat16), which GPTQ refuses; vLLM refuses float16 for Gemma 3 itself. 0017/0035 named
-# --dtype float16 there until the GPU run of 2026-12-07 met the second refusal: the pair sent
-# the user back and forth. The dense model in float32 shows a named flag that does work.
+# A refusal's named --dtype, followed (built beside the sm_61 matrix, in its child). Gemma 3
+# resolves --dtype auto to float32 on 6.x (no bfloat16), which GPTQ refuses; vLLM refuses
+# float16 for Gemma 3 itself. 0017/0035 named --dtype float16 there until the GPU run of
+# 2026-12-07 met the second refusal: the pair sent the user back and forth. The dense model in
+# float32 shows a named flag that does work.
 DTYPE_CELLS = (
     Cell("dense", "gptq-4bit", dtype="float32"),
     Cell("dense", "gptq-4bit", dtype="float16"),
@@ -164,15 +171,11 @@ DTYPE_CELLS = (
 )
 
 
-def test_a_named_dtype_is_not_refused_in_turn(
-    vllm_release: VllmRelease, patched_vllm: Path, patched_triton: tuple[Path, Path], engine_deps: Path
-) -> None:
-    version = vllm_release.version
-    results = run_engine_matrix(patched_vllm, engine_deps, 61, version, list(DTYPE_CELLS), patched_triton[0])
-    print(format_matrix(results))
+def _check_named_dtypes(results: list[CellResult]) -> None:
     by_cell = {r.cell: r for r in results}
     for r in results:
-        for named in re.findall(r"--dtype (\w+)", r.user_message):
+        # "Pass --dtype X." is for this checkpoint; other hints name --dtype for the unquantized one.
+        for named in re.findall(r"Pass --dtype (\w+)\.", r.user_message):
             followed = Cell(r.cell.family, r.cell.quantization, r.cell.kv_cache_dtype, named)
             assert followed in by_cell, f"{r.cell.name} names --dtype {named}, which this test does not build"
             assert by_cell[followed].verdict == "works", f"{r.cell.name} -> {by_cell[followed].summary}"

@@ -284,19 +284,21 @@ def run_engine_matrix(
     cells: Sequence[Cell] | None = None,
     triton_dir: Path | None = None,
     full: bool = False,
+    extra: Sequence[Cell] = (),
 ) -> list[CellResult]:
     """Build each cell in one child process that answers as a GPU of `capability`.
 
     `triton_dir` (the stack's patched triton) goes first on the path: a P40 owner has triton,
     and vLLM picks its runner (V2 needs Triton) and several kernels by whether it imports.
     `cells` defaults to `matrix()` over every KV-cache dtype the release offers (`full`: every
-    family with every method).
+    family with every method); `extra` cells are built after them in the same child (one vLLM
+    import instead of two).
     """
     with tempfile.TemporaryDirectory(prefix="pascal-forge-engine-") as scratch:
         report = Path(scratch) / "report.json"
         request = Path(scratch) / "cells.json"
         asked = [asdict(c) for c in cells] if cells is not None else "full" if full else None
-        request.write_text(json.dumps(asked))
+        request.write_text(json.dumps({"cells": asked, "extra": [asdict(c) for c in extra]}))
         scripts = Path(__file__).resolve().parent.parent
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "CUDA_", "TRITON_"))}
         env |= {
@@ -592,10 +594,11 @@ def _engine_main(version: str, capability: int, request: Path, report: Path, mod
 
         asked = json.loads(request.read_text())
         kv_cache_dtypes = typing.get_args(CacheDType)
-        if isinstance(asked, list):
-            cells = [Cell(**c) for c in asked]
+        if isinstance(asked["cells"], list):
+            cells = [Cell(**c) for c in asked["cells"]]
         else:  # "full" or None
-            cells = matrix(version, kv_cache_dtypes, full=asked == "full")
+            cells = matrix(version, kv_cache_dtypes, full=asked["cells"] == "full")
+        cells += [Cell(**c) for c in asked["extra"]]
         from vllm.config import VllmConfig, set_current_vllm_config
 
         # One process group of one rank (gloo), as a single-GPU worker has; 0.33 reads the
