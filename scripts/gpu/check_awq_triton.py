@@ -41,13 +41,11 @@ bound or a twin fails. The times it prints are the lent GPU's, not a P40's.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import sys
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -55,6 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from carry_inputs import check_arguments, finish, triton_check
+from pascal_form import p40_device_queries
 
 KERNEL_FILE = "vllm/model_executor/layers/quantization/awq_triton.py"
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a packed int32 holds column AWQ_ORDER[i]
@@ -96,17 +95,6 @@ def pack_columns(values: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
     for nibble, column in enumerate(order):
         packed |= grouped[:, :, column] << (4 * nibble)
     return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
-
-
-@contextlib.contextmanager
-def device_answers(capability: tuple[int, int]) -> Iterator[None]:
-    """torch.cuda.get_device_capability answers `capability` inside (the launcher reads it)."""
-    saved = torch.cuda.get_device_capability
-    torch.cuda.get_device_capability = lambda device=None: capability
-    try:
-        yield
-    finally:
-        torch.cuda.get_device_capability = saved
 
 
 def relative_rms(out: torch.Tensor, reference: torch.Tensor) -> float:
@@ -157,7 +145,7 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
                 cases.append(case)
             if device == "cuda":
                 qweight, qzeros = packed["awq_order"]
-                with device_answers((6, 0)):
+                with p40_device_queries(capability=(6, 0)):
                     out = awq.awq_gemm_triton(a, qweight, scales_d, qzeros, SPLIT_K)
                 error = relative_rms(out, reference)
                 cases.append({"kernel": "awq_gemm_triton", "packing": "awq_order_sm60", "M": rows, "K": k,
@@ -165,7 +153,7 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
         if device == "cuda" and k == FP16_TWIN_K:
             qweight, qzeros = packed["awq_order"]
             a = torch.randn(FP16_TWIN_ROWS, k, generator=generator).half().to(device)
-            with device_answers((7, 5)):
+            with p40_device_queries(capability=(7, 5)):
                 out = awq.awq_gemm_triton(a, qweight, scales_d, qzeros, SPLIT_K)
             error = relative_rms(out, a.float() @ weights)
             cases.append({"kernel": "awq_gemm_triton", "packing": "twin_fp16_math", "M": FP16_TWIN_ROWS,

@@ -205,7 +205,8 @@ def awq_gemm_kernel(m: int, patched_for: int | None = None) -> Kernel:
     runs it on a card of capability `patched_for` (FP32_MATH, fp32 throughout, below 7.0).
     Specialized as Triton's JIT does for N, K and the group size multiples of 16 (and M == 1 a
     constexpr)."""
-    switches = {} if patched_for is None else {"FP32_MATH": patched_for < 70}
+    # 0044's switch, as its launcher sets it; the released kernel has no such argument.
+    switch = {} if patched_for is None else {"FP32_MATH": patched_for < 70}
     unit = {"M": 1} if m == 1 else {}
     signature = {
         "a_ptr": "*fp16",
@@ -218,12 +219,12 @@ def awq_gemm_kernel(m: int, patched_for: int | None = None) -> Kernel:
         "K": "i32",
         "group_size": "i32",
         **{name: "constexpr" for name in ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "SPLIT_K")},
-        **{name: "constexpr" for name in switches},
+        **dict.fromkeys(switch, "constexpr"),
     }
     block_m, block_n, block_k = AWQ_BLOCKS
     name = f"awq_gemm {block_m}x{block_n}x{block_k} split-K {AWQ_SPLIT_K}" + (" M=1" if m == 1 else "")
     if patched_for is not None:
-        name += f", patched (0044, {'fp32' if switches['FP32_MATH'] else 'as released'} on sm_{patched_for})"
+        name += f", patched (0044, {'fp32' if switch['FP32_MATH'] else 'as released'} on sm_{patched_for})"
     return Kernel(
         name,
         "Triton",
@@ -236,7 +237,7 @@ def awq_gemm_kernel(m: int, patched_for: int | None = None) -> Kernel:
                 "BLOCK_SIZE_N": block_n,
                 "BLOCK_SIZE_K": block_k,
                 "SPLIT_K": AWQ_SPLIT_K,
-                **switches,
+                **switch,
                 **unit,
             },
             aligned=("a_ptr", "b_ptr", "c_ptr", "zeros_ptr", "scales_ptr", "N", "K", "group_size"),
@@ -363,7 +364,7 @@ def triton_w4a16(op: str, m: int, n: int, k: int, group_size: int, repeat: int) 
 # Prefill's dequantize (awq_dequantize_kernel): elementwise, timed from its bytes.
 AWQ_DEQUANTIZE = Kernel("awq_dequantize (Triton, from its bytes)", "shape")
 # AutoAWQLinearMethod (patch 0036) runs awq_gemm_triton below this many rows, above it the
-# Triton dequantize and torch's matmul (awq.py's FP16_MATMUL_HEURISTIC_CONDITION).
+# Triton dequantize and torch's matmul (auto_awq.py's FP16_MATMUL_HEURISTIC_CONDITION).
 AWQ_GEMM_ROWS = 256
 
 
