@@ -227,3 +227,29 @@ def test_twin_the_carry_refuses_an_extension_folder_without_the_runtime(tmp_path
     needed = carry.extension_tarball(tmp_path, tmp_path / "extension.tar.xz")
     assert len(needed) == len(carry.EXTENSION_MODULES) + len(carry.EXTENSION_LIBRARIES)
     assert all("libc.so.6" in line for line in needed)
+
+
+def test_carry_keeps_every_transformers_config_and_only_the_traced_models(tmp_path: Path) -> None:
+    """vLLM's GPU worker imports configs of models the CPU trace never builds (DeepseekV4Config,
+    2026-12-07): each model's __init__.py and configuration module travel. The twin half: an
+    untraced model's modeling code is still left out."""
+    import tarfile
+
+    import prepare_engine_carry as carry
+
+    root = tmp_path / "site"
+    models = root / "transformers" / "models"
+    (root / "transformers" / "__init__.py").parent.mkdir(parents=True)
+    (root / "transformers" / "__init__.py").write_text("")
+    for model in ("qwen3", "deepseek_v4"):
+        for name in ("__init__.py", f"configuration_{model}.py", f"modeling_{model}.py"):
+            (models / model).mkdir(parents=True, exist_ok=True)
+            (models / model / name).write_text("")
+    archive_path = tmp_path / "pydeps.tar.xz"
+    carry.pydeps_tarball({root: {"transformers": {"qwen3"}}}, archive_path, tmp_path / "scratch")
+    with tarfile.open(archive_path) as archive:
+        names = set(archive.getnames())
+    base = "transformers/models"
+    assert {f"{base}/qwen3/modeling_qwen3.py", f"{base}/qwen3/configuration_qwen3.py"} <= names
+    assert {f"{base}/deepseek_v4/__init__.py", f"{base}/deepseek_v4/configuration_deepseek_v4.py"} <= names
+    assert f"{base}/deepseek_v4/modeling_deepseek_v4.py" not in names
