@@ -34,6 +34,7 @@ from rattler import BuildString, MatchSpec, PackageRecord, Version
 
 from pascal_forge.channel import index_channel
 from pascal_forge.plan import Plan
+from pascal_forge.preflight import DISK_KEY
 
 SUBDIR = "linux-64"
 
@@ -82,6 +83,9 @@ COMPILER_RUN_EXPORTS = {
 }
 
 # Replaces every build script: writes what each package is known by and logs the run.
+# What the preflight is told a stub payload needs on disk (it writes a few small files).
+STUB_DISK_GIB = 0.01
+
 STUB_SCRIPT = r"""#!/usr/bin/env bash
 # Structural stand-in for the real build script: no compile, only the files a package is
 # known by, and one line per run in the log the test reads.
@@ -156,6 +160,10 @@ def structural_recipes(recipes: Path, destination: Path, log: Path) -> Path:
     for recipe_file in destination.glob("*/recipe.yaml"):
         recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))
         _write_expected_contents(recipe, contents)
+        if DISK_KEY in (recipe.get("extra") or {}):
+            # A stub payload is a few files: the preflight should ask for that, not for the
+            # real build's tens of GiB, so the structural build runs on any test machine.
+            recipe["extra"][DISK_KEY] = STUB_DISK_GIB
         recipe_file.write_text(
             yaml.safe_dump(_stub_sources(recipe, stub_source), sort_keys=False, width=1000)
         )

@@ -15,6 +15,7 @@ from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
 from pascal_forge.plan import expensive_builds, make_plan
+from pascal_forge.preflight import disk_needs
 from pascal_forge.variants import load_variant_config
 
 CUDA_VERSIONS = {"12.6", "12.9"}
@@ -403,3 +404,11 @@ def test_twin_the_variant_config_before_this_review_left_them_unpinned(tmp_path)
     old.write_text(committed_text("ea1b55a", "conda_build_config.yaml"))
     unpinned = _unpinned(make_plan(RECIPES, old, tmp_path / "channel"))
     assert unpinned and all(missing == list(GLOBALLY_PINNED) for missing in unpinned.values())
+
+
+def test_the_preflight_reads_pytorchs_disk_need_from_its_recipe(plan):
+    # The 30 GiB lives in recipes/pytorch/recipe.yaml only; metapackages compile nothing.
+    assert disk_needs(list(plan.builds)) == {"pytorch": 30.0}
+    metapackages = [b for b in plan.builds if b.output.name in ("vllm-pascal", "pytorch-gpu")]
+    assert {b.output.recipe for b in metapackages} == {"vllm", "pytorch"}
+    assert disk_needs(metapackages) == {}

@@ -19,12 +19,13 @@ import yaml
 from build_support import install_from
 from rattler_build import ToolConfiguration
 from solve_support import RELEASED_0_34_0_PINS
-from structural_support import SUBDIR, script_runs, structural_recipes, stub_channel
+from structural_support import STUB_DISK_GIB, SUBDIR, script_runs, structural_recipes, stub_channel
 
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.build import _for_this_variant
 from pascal_forge.cli import main
 from pascal_forge.plan import Plan, make_plan
+from pascal_forge.preflight import disk_needs
 from pascal_forge.solve import SolveError, System, solve
 
 STACKS = {
@@ -74,6 +75,12 @@ def structural(tmp_path_factory: pytest.TempPathFactory) -> Structural:
     argv += ["--channel", str(built.channel), "--source-channel", built.stub.as_uri(), "--test", "skip"]
     assert main(argv) == 0
     return built
+
+
+def test_the_stub_build_asks_the_preflight_for_a_stubs_disk_not_pytorchs(structural):
+    # The real recipe's 30 GiB (test_plan.py) would stop this build on a test machine with
+    # less free; a stub payload is a few files.
+    assert disk_needs(list(structural.plan.builds)) == {"pytorch": STUB_DISK_GIB}
 
 
 def _by_name(records: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -17,9 +17,6 @@ from .variants import CUDA_KEY, FIRST_CUDA_WITHOUT_PASCAL
 
 # Recipes declare what their build needs on disk under `extra:`, e.g. `build-disk-gib: 30`.
 DISK_KEY = "build-disk-gib"
-# Until a recipe declares it: an estimate for pytorch's CUDA build (source tree, build tree
-# for two arches, staging cache and packages).
-DEFAULT_DISK_GIB = {"pytorch": 30.0}
 # rattler-build keeps fetched sources in <output dir>/src_cache, described by these files.
 _SOURCE_CACHE_METADATA = Path("src_cache") / ".metadata"
 _GIB = 1024**3
@@ -91,7 +88,9 @@ def _cuda_findings(builds: Sequence[PlannedBuild]) -> list[Finding]:
     return findings
 
 
-def _disk_findings(builds: Sequence[PlannedBuild], work_dir: Path) -> list[Finding]:
+def disk_needs(builds: Sequence[PlannedBuild]) -> dict[str, float]:
+    """GiB of free work-directory space each recipe declares under `extra:` (DISK_KEY), for the
+    builds that compile something."""
     needs: dict[str, float] = {}
     for build in builds:
         if build.output.rendered is None:
@@ -99,10 +98,14 @@ def _disk_findings(builds: Sequence[PlannedBuild], work_dir: Path) -> list[Findi
         stage1 = build.output.rendered.recipe.to_dict()
         if not _source_entries(stage1):
             continue  # a metapackage or script-only output compiles nothing
-        extra = stage1.get("extra") or {}
-        needed = extra.get(DISK_KEY, DEFAULT_DISK_GIB.get(build.output.recipe))
+        needed = (stage1.get("extra") or {}).get(DISK_KEY)
         if needed is not None:
             needs[build.output.recipe] = float(needed)
+    return needs
+
+
+def _disk_findings(builds: Sequence[PlannedBuild], work_dir: Path) -> list[Finding]:
+    needs = disk_needs(builds)
     if not needs:
         return []
     recipe, needed = max(needs.items(), key=lambda item: item[1])
