@@ -30,10 +30,10 @@ from pathlib import Path
 from rattler_build import ToolConfiguration
 from rich.console import Console
 
-from pascal_forge.build import BuildOptions, build_channel, prepare_channel
-from pascal_forge.channel import index_channel
-from pascal_forge.plan import make_plan
-from pascal_forge.progress import PlainReporter
+from pascal_forge.build.engine import BuildOptions, build_channel, prepare_channel
+from pascal_forge.build.progress import PlainReporter
+from pascal_forge.channel.local import index_channel
+from pascal_forge.recipes.plan import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "chain"
@@ -111,7 +111,7 @@ def _rattler_build_run(root: Path, recipes: Path, mirror: Path) -> float:
     the library would do); siblings, build folders and tests are set as pascal-forge sets
     them, so the builds and their staging-cache reuse are identical.
     """
-    from pascal_forge.build import _for_this_variant
+    from pascal_forge.build.engine import _for_this_variant
 
     output = root / "output"
     # rattler-build's own default, and pascal-forge's: test each package after its build.

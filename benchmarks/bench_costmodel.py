@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pascal_forge.costmodel.report import (
+from pascal_forge.checks.costmodel.report import (
     attention_hot_loops,
     compile_table,
     default_toolchain,
@@ -26,7 +26,7 @@ from pascal_forge.costmodel.report import (
     patched_exllama_report,
     patched_toolchain,
 )
-from pascal_forge.costmodel.table import SHIPPED_COUNTS, load_table, save_table
+from pascal_forge.checks.costmodel.table import SHIPPED_COUNTS, load_table, save_table
 
 REPO = Path(__file__).resolve().parent.parent
 

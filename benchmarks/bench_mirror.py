@@ -32,9 +32,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pascal_forge.mirror import S3Settings, mirror_channel
-from pascal_forge.mirror.model import CHUNK
-from pascal_forge.sources import sha256_of
+from pascal_forge.channel.mirror import S3Settings, mirror_channel
+from pascal_forge.channel.mirror.model import CHUNK
+from pascal_forge.upstream.artifacts import sha256_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mirror_support import PLATFORM, index_channel, synthesize_packages

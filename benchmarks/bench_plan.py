@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pascal_forge.plan import make_plan
+from pascal_forge.recipes.plan import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
 

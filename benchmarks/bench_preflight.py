@@ -31,11 +31,11 @@ from rattler import solve as rattler_solve
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from pascal_forge.environments import environments_of  # noqa: E402
-from pascal_forge.plan import make_plan  # noqa: E402
+from pascal_forge.build.environments import environments_of  # noqa: E402
+from pascal_forge.build.solvability import check_solvable  # noqa: E402
+from pascal_forge.channel.solve import planned_repodata, write_channel  # noqa: E402
 from pascal_forge.rattler_run import run_rattler  # noqa: E402
-from pascal_forge.solvability import check_solvable  # noqa: E402
-from pascal_forge.solve import planned_repodata, write_channel  # noqa: E402
+from pascal_forge.recipes.plan import make_plan  # noqa: E402
 
 SUBDIR = "linux-64"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rattler import Channel, Gateway, install, solve
 
-from pascal_forge.channel import index_channel
+from pascal_forge.channel.local import index_channel
 from pascal_forge.cli import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "chain"

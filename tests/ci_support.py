@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from conftest import REPO
-from pascal_forge.workflow import CiConfig, recipe_needs, recipe_order
+from pascal_forge.ci.workflow import CiConfig, recipe_needs, recipe_order
 
 CI_DIR = REPO / ".ci"
 LINT_SCRIPT = CI_DIR / "lint-workflows.mjs"

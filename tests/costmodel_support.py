@@ -14,7 +14,7 @@ def vllm_toolchain(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Pat
     The benchmark's own set-up (report.default_toolchain)."""
     from vllm_support import REPO, setup_cuda12
 
-    from pascal_forge.costmodel.report import default_toolchain
+    from pascal_forge.checks.costmodel.report import default_toolchain
 
     nvcc = setup_cuda12() / "bin" / "nvcc"
     return default_toolchain(REPO, upstream_cache, tmp_path_factory.mktemp("costmodel"), nvcc)

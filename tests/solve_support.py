@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pascal_forge.solve import write_channel
+from pascal_forge.channel.solve import write_channel
 
 UPSTREAM = Path(__file__).resolve().parent / "fixtures" / "upstream"
 PLATFORM = "linux-64"

@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 from rattler import BuildString, MatchSpec, PackageRecord, Version
 
-from pascal_forge.channel import index_channel
-from pascal_forge.plan import Plan
-from pascal_forge.preflight import DISK_KEY
+from pascal_forge.build.preflight import DISK_KEY
+from pascal_forge.channel.local import index_channel
+from pascal_forge.recipes.plan import Plan
 
 SUBDIR = "linux-64"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
 
-from pascal_forge.bench import (
+from pascal_forge.checks.bench import (
     BenchError,
     BenchResult,
     Environment,
@@ -27,9 +27,9 @@ from pascal_forge.bench import (
     model_setup,
     save_result,
 )
-from pascal_forge.costmodel.cards import P40
-from pascal_forge.costmodel.model import QWEN3_8B, predict
-from pascal_forge.costmodel.table import load_table
+from pascal_forge.checks.costmodel.cards import P40
+from pascal_forge.checks.costmodel.model import QWEN3_8B, predict
+from pascal_forge.checks.costmodel.table import load_table
 
 # Qwen3-8B's config.json, the fields the cost model reads (values as published with the model).
 QWEN3_8B_CONFIG = {

@@ -32,12 +32,12 @@ from rattler.index import index_fs
 from rich.console import Console
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
-from pascal_forge.build import BuildOptions, build_channel, select_builds
-from pascal_forge.channel import index_channel, indexed_files, publish_package
+from pascal_forge.build.engine import BuildOptions, build_channel, select_builds
+from pascal_forge.build.preflight import preflight
+from pascal_forge.build.progress import LiveReporter
+from pascal_forge.channel.local import index_channel, indexed_files, publish_package
 from pascal_forge.errors import PascalForgeError
-from pascal_forge.plan import make_plan
-from pascal_forge.preflight import preflight
-from pascal_forge.progress import LiveReporter
+from pascal_forge.recipes.plan import make_plan
 
 CHAIN_ORDER = ["libchain", "libchain", "chain-tools", "chain-tools", "chain-mid", "chain-mid"]
 CHAIN_ORDER += ["chain-stack", "chain-stack"]

@@ -16,14 +16,14 @@ from index_support import closed_port_url, make_wheel, serve_index, sha256, writ
 from rich.console import Console
 
 from conftest import REPO, VARIANT_CONFIG
-from pascal_forge.bump import UNCHECKABLE_EXIT, RequirementChange, check_bump, requirement_changes
-from pascal_forge.bump_report import terminal_view, to_markdown
-from pascal_forge.bump_workflow import BUMP_WORKFLOW_PATH, REPORT_FILE
+from pascal_forge.bump.check import UNCHECKABLE_EXIT, RequirementChange, check_bump, requirement_changes
+from pascal_forge.bump.report import terminal_view, to_markdown
+from pascal_forge.ci.bump_workflow import BUMP_WORKFLOW_PATH, REPORT_FILE
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError
-from pascal_forge.index import INDEX_ENV
-from pascal_forge.patches import PatchStatus, assess_series, patch_check_targets, unpack_artifact
-from pascal_forge.recipes import PLACEHOLDER, Recipe, check_placeholders
+from pascal_forge.recipes.patches import PatchStatus, assess_series, patch_check_targets, unpack_artifact
+from pascal_forge.recipes.recipe import PLACEHOLDER, Recipe, check_placeholders
+from pascal_forge.upstream.index import INDEX_ENV
 
 OLD_CORE = "".join(f"line {n}\n" for n in range(1, 31))
 # 1.1.0 moved everything down three lines and made 0002's change itself.

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import RECIPES
-from pascal_forge.bump import check_bump
-from pascal_forge.bump_report import to_markdown
-from pascal_forge.bump_write import write_bump
-from pascal_forge.patches import PatchStatus, assess_series, patch_check_targets, unpack_artifact
-from pascal_forge.recipes import Recipe
+from pascal_forge.bump.check import check_bump
+from pascal_forge.bump.report import to_markdown
+from pascal_forge.bump.write import write_bump
+from pascal_forge.recipes.patches import PatchStatus, assess_series, patch_check_targets, unpack_artifact
+from pascal_forge.recipes.recipe import Recipe
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pytest
 from ci_support import copy_repo, load_workflow, run_zizmor
 
 from conftest import REPO
-from pascal_forge.bump_workflow import BUMP_WORKFLOW_PATH, ISSUE_TITLE, REPORT_FILE
-from pascal_forge.rerender import rerender
+from pascal_forge.ci.bump_workflow import BUMP_WORKFLOW_PATH, ISSUE_TITLE, REPORT_FILE
+from pascal_forge.ci.rerender import rerender
 
 # A recipe another helper may add: it has a released wheel to bump from, so it gets a job.
 TORCHVISION = """

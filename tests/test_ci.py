@@ -30,12 +30,10 @@ from rattler_build import Stage0Recipe, VariantConfig
 from rattler_build.render import RenderConfig
 
 from conftest import REPO, committed_text
-from pascal_forge.bump_workflow import BUMP_WORKFLOW_PATH
-from pascal_forge.cli import main
-from pascal_forge.forge_config import ForgeConfigError, load_forge_config
-from pascal_forge.plan import make_plan
-from pascal_forge.rerender import CI_SUPPORT, StaleError, check, rerender, stale_files, write
-from pascal_forge.workflow import (
+from pascal_forge.ci.bump_workflow import BUMP_WORKFLOW_PATH
+from pascal_forge.ci.forge_config import ForgeConfigError, load_forge_config
+from pascal_forge.ci.rerender import CI_SUPPORT, StaleError, check, rerender, stale_files, write
+from pascal_forge.ci.workflow import (
     ACTIONS,
     GPU_TEST_MARKER,
     RUNNERS_JOB,
@@ -45,6 +43,8 @@ from pascal_forge.workflow import (
     recipe_order,
     self_hosted_builds,
 )
+from pascal_forge.cli import main
+from pascal_forge.recipes.plan import make_plan
 
 PASCAL_GATE = 'nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | grep -q "^6\\."'
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))

@@ -10,8 +10,8 @@ import yaml
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
-from pascal_forge.recipes import Recipe, check_patch_list
-from pascal_forge.variants import CUDA_KEY, load_variant_config
+from pascal_forge.recipes.recipe import Recipe, check_patch_list
+from pascal_forge.recipes.variants import CUDA_KEY, load_variant_config
 
 
 @pytest.mark.parametrize(

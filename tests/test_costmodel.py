@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (pytest fixtures imported from costmodel_support are parameters here)
-"""The P40/P100 cost model (scripts/pascal_forge/costmodel, benchmarks/bench_costmodel.py).
+"""The P40/P100 cost model (scripts/pascal_forge/checks/costmodel, benchmarks/bench_costmodel.py).
 
 Quick: the PTX counter on nvcc 12.4's PTX of tests/fixtures/costmodel/loops.cu (one dot-product
 loop in half2, its fp32 twin, a dp4a one), and the pricing of those loops on both cards.
@@ -18,11 +18,11 @@ import yaml
 from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
 from packaging.version import Version
 
-from pascal_forge.costmodel import kernels as k
-from pascal_forge.costmodel.cards import P40, P100
-from pascal_forge.costmodel.compile import CostModelError
-from pascal_forge.costmodel.kernels import Kernel, Launch
-from pascal_forge.costmodel.model import (
+from pascal_forge.checks.costmodel import kernels as k
+from pascal_forge.checks.costmodel.cards import P40, P100
+from pascal_forge.checks.costmodel.compile import CostModelError
+from pascal_forge.checks.costmodel.kernels import Kernel, Launch
+from pascal_forge.checks.costmodel.model import (
     QWEN3_8B,
     QWEN3_30B_A3B,
     QWEN3_32B,
@@ -32,9 +32,9 @@ from pascal_forge.costmodel.model import (
     price,
     step_launches,
 )
-from pascal_forge.costmodel.ptx import count_ptx
-from pascal_forge.costmodel.table import load_table
-from pascal_forge.vllm_checks import RELEASES, VllmCheckError, current_release
+from pascal_forge.checks.costmodel.ptx import count_ptx
+from pascal_forge.checks.costmodel.table import load_table
+from pascal_forge.checks.vllm.compile import RELEASES, VllmCheckError, current_release
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "costmodel"
@@ -192,7 +192,7 @@ def test_nvcc_writes_the_committed_fixture(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_toolchain) -> None:
-    from pascal_forge.costmodel.table import kernel_counts
+    from pascal_forge.checks.costmodel.table import kernel_counts
 
     exllama = kernel_counts(k.EXLLAMA_GEMM, 61, vllm_toolchain)
     assert fp16_in_hot_loop(exllama)
@@ -294,7 +294,7 @@ def test_on_paper_the_fp32_paths_reach_80_percent_of_the_p40_bound_and_todays_do
 
 @pytest.mark.slow
 def test_moe_wna16s_unrolled_remainder_counts_once_per_token(vllm_toolchain) -> None:
-    from pascal_forge.costmodel.table import kernel_counts
+    from pascal_forge.checks.costmodel.table import kernel_counts
 
     moe = kernel_counts(k.MOE_WNA16, 61, vllm_toolchain)
     outer, inner = moe.hot_chain()
@@ -311,8 +311,8 @@ def test_moe_wna16s_unrolled_remainder_counts_once_per_token(vllm_toolchain) -> 
 def test_0044s_awq_gemm_has_no_fp16_in_its_pascal_loop_and_the_released_one_has(
     vllm_toolchain, upstream_cache: Path, tmp_path: Path
 ) -> None:
-    from pascal_forge.costmodel.report import patched_toolchain
-    from pascal_forge.costmodel.table import kernel_counts
+    from pascal_forge.checks.costmodel.report import patched_toolchain
+    from pascal_forge.checks.costmodel.table import kernel_counts
 
     tools = patched_toolchain(REPO, upstream_cache, tmp_path, vllm_toolchain.nvcc)
     for capability in (61, 60):

@@ -9,9 +9,9 @@ import pytest
 from solve_support import UPSTREAM
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.doctor import Gpu, Hardware, diagnose, parse_nvidia_smi, probe
-from pascal_forge.plan import make_plan
-from pascal_forge.solve import SolveError, System, planned_repodata, solve, write_channel
+from pascal_forge.channel.doctor import Gpu, Hardware, diagnose, parse_nvidia_smi, probe
+from pascal_forge.channel.solve import SolveError, System, planned_repodata, solve, write_channel
+from pascal_forge.recipes.plan import make_plan
 
 # Captured with `nvidia-smi` on an H100 host running the R580 driver (the GPU-less CI has none).
 H100 = Path(__file__).resolve().parent / "fixtures" / "nvidia-smi" / "h100-r580"

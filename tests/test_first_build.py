@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
-from pascal_forge.pascal_kernels.suite import prepare_tree
-from pascal_forge.patches import apply_series, patch_check_target, recipe_patch_series
-from pascal_forge.plan import make_plan
-from pascal_forge.recipes import Recipe
-from pascal_forge.sources import UpstreamArtifact, fetch
+from pascal_forge.checks.triton.suite import prepare_tree
+from pascal_forge.recipes.patches import apply_series, patch_check_target, recipe_patch_series
+from pascal_forge.recipes.plan import make_plan
+from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.upstream.artifacts import UpstreamArtifact, fetch
 
 # nvidia-cuda-runtime-cu12 12.9.79, the wheel of the CUDA runtime headers (cuda.h among them).
 CUDA_RUNTIME_HEADERS = UpstreamArtifact(

@@ -18,11 +18,11 @@ from rattler import Channel, ChannelConfig
 from solve_support import UPSTREAM
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
+from pascal_forge.channel.solve import SolveError, System, planned_channel, solve
+from pascal_forge.ci.forge_config import ForgeConfigError, load_forge_config
 from pascal_forge.cli import main
 from pascal_forge.errors import VariantError
-from pascal_forge.forge_config import ForgeConfigError, load_forge_config
-from pascal_forge.plan import make_plan
-from pascal_forge.solve import SolveError, System, planned_channel, solve
+from pascal_forge.recipes.plan import make_plan
 
 NO_CHANNEL = Path("channel-not-built")
 
@@ -297,7 +297,7 @@ def conda_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _conda_config():
     # Imported here, so that each of the other tests can also be run against a tree without it.
-    return importlib.import_module("pascal_forge.conda_config")
+    return importlib.import_module("pascal_forge.channel.condarc")
 
 
 def _public(name: str) -> str:
@@ -401,7 +401,7 @@ def test_doctor_says_where_a_configured_pascal_points(
 def test_a_download_reports_its_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from pypi_simple import PyPISimple
 
-    from pascal_forge.sources import UpstreamArtifact, fetch
+    from pascal_forge.upstream.artifacts import UpstreamArtifact, fetch
 
     # A small real file of a real project, fetched the way check-patches fetches its wheels.
     with PyPISimple() as client:

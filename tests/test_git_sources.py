@@ -18,7 +18,7 @@ import yaml
 from build_support import build_argv, offline_mirror, run_build
 
 from conftest import RECIPES, VARIANT_CONFIG, committed_text
-from pascal_forge.plan import make_plan
+from pascal_forge.recipes.plan import make_plan
 
 # The recipes this review owns; vllm's sources are another series' (see the report).
 CHECKED_RECIPES = ("triton", "pytorch", "torchvision")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge.costmodel import kernels as k
-from pascal_forge.costmodel.compile import cuda_ptx, select_entry
-from pascal_forge.costmodel.model import fp16_in_hot_loop
-from pascal_forge.costmodel.ptx import KernelCounts, count_ptx
-from pascal_forge.vllm_checks import current_release
+from pascal_forge.checks.costmodel import kernels as k
+from pascal_forge.checks.costmodel.compile import cuda_ptx, select_entry
+from pascal_forge.checks.costmodel.model import fp16_in_hot_loop
+from pascal_forge.checks.costmodel.ptx import KernelCounts, count_ptx
+from pascal_forge.checks.vllm.compile import current_release
 
 # The README's quick set-up has no numpy; the vllm-checks extra brings it (CI's second pytest
 # run takes the tests marked vllm_checks).
@@ -72,9 +72,9 @@ def q_gemm_ptx(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path):
     import torch
     from vllm_support import setup_cuda12
 
-    from pascal_forge.patches import patch_check_target, unpack_artifact
-    from pascal_forge.recipes import Recipe
-    from pascal_forge.vllm_checks import patched_upstream
+    from pascal_forge.checks.vllm.compile import patched_upstream
+    from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
+    from pascal_forge.recipes.recipe import Recipe
 
     recipe = Recipe(name="vllm", directory=REPO / "recipes" / "vllm")
     work = tmp_path_factory.mktemp("gptq")

@@ -455,7 +455,7 @@ def test_each_carried_vllm_tree_has_its_series() -> None:
 def test_wrong_tiles_edit_the_patched_tree(upstream_cache: Path, tmp_path: Path) -> None:
     import prepare_gpu_carry
 
-    from pascal_forge.vllm_checks import patched_upstream
+    from pascal_forge.checks.vllm.compile import patched_upstream
 
     vllm = prepare_gpu_carry.Recipe("vllm", REPO / "recipes" / "vllm")
     tree = patched_upstream(
@@ -495,7 +495,7 @@ def test_current_release_sees_auto_kv_cache_as_unquantized(
 
     import prepare_gpu_carry
 
-    from pascal_forge.vllm_checks import patched_upstream
+    from pascal_forge.checks.vllm.compile import patched_upstream
 
     vllm = prepare_gpu_carry.Recipe("vllm", REPO / "recipes" / "vllm")
     tree = patched_upstream(

@@ -36,16 +36,16 @@ from mirror_support import (
     visible_packages,
 )
 
-from pascal_forge.cli import main
-from pascal_forge.errors import PascalForgeError
-from pascal_forge.mirror import (
+from pascal_forge.channel.mirror import (
     ClosureRequest,
     MirrorError,
     MirrorReport,
     mirror_channel,
     unsafe_name_reason,
 )
-from pascal_forge.mirror.transfer import _BackgroundDigest
+from pascal_forge.channel.mirror.transfer import _BackgroundDigest
+from pascal_forge.cli import main
+from pascal_forge.errors import PascalForgeError
 
 CLOSURE_SET = {
     f"{PLATFORM}/vllm-pascal-0.14.0-cuda128_py312_0.conda",

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge.costmodel import kernels as k
-from pascal_forge.costmodel.compile import cuda_ptx, select_entry
-from pascal_forge.costmodel.model import fp16_in_hot_loop
-from pascal_forge.costmodel.ptx import KernelCounts, count_ptx
-from pascal_forge.vllm_checks import current_release
+from pascal_forge.checks.costmodel import kernels as k
+from pascal_forge.checks.costmodel.compile import cuda_ptx, select_entry
+from pascal_forge.checks.costmodel.model import fp16_in_hot_loop
+from pascal_forge.checks.costmodel.ptx import KernelCounts, count_ptx
+from pascal_forge.checks.vllm.compile import current_release
 
 # The README's quick set-up has no numpy; the vllm-checks extra brings it (CI's second pytest
 # run takes the tests marked vllm_checks).
@@ -81,8 +81,8 @@ def moe_wna16_ptx(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path
     import torch
     from vllm_support import setup_cuda12
 
-    from pascal_forge.recipes import Recipe
-    from pascal_forge.vllm_checks import patched_upstream
+    from pascal_forge.checks.vllm.compile import patched_upstream
+    from pascal_forge.recipes.recipe import Recipe
 
     recipe = Recipe(name="vllm", directory=REPO / "recipes" / "vllm")
     config = REPO / "conda_build_config.yaml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from pascal_forge.patches import PatchStatus, assess_series
+from pascal_forge.recipes.patches import PatchStatus, assess_series
 
 BASE = [f"line {n}" for n in range(1, 31)]
 WHEEL_MAP = {"src/demo/": "demo/"}

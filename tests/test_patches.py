@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge.patches import PatchError, apply_series, check_series
+from pascal_forge.recipes.patches import PatchError, apply_series, check_series
 
 ORIGINAL = "".join(f"line {n}\n" for n in range(1, 31))
 

@@ -12,11 +12,11 @@ import yaml
 from rattler_build import Stage0Recipe, VariantConfig
 
 from conftest import RECIPES, VARIANT_CONFIG, committed_text
+from pascal_forge.build.preflight import disk_needs
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
-from pascal_forge.plan import expensive_builds, make_plan
-from pascal_forge.preflight import disk_needs
-from pascal_forge.variants import load_variant_config
+from pascal_forge.recipes.plan import expensive_builds, make_plan
+from pascal_forge.recipes.variants import load_variant_config
 
 CUDA_VERSIONS = {"12.6", "12.9"}
 # Each stack's releases and Pythons (the seed stack, then the current one).

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from build_support import build_argv, fixture_recipes, offline_mirror, run_build, serving
 
-from pascal_forge.environments import environments_of
-from pascal_forge.plan import make_plan
-from pascal_forge.reachability import failed_channel_note, is_channel_error
-from pascal_forge.solvability import check_solvable
-from pascal_forge.solve import write_channel
+from pascal_forge.build.environments import environments_of
+from pascal_forge.build.reachability import failed_channel_note, is_channel_error
+from pascal_forge.build.solvability import check_solvable
+from pascal_forge.channel.solve import write_channel
+from pascal_forge.recipes.plan import make_plan
 
 SUBDIR = "linux-64"
 VARIANTS = """\

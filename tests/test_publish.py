@@ -31,8 +31,7 @@ from mirror_support import (
     visible_packages,
 )
 
-from pascal_forge.cli import main
-from pascal_forge.publish import (
+from pascal_forge.channel.publish import (
     MissingCredentialError,
     PublishConflictError,
     PublishError,
@@ -40,6 +39,7 @@ from pascal_forge.publish import (
     parse_target,
     publish_channel,
 )
+from pascal_forge.cli import main
 
 SECRET = "pf-test-token-0123456789abcdef"
 NO_KEYRING = "keyring.backends.null.Keyring"

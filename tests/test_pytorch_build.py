@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import RECIPES, VARIANT_CONFIG, committed_text
-from pascal_forge.index import files_of, index_client, project_files, read_wheel_member
-from pascal_forge.plan import make_plan
+from pascal_forge.recipes.plan import make_plan
+from pascal_forge.upstream.index import files_of, index_client, project_files, read_wheel_member
 
 BUILD_SCRIPT = RECIPES / "pytorch" / "build.sh"
 

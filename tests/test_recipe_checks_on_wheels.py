@@ -25,8 +25,8 @@ import pytest
 from vllm_support import cuda12  # noqa: F401  (the fixture)
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.plan import make_plan
-from pascal_forge.sources import UpstreamArtifact, fetch
+from pascal_forge.recipes.plan import make_plan
+from pascal_forge.upstream.artifacts import UpstreamArtifact, fetch
 
 pytestmark = pytest.mark.slow
 

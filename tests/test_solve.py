@@ -22,12 +22,8 @@ from rattler import (
 from solve_support import UPSTREAM, upstream_repodata
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.cli import main
-from pascal_forge.doctor import MIN_DRIVER_CUDA
-from pascal_forge.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
-from pascal_forge.plan import make_plan
-from pascal_forge.recipes import Recipe
-from pascal_forge.solve import (
+from pascal_forge.channel.doctor import MIN_DRIVER_CUDA
+from pascal_forge.channel.solve import (
     OUR_BUILD_MARK,
     OUR_NAMES,
     MixedSetError,
@@ -41,6 +37,15 @@ from pascal_forge.solve import (
     unmet_requirements,
     write_channel,
 )
+from pascal_forge.cli import main
+from pascal_forge.recipes.patches import (
+    apply_series,
+    patch_check_target,
+    recipe_patch_series,
+    unpack_artifact,
+)
+from pascal_forge.recipes.plan import make_plan
+from pascal_forge.recipes.recipe import Recipe
 
 PASCAL = "6.1"
 DRIVERS = ("12.6", "12.9", "13.0")

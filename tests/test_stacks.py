@@ -17,8 +17,8 @@ import pytest
 from solve_support import RELEASED_0_34_0_PINS, UPSTREAM
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.plan import make_plan
-from pascal_forge.solve import SolveError, System, planned_repodata, solve, write_channel
+from pascal_forge.channel.solve import SolveError, System, planned_repodata, solve, write_channel
+from pascal_forge.recipes.plan import make_plan
 
 SEED = {
     "vllm": "0.14.0",

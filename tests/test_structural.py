@@ -22,11 +22,11 @@ from solve_support import RELEASED_0_34_0_PINS
 from structural_support import STUB_DISK_GIB, SUBDIR, script_runs, structural_recipes, stub_channel
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.build import _for_this_variant
+from pascal_forge.build.engine import _for_this_variant
+from pascal_forge.build.preflight import disk_needs
+from pascal_forge.channel.solve import SolveError, System, solve
 from pascal_forge.cli import main
-from pascal_forge.plan import Plan, make_plan
-from pascal_forge.preflight import disk_needs
-from pascal_forge.solve import SolveError, System, solve
+from pascal_forge.recipes.plan import Plan, make_plan
 
 STACKS = {
     "seed": {

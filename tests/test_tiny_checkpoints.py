@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import run_vllm_engine as rve  # noqa: E402
 import tiny_checkpoints as tc  # noqa: E402
 
-from pascal_forge.vllm_engine import QUANTIZATIONS  # noqa: E402
+from pascal_forge.checks.vllm.engine import QUANTIZATIONS  # noqa: E402
 
 
 def _weight(out_features: int, in_features: int, seed: int = 0) -> np.ndarray:

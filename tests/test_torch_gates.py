@@ -20,16 +20,16 @@ import pytest
 import yaml
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
-from pascal_forge.pascal_kernels.suite import prepare_tree
-from pascal_forge.patches import (
+from pascal_forge.checks.triton.suite import prepare_tree
+from pascal_forge.recipes.patches import (
     PatchError,
     apply_series,
     check_recipe_patches,
     patch_check_target,
     recipe_patch_series,
 )
-from pascal_forge.recipes import Recipe
-from pascal_forge.sources import fetch
+from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.upstream.artifacts import fetch
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import RECIPES, VARIANT_CONFIG, committed_text
-from pascal_forge.plan import make_plan
+from pascal_forge.recipes.plan import make_plan
 
 TRITON = RECIPES / "triton"
 STAND_IN = TRITON / "gsan-clang-stand-in.sh"

@@ -1,7 +1,7 @@
 """Triton on Pascal, for each version the recipe builds (3.6.0 and 3.8.0): that version's patch
 series on its released wheel, proved with a real ptxas.
 
-The compile suite (pascal_forge.pascal_kernels) compiles ~680 kernels for sm_60 and sm_61 with
+The compile suite (pascal_forge.checks.triton) compiles ~680 kernels for sm_60 and sm_61 with
 the wheel's CUDA 12 ptxas (12.8 in 3.6.0, 12.9 in 3.8.0), once with the stock wheel and once with
 the version's patches applied. The stock run must fail exactly the kernels whose patch concern
 the suite names, which shows the suite can fail; the patched run must compile all of them. Every
@@ -21,7 +21,7 @@ import pytest
 from triton_support import TRITON, TRITON_VERSIONS, atomic_neighbourhood, triton_series, triton_target
 
 from conftest import VARIANT_CONFIG
-from pascal_forge.pascal_kernels.suite import (
+from pascal_forge.checks.triton.suite import (
     BUNDLED_PTXAS,
     PASCAL_CAPABILITIES,
     SuiteError,
@@ -30,8 +30,8 @@ from pascal_forge.pascal_kernels.suite import (
     prepare_tree,
     run_suite,
 )
-from pascal_forge.pascal_kernels.table import format_table
-from pascal_forge.patches import PatchError, apply_series, check_recipe_patches
+from pascal_forge.checks.triton.table import format_table
+from pascal_forge.recipes.patches import PatchError, apply_series, check_recipe_patches
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 """vLLM's engine built as a P40 (sm_61) and as a P100 (sm_60), on the CPU, for both stacks.
 
 Each cell of the matrix (model family x quantization x KV-cache dtype) runs vLLM's own
-start-up code up to the weights (pascal_forge.vllm_engine): the engine config, the model class
+start-up code up to the weights (pascal_forge.checks.vllm.engine): the engine config, the model class
 with every layer's quantization method and create_weights on the meta device, the attention
 backend, the KV-cache spec, the sampler and the structured-output backend. A cell works, or is
 refused while the config is built with a message that names what to do instead; it never fails
@@ -30,9 +30,21 @@ from vllm_support import (  # noqa: F401  (fixtures)
     vllm_release,
 )
 
-from pascal_forge.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
-from pascal_forge.vllm_checks import VllmRelease
-from pascal_forge.vllm_engine import WAY_OUT, Cell, CellResult, format_matrix, matrix, run_engine_matrix
+from pascal_forge.checks.vllm.compile import VllmRelease
+from pascal_forge.checks.vllm.engine import (
+    WAY_OUT,
+    Cell,
+    CellResult,
+    format_matrix,
+    matrix,
+    run_engine_matrix,
+)
+from pascal_forge.recipes.patches import (
+    apply_series,
+    patch_check_target,
+    recipe_patch_series,
+    unpack_artifact,
+)
 
 pytestmark = [pytest.mark.vllm_checks, pytest.mark.slow]
 

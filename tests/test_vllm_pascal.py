@@ -42,8 +42,7 @@ from vllm_support import (  # noqa: F401  (fixtures)
     vllm_release,
 )
 
-from pascal_forge.patches import PatchError, apply_series, check_recipe_patches
-from pascal_forge.vllm_checks import (
+from pascal_forge.checks.vllm.compile import (
     PASCAL_CAPABILITIES,
     PASCAL_SHARED_MEMORY_BYTES,
     RELEASES,
@@ -55,6 +54,7 @@ from pascal_forge.vllm_checks import (
     gencode_archs,
     run_triton_probe,
 )
+from pascal_forge.recipes.patches import PatchError, apply_series, check_recipe_patches
 
 # Every check here imports vLLM or its build tools from the vllm-checks extra.
 pytestmark = pytest.mark.vllm_checks
@@ -92,7 +92,7 @@ def test_stale_patch_names_file_and_hunk(vllm_release: VllmRelease, stock_vllm: 
 
 
 def _child_report(mode: str, vllm_tree: Path, deps: Path | None, *args: str) -> dict:
-    """Run `python -m pascal_forge.vllm_checks MODE ARGS... REPORT` on `vllm_tree`; its JSON report."""
+    """Run `python -m pascal_forge.checks.vllm.compile MODE ARGS... REPORT` on `vllm_tree`; its report."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / f"{mode}.json"
         scripts = Path(__file__).resolve().parent.parent / "scripts"
@@ -101,7 +101,7 @@ def _child_report(mode: str, vllm_tree: Path, deps: Path | None, *args: str) -> 
         env |= {"PYTHONPATH": os.pathsep.join(path), "CUDA_VISIBLE_DEVICES": ""}
         env |= {"HF_HUB_OFFLINE": "1"}  # nothing here may wait on the network
         result = subprocess.run(
-            [sys.executable, "-m", "pascal_forge.vllm_checks", mode, *args, str(report)],
+            [sys.executable, "-m", "pascal_forge.checks.vllm.compile", mode, *args, str(report)],
             env=env,
             capture_output=True,
             text=True,

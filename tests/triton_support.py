@@ -6,13 +6,13 @@ import re
 from pathlib import Path
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.patches import (
+from pascal_forge.recipes.patches import (
     PatchCheckTarget,
     patch_check_target,
     patch_check_targets,
     recipe_patch_series,
 )
-from pascal_forge.recipes import Recipe
+from pascal_forge.recipes.recipe import Recipe
 
 SEED_TRITON = "3.6.0"
 TRITON = Recipe(name="triton", directory=RECIPES / "triton")

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pascal_forge.patches import patch_check_target, unpack_artifact
-from pascal_forge.recipes import Recipe
-from pascal_forge.vllm_checks import (
+from pascal_forge.checks.vllm.compile import (
     CUTLASS_WHEEL,
     RELEASES,
     VllmRelease,
@@ -27,6 +25,8 @@ from pascal_forge.vllm_checks import (
     triton_tree,
     unpack_members,
 )
+from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
+from pascal_forge.recipes.recipe import Recipe
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"

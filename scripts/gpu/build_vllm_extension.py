@@ -37,14 +37,14 @@ SCRIPTS = Path(__file__).resolve().parents[1]
 REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 
-from pascal_forge.recipes import Recipe  # noqa: E402
-from pascal_forge.vllm_checks import (  # noqa: E402
+from pascal_forge.checks.vllm.compile import (  # noqa: E402
     CUTLASS_WHEEL,
     configure_pascal_build,
     current_release,
     patched_upstream,
     unpack_members,
 )
+from pascal_forge.recipes.recipe import Recipe  # noqa: E402
 
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 UPSTREAM_CACHE = REPO / ".cache" / "upstream"

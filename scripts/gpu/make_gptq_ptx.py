@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from pascal_forge.costmodel.compile import CudaSource, cuda_ptx
-from pascal_forge.patches import patch_check_target, unpack_artifact
-from pascal_forge.recipes import Recipe
-from pascal_forge.sources import default_cache_dir
-from pascal_forge.vllm_checks import patched_upstream
+from pascal_forge.checks.costmodel.compile import CudaSource, cuda_ptx
+from pascal_forge.checks.vllm.compile import patched_upstream
+from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
+from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.upstream.artifacts import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 Q_GEMM = CudaSource("csrc/quantization/gptq/q_gemm.cu")

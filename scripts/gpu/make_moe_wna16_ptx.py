@@ -22,7 +22,7 @@ from pathlib import Path
 
 from make_gptq_ptx import vllm_trees, write_ptx
 
-from pascal_forge.costmodel.compile import CudaSource
+from pascal_forge.checks.costmodel.compile import CudaSource
 
 MOE_WNA16 = CudaSource("csrc/moe/moe_wna16.cu")
 PATCH = "0042"  # recipes/vllm/patches/<version>/0042-moe-wna16-fp32-math-on-sm61.patch

@@ -12,10 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from pascal_forge.pascal_kernels.suite import prepare_tree, run_suite
-from pascal_forge.patches import patch_check_target, recipe_patch_series
-from pascal_forge.recipes import Recipe
-from pascal_forge.sources import default_cache_dir
+from pascal_forge.checks.triton.suite import prepare_tree, run_suite
+from pascal_forge.recipes.patches import patch_check_target, recipe_patch_series
+from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.upstream.artifacts import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 # The version whose patched PTX is written; each version uses its own series.

@@ -48,9 +48,9 @@ sys.path.insert(0, str(SCRIPTS / "gpu"))
 import prepare_gpu_carry  # noqa: E402
 from vllm_import import ensure_dist_info  # noqa: E402
 
-from pascal_forge.recipes import Recipe  # noqa: E402
-from pascal_forge.vllm_checks import current_release, triton_tree  # noqa: E402
-from pascal_forge.vllm_engine import Cell, run_engine_matrix  # noqa: E402
+from pascal_forge.checks.vllm.compile import current_release, triton_tree  # noqa: E402
+from pascal_forge.checks.vllm.engine import Cell, run_engine_matrix  # noqa: E402
+from pascal_forge.recipes.recipe import Recipe  # noqa: E402
 
 # The current stack's vLLM, and its triton for the CPU trace only (conda_build_config.yaml).
 CURRENT = current_release(prepare_gpu_carry.VARIANT_CONFIG)
@@ -258,11 +258,14 @@ def main(destination: Path, extension: Path | None) -> int:
     # The engine's own modules the run imports on the device (make: the tiny models' configs;
     # bench: pascal-forge bench and the cost model it prints beside the figures).
     forge = destination / "scripts" / "pascal_forge"
-    for name in ("vllm_engine.py", "bench.py"):
-        shutil.copy(SCRIPTS / "pascal_forge" / name, forge)
-    shutil.copytree(SCRIPTS / "pascal_forge" / "costmodel", forge / "costmodel",
+    # channel/__init__.py: bench imports channel.solve, which the run replaces (see run_vllm_engine.py).
+    for name in ("checks/__init__.py", "checks/bench.py", "checks/vllm/__init__.py", "checks/vllm/engine.py",
+                 "channel/__init__.py"):  # fmt: skip
+        (forge / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SCRIPTS / "pascal_forge" / name, forge / name)
+    shutil.copytree(SCRIPTS / "pascal_forge" / "checks" / "costmodel", forge / "checks" / "costmodel",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    from pascal_forge.solve import OUR_NAMES
+    from pascal_forge.channel.solve import OUR_NAMES
 
     (forge / "our-names.json").write_text(json.dumps(list(OUR_NAMES)))
     vllm = Recipe("vllm", REPO / "recipes" / "vllm")

@@ -34,10 +34,10 @@ import yaml  # noqa: E402
 from packaging.version import Version  # noqa: E402
 from pascal_form import write_overlay  # noqa: E402
 
-from pascal_forge.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
-from pascal_forge.recipes import Recipe  # noqa: E402
-from pascal_forge.sources import UpstreamArtifact, fetch  # noqa: E402
-from pascal_forge.vllm_checks import patched_upstream  # noqa: E402
+from pascal_forge.checks.vllm.compile import patched_upstream  # noqa: E402
+from pascal_forge.recipes.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
+from pascal_forge.recipes.recipe import Recipe  # noqa: E402
+from pascal_forge.upstream.artifacts import UpstreamArtifact, fetch  # noqa: E402
 
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 PREFIX_PREFILL = "vllm/v1/attention/ops/prefix_prefill.py"

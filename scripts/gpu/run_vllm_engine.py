@@ -6,7 +6,7 @@
 Every step but `all` runs in its own process; `all` runs them in JOBS' order (by value) within
 one time budget, and rewrites DIR/summary.json after each job, so a timeout still leaves results:
 - make: tiny random-weight models of each family, written by transformers to DIR/models/<family>
-  (float32 safetensors, the word-level tokenizer and chat template of pascal_forge.vllm_engine;
+  (float32 safetensors, the word-level tokenizer and chat template of pascal_forge.checks.vllm.engine;
   nothing from a hub), and each quantized checkpoint of MODELS (tiny_checkpoints: GPTQ 4/8-bit,
   AutoRound) with its reference folder, the float32 weights the checkpoint decodes to;
 - reference: transformers in float32 on the GPU over each model's reference weights: greedy tokens,
@@ -17,7 +17,7 @@ one time budget, and rewrites DIR/summary.json after each job, so a timeout stil
   tokens identical and logprobs within the model's bound while the reference's top-2 margin
   stays above it (Model.fp16_bound says why each bound);
 - serve: `vllm serve` on 127.0.0.1 answers /v1/completions and /v1/chat/completions;
-- bench: pascal_forge.bench (what `pascal-forge bench` runs) on the tiny dense model; its report
+- bench: pascal_forge.checks.bench (what `pascal-forge bench` runs) on the tiny dense model; its report
   is headed "Pascal form on an H100, not a P40's figures".
 vLLM's compiled extension runs where the carry brought it (pascal_engine_form.carried_extensions);
 without it CustomOps run their native PyTorch code (custom_ops ["none"]).
@@ -163,7 +163,7 @@ def make(out: Path, models: list[Model], version: str) -> None:
     from tiny_checkpoints import METHODS, write_quantized
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pascal_forge.vllm_engine import QUANTIZATIONS, family_configs, write_model
+    from pascal_forge.checks.vllm.engine import QUANTIZATIONS, family_configs, write_model
 
     configs = family_configs(version)
     failed = []
@@ -328,17 +328,17 @@ BENCH_LABEL = "Pascal form on an H100, not a P40's figures"
 
 
 def bench(out: Path, model_name: str, port: int = 8766) -> None:
-    """What `pascal-forge bench MODEL` runs (pascal_forge.bench.run_bench), with `vllm` a wrapper
+    """What `pascal-forge bench MODEL` runs (pascal_forge.checks.bench.run_bench), with `vllm` a wrapper
     for this machine's python and the engine flags the other steps use."""
     try:
         import rattler  # noqa: F401
     except ImportError:
-        # bench reads only OUR_NAMES from pascal_forge.solve, which imports rattler (not on the
+        # bench reads only OUR_NAMES from pascal_forge.channel.solve, which imports rattler (not on the
         # device): the names prepare_engine_carry.py wrote from solve.OUR_NAMES stand in.
-        solve = types.ModuleType("pascal_forge.solve")
+        solve = types.ModuleType("pascal_forge.channel.solve")
         solve.OUR_NAMES = tuple(json.loads((HERE.parent / "pascal_forge" / "our-names.json").read_text()))
-        sys.modules["pascal_forge.solve"] = solve
-    from pascal_forge.bench import bench_report, run_bench, save_result
+        sys.modules["pascal_forge.channel.solve"] = solve
+    from pascal_forge.checks.bench import bench_report, run_bench, save_result
 
     wrapper = out / "bin" / "vllm"
     wrapper.parent.mkdir(parents=True, exist_ok=True)

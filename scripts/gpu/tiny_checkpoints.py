@@ -4,7 +4,7 @@ reads, with the float weights they decode to (the reference's weights).
 A method is one row of METHODS: how a float [out, in] weight becomes the checkpoint's tensors
 (`quantize`), and how those tensors decode back (`dequantize`). A new format (AWQ,
 compressed-tensors) is one more row; its quantization_config comes from the CPU matrix
-(pascal_forge.vllm_engine.QUANTIZATIONS), the one home of what each quantizer writes there.
+(pascal_forge.checks.vllm.engine.QUANTIZATIONS), the one home of what each quantizer writes there.
 
 `write_quantized(float_folder, quant_folder, reference_folder, method)` reads the float model
 that transformers saved (per-expert names for MoE, as transformers 5 writes them back), and writes:
@@ -119,7 +119,7 @@ class GptqFormat:
 class Method:
     """One quantized checkpoint the engine run makes: its format and its quantization_config."""
 
-    name: str  # the CPU matrix's name (pascal_forge.vllm_engine.QUANTIZATIONS)
+    name: str  # the CPU matrix's name (pascal_forge.checks.vllm.engine.QUANTIZATIONS)
     fmt: WeightFormat
     # what the quantizer writes besides the matrix's config (None: the matrix's config as is)
     config_edit: Callable[[dict], dict] | None = None

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .build import (
+from .build.engine import (
     DEFAULT_SOURCE_CHANNELS,
     BuildOptions,
     build_channel,
@@ -22,18 +22,12 @@ from .build import (
     prepare_channel,
     select_builds,
 )
-from .conda_config import channel_snippets, resolve_channel
-from .display import printable, redact_urls
-from .doctor import diagnose, probe
-from .errors import PascalForgeError
-from .patches import check_recipe_patches, patch_check_targets
-from .plan import Plan, expensive_builds, make_plan
-from .preflight import preflight, unbuilt_needs
-from .progress import closing_message, dry_run_table, path_label, reporter_for, summary_table
-from .recipes import discover_recipes
-from .rerender import rerender, stale_files, write
-from .solvability import check_solvable
-from .solve import (
+from .build.preflight import preflight, unbuilt_needs
+from .build.progress import closing_message, dry_run_table, path_label, reporter_for, summary_table
+from .build.solvability import check_solvable
+from .channel.condarc import channel_snippets, resolve_channel
+from .channel.doctor import diagnose, probe
+from .channel.solve import (
     PRIORITIES,
     Solution,
     System,
@@ -43,6 +37,12 @@ from .solve import (
     requested_specs,
     solve,
 )
+from .ci.rerender import rerender, stale_files, write
+from .errors import PascalForgeError
+from .recipes.patches import check_recipe_patches, patch_check_targets
+from .recipes.plan import Plan, expensive_builds, make_plan
+from .recipes.recipe import discover_recipes
+from .safe_text import printable, redact_urls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,9 +201,9 @@ def _add_bump_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_bump(args: argparse.Namespace) -> int:
-    from .bump import UNCHECKABLE_EXIT, NothingToBump, UncheckableRelease, check_bump
-    from .bump_report import terminal_view, to_markdown, uncheckable_markdown
-    from .bump_write import write_bump
+    from .bump.check import UNCHECKABLE_EXIT, NothingToBump, UncheckableRelease, check_bump
+    from .bump.report import terminal_view, to_markdown, uncheckable_markdown
+    from .bump.write import write_bump
 
     try:
         report = check_bump(args.recipes, args.recipe, args.version)
@@ -250,9 +250,9 @@ def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_compile_suite(args: argparse.Namespace) -> int:
-    from .pascal_kernels.suite import PASCAL_CAPABILITIES, run_stock_and_patched
-    from .pascal_kernels.table import format_table
-    from .sources import default_cache_dir
+    from .checks.triton.suite import PASCAL_CAPABILITIES, run_stock_and_patched
+    from .checks.triton.table import format_table
+    from .upstream.artifacts import default_cache_dir
 
     recipe = next((r for r in discover_recipes(args.recipes) if r.name == "triton"), None)
     if recipe is None:
@@ -398,8 +398,8 @@ def _add_publish_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    from .mirror import S3Settings
-    from .publish import parse_target, publish_channel
+    from .channel.mirror import S3Settings
+    from .channel.publish import parse_target, publish_channel
 
     target = parse_target(args.to)
     report = publish_channel(
@@ -460,12 +460,12 @@ def _add_mirror_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_mirror(args: argparse.Namespace) -> int:
-    from .mirror import ClosureRequest, MirrorInterrupted, RichProgress, S3Settings, mirror_channel
+    from .channel.mirror import ClosureRequest, MirrorInterrupted, RichProgress, S3Settings, mirror_channel
 
     if (args.cuda or args.python) and not args.closure:
         raise PascalForgeError("--cuda and --python choose what --closure SPEC installs; add --closure")
     if args.destination.startswith("s3://"):
-        from .publish import find_credential, parse_target
+        from .channel.publish import find_credential, parse_target
 
         # Named before anything is read, the way publish names it: boto3 alone says only
         # "Unable to locate credentials", and only after the source has been read.
@@ -659,7 +659,7 @@ def _add_bench_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_report, load_result, run_bench, save_result
+    from .checks.bench import bench_report, load_result, run_bench, save_result
 
     if args.report_from:
         result = load_result(args.report_from / "bench-result.json")

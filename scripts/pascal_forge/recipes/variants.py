@@ -1,0 +1,127 @@
+"""The variant matrix: load conda_build_config.yaml and refuse what cannot serve Pascal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+from rattler_build import VariantConfig
+
+from ..errors import VariantError
+from .recipe import where_to_run
+
+# Compute capabilities of the Pascal family: P100 (6.0), P40/P4/GTX 10xx (6.1), Jetson TX2 (6.2).
+PASCAL_ARCHES = ("6.0", "6.1", "6.2")
+ARCH_KEY = "cuda_arch_list"
+CUDA_KEY = "cuda_compiler_version"
+# CUDA 13's nvcc and ptxas reject every target below sm_75.
+FIRST_CUDA_WITHOUT_PASCAL = 13
+# The only platform the recipes build for (render.DEFAULT_PLATFORM).
+BUILD_PLATFORM = "linux-64"
+# Keys of conda_build_config.yaml that shape the matrix but are not variant values.
+_NOT_VARIANT_KEYS = ("zip_keys", "pin_run_as_build", "extend_keys")
+
+
+def load_variant_config(
+    path: Path, overrides: Mapping[str, str | Sequence[str]] | None = None
+) -> VariantConfig:
+    """Read a conda_build_config.yaml, narrow it to `overrides`, and check it serves Pascal."""
+    if not path.exists():
+        raise VariantError(f"{path}: no such variant configuration{where_to_run(path)}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise VariantError(f"{path}: cannot read the variant configuration: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise VariantError(f"{path}: holds a {type(raw).__name__}, not a mapping of keys")
+    if overrides:
+        raw = select_variant(raw, overrides, source=path)
+    check_pascal(raw, source=path)
+    try:
+        return VariantConfig.from_yaml(yaml.safe_dump(raw, sort_keys=False))
+    except Exception as exc:  # rattler-build raises its own error types
+        raise VariantError(f"{path}: rattler-build rejects the variant configuration: {exc}") from exc
+
+
+def check_pascal(raw: dict, *, source: Path | str = "conda_build_config.yaml") -> None:
+    """Raise VariantError naming the key and value of any variant that cannot serve Pascal."""
+    if not _as_list(raw.get(CUDA_KEY)):
+        raise VariantError(f'{source}: {CUDA_KEY} is missing: set it to a CUDA 12.x version, e.g. "12.9".')
+    for version in _as_list(raw.get(CUDA_KEY)):
+        text = str(version)
+        if text == "None":
+            raise VariantError(
+                f"{source}: {CUDA_KEY}: {text!r} builds without CUDA; pascal-forge only builds CUDA 12.x."
+            )
+        try:
+            major = int(text.split(".")[0])
+        except ValueError as exc:
+            raise VariantError(f"{source}: {CUDA_KEY}: {text!r} is not a CUDA version") from exc
+        if major >= FIRST_CUDA_WITHOUT_PASCAL:
+            raise VariantError(
+                f"{source}: {CUDA_KEY}: {text!r} cannot target Pascal (CUDA 13 dropped sm_60/sm_61); "
+                "use a CUDA 12.x version such as 12.9."
+            )
+    arch_lists = _as_list(raw.get(ARCH_KEY))
+    if not arch_lists:
+        raise VariantError(f'{source}: {ARCH_KEY} is missing: set it to e.g. "6.0;6.1".')
+    for arch_list in arch_lists:
+        arches = [a.strip() for a in str(arch_list).split(";") if a.strip()]
+        if not arches:
+            raise VariantError(f'{source}: {ARCH_KEY}: {arch_list!r} is empty: set it to e.g. "6.0;6.1".')
+        for arch in arches:
+            if arch.removesuffix("+PTX") not in PASCAL_ARCHES:
+                raise VariantError(
+                    f"{source}: {ARCH_KEY}: {arch!r} in {arch_list!r} is not a Pascal architecture "
+                    f"(allowed: {', '.join(PASCAL_ARCHES)})."
+                )
+
+
+def select_variant(raw: dict, overrides: Mapping[str, str | Sequence[str]], *, source: Path | str) -> dict:
+    """Keep only the variants where each overridden key has one of the given values.
+
+    Keys zipped together are narrowed together, so `cuda_compiler_version=12.9` also keeps
+    the matching compiler and sysroot versions. Several values of one key keep all of them;
+    several keys keep the variants that match each.
+    """
+    narrowed = dict(raw)
+    zip_groups: list[list[str]] = raw.get("zip_keys") or []
+    for key, wanted in overrides.items():
+        wanted_values = [wanted] if isinstance(wanted, str) else list(wanted)
+        values = [str(v) for v in _as_list(narrowed.get(key))]
+        if key not in raw:
+            raise VariantError(_unknown_key_message(raw, key, source))
+        missing = [w for w in wanted_values if not any(_matches(w, v) for v in values)]
+        if missing:
+            raise VariantError(
+                f"{source}: {key} has no value {', '.join(map(repr, missing))} (it has: {', '.join(values)})."
+            )
+        keep = [i for i, value in enumerate(values) if any(_matches(w, value) for w in wanted_values)]
+        group = next((g for g in zip_groups if key in g), [key])
+        for member in group:
+            member_values = _as_list(narrowed.get(member))
+            narrowed[member] = [member_values[i] for i in keep]
+    return narrowed
+
+
+def variant_keys(raw: dict) -> list[str]:
+    """The keys of a variant matrix that a --variant KEY=VALUE can narrow."""
+    return [key for key in raw if key not in _NOT_VARIANT_KEYS]
+
+
+def _unknown_key_message(raw: dict, key: str, source: Path | str) -> str:
+    if key == "target_platform":
+        return f"--variant target_platform: the recipes build for {BUILD_PLATFORM} only; drop the option."
+    return f"{source}: no variant key {key!r}; the matrix has: {', '.join(variant_keys(raw))}."
+
+
+def _matches(wanted: str, value: str) -> bool:
+    # "3.12" selects the python entry "3.12.* *_cpython".
+    return wanted in (value, value.split(" ")[0].removesuffix(".*"))
+
+
+def _as_list(value: object) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
