@@ -31,8 +31,8 @@ from rattler_build import ToolConfiguration
 from rich.console import Console
 
 from pascal_forge.build.engine import BuildOptions, build_channel, prepare_channel
-from pascal_forge.build.progress import PlainReporter
 from pascal_forge.channel.local import index_channel
+from pascal_forge.console import PlainReporter
 from pascal_forge.recipes.plan import make_plan
 
 REPO = Path(__file__).resolve().parent.parent

@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from pascal_forge.build.environments import environments_of  # noqa: E402
 from pascal_forge.build.solvability import check_solvable  # noqa: E402
-from pascal_forge.channel.solve import planned_repodata, write_channel  # noqa: E402
+from pascal_forge.channel.solve import write_channel  # noqa: E402
 from pascal_forge.rattler_run import run_rattler  # noqa: E402
 from pascal_forge.recipes.plan import make_plan  # noqa: E402
+from pascal_forge.recipes.planned import planned_repodata  # noqa: E402
 
 SUBDIR = "linux-64"
 

@@ -20,6 +20,11 @@ from typing import Any
 from pascal_forge.channel.solve import write_channel
 
 UPSTREAM = Path(__file__).resolve().parent / "fixtures" / "upstream"
+# Every package our recipes build (pascal_forge.recipes.recipe.shipped_names reads them from the
+# recipes; test_solve.py holds the two equal).
+SHIPPED_NAMES = frozenset(
+    {"triton", "libtorch", "pytorch", "pytorch-gpu", "torchvision", "torchaudio", "vllm", "vllm-pascal"}
+)
 PLATFORM = "linux-64"
 # Newer than anything we build, so no tie is ever broken in our favour by age.
 STOCK_TIMESTAMP = 1_765_000_000_000

@@ -34,8 +34,8 @@ from rich.console import Console
 from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.build.engine import BuildOptions, build_channel, select_builds
 from pascal_forge.build.preflight import preflight
-from pascal_forge.build.progress import LiveReporter
 from pascal_forge.channel.local import index_channel, indexed_files, publish_package
+from pascal_forge.console import LiveReporter
 from pascal_forge.errors import PascalForgeError
 from pascal_forge.recipes.plan import make_plan
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -394,6 +395,20 @@ def test_conda_forge_yml_settings_for_an_unknown_recipe_are_refused(repo_copy):
     path.write_text(yaml.safe_dump(settings))
     with pytest.raises(ForgeConfigError, match="pascal_forge.recipes names pytroch, which is no recipe"):
         rerender(repo_copy)
+
+
+def _pinned_engine() -> str:
+    pins = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(pin.split("==")[1] for pin in pins if pin.startswith("py-rattler-build=="))
+
+
+def test_ci_builds_with_the_rattler_build_that_pyproject_pins(repo_copy):
+    settings = yaml.safe_load((REPO / "conda-forge.yml").read_text())
+    assert settings["pascal_forge"]["rattler_build_version"] == f"v{_pinned_engine()}"
+    # Without the key the default is the pinned engine too, not a release that goes stale.
+    del settings["pascal_forge"]["rattler_build_version"]
+    (repo_copy / "conda-forge.yml").write_text(yaml.safe_dump(settings))
+    assert load_forge_config(repo_copy / "conda-forge.yml").rattler_build_version == f"v{_pinned_engine()}"
 
 
 def test_conda_forge_yml_settings_reach_the_workflow(repo_copy):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from solve_support import UPSTREAM
+from solve_support import SHIPPED_NAMES, UPSTREAM
 
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.channel.doctor import Gpu, Hardware, diagnose, parse_nvidia_smi, probe
-from pascal_forge.channel.solve import SolveError, System, planned_repodata, solve, write_channel
+from pascal_forge.channel.solve import SolveError, System, solve, write_channel
 from pascal_forge.recipes.plan import make_plan
+from pascal_forge.recipes.planned import planned_repodata
 
 # Captured with `nvidia-smi` on an H100 host running the R580 driver (the GPU-less CI has none).
 H100 = Path(__file__).resolve().parent / "fixtures" / "nvidia-smi" / "h100-r580"
@@ -122,7 +123,7 @@ def test_doctor_agrees_with_the_solver(ours: str, hardware: Hardware) -> None:
     )
     if verdict.served:
         solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], system, python="3.12")
-        solution.check_consistent()
+        solution.check_consistent(SHIPPED_NAMES)
         assert solution.get("vllm").build.startswith(f"{verdict.cuda_build}_pascal_")
     else:
         with pytest.raises(SolveError):

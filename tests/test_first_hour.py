@@ -18,11 +18,12 @@ from rattler import Channel, ChannelConfig
 from solve_support import UPSTREAM
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
-from pascal_forge.channel.solve import SolveError, System, planned_channel, solve
+from pascal_forge.channel.solve import SolveError, System, solve
 from pascal_forge.ci.forge_config import ForgeConfigError, load_forge_config
 from pascal_forge.cli import main
 from pascal_forge.errors import VariantError
 from pascal_forge.recipes.plan import make_plan
+from pascal_forge.recipes.planned import planned_channel
 
 NO_CHANNEL = Path("channel-not-built")
 

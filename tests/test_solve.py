@@ -19,19 +19,17 @@ from rattler import (
     Version,
     VersionSpec,
 )
-from solve_support import UPSTREAM, upstream_repodata
+from solve_support import SHIPPED_NAMES, UPSTREAM, upstream_repodata
 
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.channel.doctor import MIN_DRIVER_CUDA
+from pascal_forge.channel.ours import OUR_BUILD_MARK
 from pascal_forge.channel.solve import (
-    OUR_BUILD_MARK,
-    OUR_NAMES,
     MixedSetError,
+    Resolved,
     Solution,
     SolveError,
     System,
-    declared_python_versions,
-    planned_repodata,
     requirements_without_conda_package,
     solve,
     unmet_requirements,
@@ -45,7 +43,8 @@ from pascal_forge.recipes.patches import (
     unpack_artifact,
 )
 from pascal_forge.recipes.plan import make_plan
-from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.recipes.planned import declared_python_versions, planned_repodata
+from pascal_forge.recipes.recipe import Recipe, shipped_names
 
 PASCAL = "6.1"
 DRIVERS = ("12.6", "12.9", "13.0")
@@ -86,7 +85,7 @@ def stock_env() -> list[RepoDataRecord]:
 
 
 def _assert_all_ours(solution: Solution, expected_cuda: str) -> None:
-    solution.check_consistent()
+    solution.check_consistent(SHIPPED_NAMES)
     for name in ("vllm", "pytorch", "libtorch", "triton"):
         package = solution.get(name)
         assert package is not None, f"{name} missing from the solution"
@@ -145,7 +144,7 @@ def test_priority_disabled_never_mixes(ours: str, cuda: str) -> None:
         EXPECTED_BUILD[cuda],
     )
     solution = solve(["vllm"], [ours, str(UPSTREAM)], system, priority="disabled", python="3.12")
-    assert solution.problems() == []
+    assert solution.problems(SHIPPED_NAMES) == []
 
 
 @pytest.mark.parametrize("priority", ["strict", "flexible"])
@@ -233,14 +232,14 @@ def test_cli_changes_a_stock_environment_in_one_transaction(
     # Dependencies only stock pytorch needed (nomkl, optree ...) may go; nothing the user asked for,
     # and no member of the family, is removed without its replacement.
     removed = {line.split()[1] for line in changes if line.startswith("- ")}
-    assert not removed & {*OUR_NAMES, "torchvision", "python"}, removed
+    assert not removed & {*SHIPPED_NAMES, "python"}, removed
 
 
 def _without_family_constraints(repodata: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     broken = copy.deepcopy(repodata)
     for content in broken.values():
         for record in content["packages.conda"].values():
-            record["constrains"] = [c for c in record["constrains"] if c.split()[0] not in OUR_NAMES]
+            record["constrains"] = [c for c in record["constrains"] if c.split()[0] not in SHIPPED_NAMES]
     return broken
 
 
@@ -258,13 +257,36 @@ def test_check_catches_stock_vllm_on_our_pytorch(planned: dict[str, dict[str, An
     )
     assert solution.get("vllm").ours is False and solution.get("pytorch").ours is True
     with pytest.raises(MixedSetError, match=r"vllm 0\.14\.0 cuda129_py312h\w+_0 from .* stock build"):
-        solution.check_consistent()
+        solution.check_consistent(SHIPPED_NAMES)
+
+
+def test_the_family_we_ship_is_read_from_the_recipes_outputs() -> None:
+    assert shipped_names(RECIPES) == SHIPPED_NAMES
+
+
+def test_a_stock_torchvision_beside_our_pytorch_is_flagged() -> None:
+    """torchvision's C++ ops link the torch they were built against: conda-forge's beside our
+    pytorch is a mixed set. Twin: the hand-written family solve.py held until 2026-12-07 lacked
+    torchvision and torchaudio, and passed this set."""
+    ours = "cuda129_pascal_py312h0123abc_0"
+    solution = Solution(
+        packages=(
+            Resolved("pytorch", "2.14.0", ours, "pascal", ours=True),
+            Resolved("torchvision", "0.29.0", "cuda129_py312h4567def_0", "conda-forge", ours=False),
+        ),
+        records=(),
+    )
+    problems = solution.problems(shipped_names(RECIPES))
+    stock = "torchvision 0.29.0 cuda129_py312h4567def_0 from conda-forge"
+    assert problems == [f"{stock} is a stock build next to our patched set"]
+    drifted = ("triton", "libtorch", "pytorch", "pytorch-gpu", "vllm", "vllm-pascal")
+    assert solution.problems(drifted) == []
 
 
 def _stock_family() -> list[RepoDataRecord]:
     channel = Channel(str(UPSTREAM))
     records = RepoData.from_path(UPSTREAM / "linux-64" / "repodata.json").into_repo_data(channel)
-    return [r for r in records if r.name.normalized in OUR_NAMES]
+    return [r for r in records if r.name.normalized in SHIPPED_NAMES]
 
 
 def _family_pins(planned: dict[str, dict[str, Any]]) -> list[str]:
@@ -273,7 +295,7 @@ def _family_pins(planned: dict[str, dict[str, Any]]) -> list[str]:
             spec
             for record in planned["linux-64"]["packages.conda"].values()
             for spec in record["depends"] + record["constrains"]
-            if spec.split()[0] in OUR_NAMES and spec.split()[0] != "libtorch"
+            if spec.split()[0] in SHIPPED_NAMES and spec.split()[0] != "libtorch"
         }
     )
 
@@ -356,8 +378,8 @@ def test_cli_solve_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([*args, "--python", "3.12", "--json"]) == 0
     packages = json.loads(capsys.readouterr().out)
     assert set(packages[0]) == {"name", "version", "build", "channel"}
-    family = {p["name"]: p for p in packages if p["name"] in OUR_NAMES}
-    assert set(family) == set(OUR_NAMES)
+    family = {p["name"]: p for p in packages if p["name"] in SHIPPED_NAMES}
+    assert set(family) == set(SHIPPED_NAMES)
     assert all(OUR_BUILD_MARK in p["build"] and p["channel"] != str(UPSTREAM) for p in family.values())
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from solve_support import RELEASED_0_34_0_PINS, UPSTREAM
+from solve_support import RELEASED_0_34_0_PINS, SHIPPED_NAMES, UPSTREAM
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.channel.solve import SolveError, System, planned_repodata, solve, write_channel
+from pascal_forge.channel.solve import SolveError, System, solve, write_channel
 from pascal_forge.recipes.plan import make_plan
+from pascal_forge.recipes.planned import planned_repodata
 
 SEED = {
     "vllm": "0.14.0",
@@ -61,7 +62,7 @@ def ours(planned: dict[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFa
 
 
 def _stack_of(solution, build_prefix: str) -> dict[str, str]:
-    solution.check_consistent()
+    solution.check_consistent(SHIPPED_NAMES)
     found = {}
     for name in SEED:
         package = solution.get(name)

@@ -21,15 +21,13 @@ stripped (strip --strip-debug: uvloop's 16 MB module is 2 MB of code and 14 of D
   them; without it the run is Triton-only (CustomOps native);
 - triton-overlay/ and scripts/: as prepare_gpu_carry.py makes them (the device's triton 3.6.0
   with our 3.6.0 series; the current stack's triton 3.8.0 wheel does not fit the upload), with
-  pascal_forge's bench and cost model (the bench step) and our-names.json (solve.OUR_NAMES, which
-  the device cannot import: solve needs rattler).
+  pascal_forge's bench and cost model (the bench step).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import shutil
 import subprocess
@@ -258,16 +256,12 @@ def main(destination: Path, extension: Path | None) -> int:
     # The engine's own modules the run imports on the device (make: the tiny models' configs;
     # bench: pascal-forge bench and the cost model it prints beside the figures).
     forge = destination / "scripts" / "pascal_forge"
-    # channel/__init__.py: bench imports channel.solve, which the run replaces (see run_vllm_engine.py).
     for name in ("checks/__init__.py", "checks/bench.py", "checks/vllm/__init__.py", "checks/vllm/engine.py",
-                 "channel/__init__.py"):  # fmt: skip
+                 "channel/__init__.py", "channel/ours.py"):  # fmt: skip
         (forge / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(SCRIPTS / "pascal_forge" / name, forge / name)
     shutil.copytree(SCRIPTS / "pascal_forge" / "checks" / "costmodel", forge / "checks" / "costmodel",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    from pascal_forge.channel.solve import OUR_NAMES
-
-    (forge / "our-names.json").write_text(json.dumps(list(OUR_NAMES)))
     vllm = Recipe("vllm", REPO / "recipes" / "vllm")
     with tempfile.TemporaryDirectory(prefix="pascal-forge-engine-carry-") as scratch:
         scratch_dir = Path(scratch)

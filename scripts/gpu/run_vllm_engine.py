@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -330,14 +329,6 @@ BENCH_LABEL = "Pascal form on an H100, not a P40's figures"
 def bench(out: Path, model_name: str, port: int = 8766) -> None:
     """What `pascal-forge bench MODEL` runs (pascal_forge.checks.bench.run_bench), with `vllm` a wrapper
     for this machine's python and the engine flags the other steps use."""
-    try:
-        import rattler  # noqa: F401
-    except ImportError:
-        # bench reads only OUR_NAMES from pascal_forge.channel.solve, which imports rattler (not on the
-        # device): the names prepare_engine_carry.py wrote from solve.OUR_NAMES stand in.
-        solve = types.ModuleType("pascal_forge.channel.solve")
-        solve.OUR_NAMES = tuple(json.loads((HERE.parent / "pascal_forge" / "our-names.json").read_text()))
-        sys.modules["pascal_forge.channel.solve"] = solve
     from pascal_forge.checks.bench import bench_report, run_bench, save_result
 
     wrapper = out / "bin" / "vllm"

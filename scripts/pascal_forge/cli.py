@@ -3,89 +3,66 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from . import __version__
 from .build.engine import (
     DEFAULT_SOURCE_CHANNELS,
     BuildOptions,
     build_channel,
-    pending_builds,
     prepare_channel,
     select_builds,
 )
-from .build.preflight import preflight, unbuilt_needs
-from .build.progress import closing_message, dry_run_table, path_label, reporter_for, summary_table
-from .build.solvability import check_solvable
-from .channel.condarc import channel_snippets, resolve_channel
+from .build.preflight import run_preflight
+from .channel.condarc import channel_snippets, is_channel_name, resolve_channel
 from .channel.doctor import diagnose, probe
 from .channel.solve import (
     PRIORITIES,
-    Solution,
     System,
     built_channel,
     installed_records,
-    planned_channel,
     requested_specs,
     solve,
 )
 from .ci.rerender import rerender, stale_files, write
+from .console import (
+    closing_message,
+    dry_run_table,
+    expensive_builds_table,
+    log_progress_to_stderr,
+    path_label,
+    plan_table,
+    print_error,
+    reporter_for,
+    solution_table,
+    stdout_console,
+    summary_table,
+)
+from .defaults import CHANNEL_DIR, PLATFORM, RECIPES_DIR, SOURCE_CHANNEL, VARIANT_CONFIG
 from .errors import PascalForgeError
 from .recipes.patches import check_recipe_patches, patch_check_targets
-from .recipes.plan import Plan, expensive_builds, make_plan
-from .recipes.recipe import discover_recipes
-from .safe_text import printable, redact_urls
+from .recipes.plan import Plan, make_plan
+from .recipes.planned import planned_channel
+from .recipes.recipe import discover_recipes, shipped_names
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         # Parsing builds the whole parser, long enough for a Ctrl-C to land in it.
         args = _parser().parse_args(argv)
-        _log_progress_to_stderr()
+        log_progress_to_stderr()
         return args.handler(args)
     except PascalForgeError as exc:
-        _print_error(str(exc))
+        print_error(str(exc))
         return 2
     except KeyboardInterrupt:
-        _print_error("interrupted (Ctrl-C); run the command again to finish")
+        print_error("interrupted (Ctrl-C); run the command again to finish")
         return 130
-
-
-def _print_error(message: str) -> None:
-    # Messages quote servers and file names: shown literally, never as markup or terminal controls.
-    text = Text.assemble(("error:", "bold red"), " ", redact_urls(printable(message)))
-    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time, so a redirected stderr gets the lines too."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass
-
-
-def _log_progress_to_stderr() -> None:
-    """Long steps (downloads, compiles) report through logging; show ours, not the libraries'."""
-    logger = logging.getLogger("pascal_forge")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,7 +172,7 @@ def _add_bump_command(commands: argparse._SubParsersAction) -> None:
     )
     bump.add_argument("--report", type=Path, metavar="FILE", help="write the report as Markdown here")
     bump.add_argument(
-        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (default: recipes/)"
+        "--recipes", type=Path, default=Path(RECIPES_DIR), help="recipe folder (default: recipes/)"
     )
     bump.set_defaults(handler=_run_bump)
 
@@ -216,7 +193,7 @@ def _run_bump(args: argparse.Namespace) -> int:
             args.report.write_text(uncheckable_markdown(exc), encoding="utf-8")
         return UNCHECKABLE_EXIT
     written = None if args.check else write_bump(args.recipes, report)
-    _console().print(terminal_view(report))
+    stdout_console().print(terminal_view(report))
     for item in written or []:
         print(item)
     if args.report:
@@ -331,7 +308,7 @@ def _add_build_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    console = _console()
+    console = stdout_console()
     options = BuildOptions.for_channel(
         args.channel,
         work_dir=args.work_dir,
@@ -361,19 +338,14 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _preflight_passes(console: Console, plan: Plan, selected: list, options: BuildOptions) -> bool:
-    """Run every pre-build check, print what it found; False when an error would stop the build."""
-    pending = pending_builds(selected, options.channel, force=options.force)
-    findings = preflight(pending, options.work_dir) + unbuilt_needs(plan, selected)
-    tests = options.test_strategy == "native"
-    report = check_solvable(
-        plan, pending, options.channel, options.source_channels, available=selected, tests=tests
-    )
-    for finding in findings + report.findings():
+    """Run every pre-build check and print what it found; False when an error would stop the build."""
+    findings, summary = run_preflight(plan, selected, options)
+    for finding in findings:
         console.print(
             f"preflight {finding.severity}: {finding.message}", markup=False, highlight=False, soft_wrap=True
         )
-    console.print(report.summary, markup=False, highlight=False)
-    return not any(f.severity == "error" for f in findings + report.findings())
+    console.print(summary, markup=False, highlight=False)
+    return not any(f.severity == "error" for f in findings)
 
 
 def _add_publish_command(commands: argparse._SubParsersAction) -> None:
@@ -389,7 +361,10 @@ def _add_publish_command(commands: argparse._SubParsersAction) -> None:
         "https://anaconda.org/OWNER[/LABEL], quetz://HOST/CHANNEL or artifactory://HOST/CHANNEL",
     )
     publish.add_argument(
-        "--channel", type=Path, default=Path("channel"), help="local channel to publish (default: ./channel)"
+        "--channel",
+        type=Path,
+        default=Path(CHANNEL_DIR),
+        help=f"local channel to publish (default: ./{CHANNEL_DIR})",
     )
     publish.add_argument("--read-url", help="the target channel's download URL, to compare with its files")
     publish.add_argument("--s3-endpoint-url", help="S3 endpoint (default: $AWS_ENDPOINT_URL or AWS)")
@@ -447,7 +422,7 @@ def _add_mirror_command(commands: argparse._SubParsersAction) -> None:
     )
     mirror.add_argument("--cuda", help="with --closure: the machine's CUDA driver version, e.g. 12.8")
     mirror.add_argument("--python", help="with --closure: the Python version to install, e.g. 3.12")
-    mirror.add_argument("--platform", default="linux-64", help="with --closure: target platform")
+    mirror.add_argument("--platform", default=PLATFORM, help="with --closure: target platform")
     mirror.add_argument("--jobs", "-j", type=int, default=4, help="parallel downloads (default: 4)")
     mirror.add_argument(
         "--verify-existing", action="store_true", help="hash files already in the destination too"
@@ -514,15 +489,18 @@ def _add_solve_command(commands: argparse._SubParsersAction) -> None:
         help="a channel after ours, by name, URL or path (repeatable; default: conda-forge)",
     )
     solve_parser.add_argument(
-        "--ours", type=Path, default=Path("channel"), help="our channel directory (default: ./channel)"
+        "--ours", type=Path, default=Path(CHANNEL_DIR), help="our channel directory (default: ./channel)"
     )
     solve_parser.add_argument(
         "--planned", action="store_true", help="take our records from the build plan, not from --ours"
     )
     solve_parser.add_argument(
-        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (with --planned)"
+        "--recipes",
+        type=Path,
+        default=Path(RECIPES_DIR),
+        help="recipe folder: the packages that must all be ours, and with --planned their records",
     )
-    solve_parser.add_argument("--variant-config", "-m", type=Path, default=Path("conda_build_config.yaml"))
+    solve_parser.add_argument("--variant-config", "-m", type=Path, default=Path(VARIANT_CONFIG))
     solve_parser.add_argument(
         "--cuda", help="the driver's CUDA version (__cuda), e.g. 12.8; default: detected"
     )
@@ -540,6 +518,7 @@ def _add_solve_command(commands: argparse._SubParsersAction) -> None:
 
 def _run_solve(args: argparse.Namespace) -> int:
     system = System.detect(cuda=args.cuda, cuda_arch=args.cuda_arch)
+    family = shipped_names(args.recipes)
     with tempfile.TemporaryDirectory(prefix="pascal-forge-planned-") as scratch:
         if args.planned:
             ours = planned_channel(args.recipes, args.variant_config, Path(scratch))
@@ -548,7 +527,7 @@ def _run_solve(args: argparse.Namespace) -> int:
         else:
             ours = built_channel(args.ours)
             ours_label = path_label(args.ours)
-        others = args.channel or ["conda-forge"]
+        others = args.channel or [SOURCE_CHANNEL]
         channels = [str(ours), *others]
         installed = installed_records(args.prefix) if args.prefix else []
         specs = [*args.specs, *requested_specs(installed)]
@@ -564,23 +543,11 @@ def _run_solve(args: argparse.Namespace) -> int:
     if args.json:
         print(solution.to_json())
     else:
-        _console().print(solution_table(solution, system))
+        stdout_console().print(solution_table(solution, system))
         for change in solution.changes(installed) if args.prefix else []:
             print(change)
-    solution.check_consistent()
+    solution.check_consistent(family)
     return 0
-
-
-def solution_table(solution: Solution, system: System) -> Table:
-    machine = f"__cuda {system.cuda or '-'}, __cuda_arch {system.cuda_arch or '-'}"
-    table = Table(title=f"would install {len(solution.packages)} packages ({machine}); * = ours")
-    for column in ("", "package", "version", "build", "channel"):
-        table.add_column(column, no_wrap=column != "build")
-    for package in solution.packages:
-        table.add_row(
-            "*" if package.ours else "", package.name, package.version, package.build, package.channel
-        )
-    return table
 
 
 def _add_doctor_command(commands: argparse._SubParsersAction) -> None:
@@ -599,7 +566,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
     hardware = probe()
     notes: list[str] = []
     channel = args.channel
-    if _is_channel_name(channel):
+    if is_channel_name(channel):
         resolution = resolve_channel(channel)
         if resolution.public_default:
             notes.append(
@@ -618,11 +585,6 @@ def _run_doctor(args: argparse.Namespace) -> int:
         print(f"\ninstall with:\n  {verdict.command}")
         return 0
     return 1
-
-
-def _is_channel_name(channel: str) -> bool:
-    """A bare name like `pascal`, which conda resolves through its configuration, not a URL or path."""
-    return "://" not in channel and "/" not in channel and not Path(channel).exists()
 
 
 def _add_channel_config_command(commands: argparse._SubParsersAction) -> None:
@@ -672,13 +634,13 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--recipes", type=Path, default=Path("recipes"), help="recipe folder (default: recipes/)"
+        "--recipes", type=Path, default=Path(RECIPES_DIR), help="recipe folder (default: recipes/)"
     )
     parser.add_argument(
         "--variant-config",
         "-m",
         type=Path,
-        default=Path("conda_build_config.yaml"),
+        default=Path(VARIANT_CONFIG),
         help="variant matrix (default: conda_build_config.yaml)",
     )
 
@@ -686,7 +648,10 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     _add_recipe_arguments(parser)
     parser.add_argument(
-        "--channel", type=Path, default=Path("channel"), help="target channel directory (default: ./channel)"
+        "--channel",
+        type=Path,
+        default=Path(CHANNEL_DIR),
+        help=f"target channel directory (default: ./{CHANNEL_DIR})",
     )
     parser.add_argument(
         "--variant",
@@ -720,45 +685,9 @@ def _run_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(plan.to_json())
         return 0
-    _console().print(plan_table(plan))
-    _console().print(expensive_builds_table(plan))
+    stdout_console().print(plan_table(plan))
+    stdout_console().print(expensive_builds_table(plan))
     return 0
-
-
-def _console() -> Console:
-    # Piped output gets a fixed width so build strings are never cut.
-    return Console() if sys.stdout.isatty() else Console(width=160)
-
-
-def plan_table(plan: Plan) -> Table:
-    table = Table(title=f"build plan ({len(plan.builds)} packages) for {path_label(plan.channel)}")
-    for column in ("#", "package", "version", "build string", "CUDA", "Python", "in channel"):
-        table.add_column(column, no_wrap=column != "build string")
-    for build in plan.builds:
-        output = build.output
-        table.add_row(
-            str(build.position + 1),
-            output.name,
-            output.version,
-            output.build_string,
-            output.cuda or "-",
-            output.python or "-",
-            "yes" if build.in_channel else "no",
-        )
-    return table
-
-
-def expensive_builds_table(plan: Plan) -> Table:
-    """How often each expensive compile runs: what the build costs, before it starts."""
-    expensive = expensive_builds(plan)
-    cudas = sorted({cuda for e in expensive for cuda in e.per_cuda})
-    table = Table(title="expensive builds: how many times each runs")
-    for column in ("recipe", "build", *(f"CUDA {c}" for c in cudas), "in all"):
-        table.add_column(column)
-    for build in expensive:
-        counts = [str(build.per_cuda.get(cuda, 0)) for cuda in cudas]
-        table.add_row(build.recipe, Text(build.what), *counts, str(build.total))
-    return table
 
 
 if __name__ == "__main__":

@@ -28,16 +28,16 @@ from ..channel.local import (
     publish_package,
     remove_scratch,
 )
-from ..ci.forge_config import read_yaml_mapping
+from ..defaults import BUILD_LOGS, BUILD_WORK, SOURCE_CHANNEL
 from ..errors import ChannelError, PascalForgeError
 from ..recipes.plan import Plan, PlannedBuild, _compatible
 from ..recipes.render import SUMMARY_KEYS, RenderedOutput
 from ..recipes.variants import select_variant
-from .progress import BuildLog, BuildReporter
+from ..util import read_yaml_mapping
 from .reachability import failed_channel_note
+from .report import BuildLog, BuildOutcome, BuildReport, BuildReporter
 
-DEFAULT_SOURCE_CHANNELS = ("conda-forge",)
-Status = Literal["built", "skipped", "failed", "blocked"]
+DEFAULT_SOURCE_CHANNELS = (SOURCE_CHANNEL,)
 TestStrategy = Literal["native", "skip"]
 # Inside the work dir (rattler-build's output dir) these hold what is worth keeping between
 # builds: the staging caches that let libtorch and every pytorch share one C++ build, and
@@ -67,45 +67,14 @@ class BuildOptions:
         """Options with the work and log folders next to the channel unless given."""
         return cls(
             channel=channel,
-            work_dir=work_dir or channel.parent / "build-work",
-            log_dir=log_dir or channel.parent / "build-logs",
+            work_dir=work_dir or channel.parent / BUILD_WORK,
+            log_dir=log_dir or channel.parent / BUILD_LOGS,
             **kwargs,  # type: ignore[arg-type]
         )
 
 
-@dataclass(frozen=True)
-class BuildOutcome:
-    build: PlannedBuild
-    status: Status
-    # Wall time pascal-forge spent on this package, and the part of it inside rattler-build.
-    seconds: float = 0.0
-    engine_seconds: float = 0.0
-    log: Path | None = None
-    message: str = ""
-    # For a fetch or solve failure: the channel that could not be read (or those that were).
-    channel_note: str = ""
-
-
 class BuildInterrupted(PascalForgeError):
     """Ctrl-C: the build stopped between packages; the channel is consistent."""
-
-
-@dataclass(frozen=True)
-class BuildReport:
-    channel: Path
-    outcomes: tuple[BuildOutcome, ...]
-    seconds: float
-
-    def count(self, status: Status) -> int:
-        return sum(1 for outcome in self.outcomes if outcome.status == status)
-
-    @property
-    def ok(self) -> bool:
-        return not any(outcome.status in ("failed", "blocked") for outcome in self.outcomes)
-
-    @property
-    def engine_seconds(self) -> float:
-        return sum(outcome.engine_seconds for outcome in self.outcomes)
 
 
 def select_builds(plan: Plan, only: Sequence[str] = (), up_to: Sequence[str] = ()) -> list[PlannedBuild]:

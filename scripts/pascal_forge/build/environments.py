@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from rattler import GenericVirtualPackage
 
-from ..channel.solve import System, planned_record
+from ..channel.solve import System
 from ..recipes.plan import PlannedBuild
+from ..recipes.planned import planned_record
 
 Kind = Literal["build", "host", "run", "test"]
 # The sysroot our packages are built against: what they promise about the user's glibc.

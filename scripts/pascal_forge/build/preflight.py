@@ -14,20 +14,15 @@ from typing import Any
 
 from ..recipes.plan import Plan, PlannedBuild
 from ..recipes.variants import CUDA_KEY, FIRST_CUDA_WITHOUT_PASCAL
+from .engine import BuildOptions, pending_builds
+from .report import Finding
+from .solvability import check_solvable
 
 # Recipes declare what their build needs on disk under `extra:`, e.g. `build-disk-gib: 30`.
 DISK_KEY = "build-disk-gib"
 # rattler-build keeps fetched sources in <output dir>/src_cache, described by these files.
 _SOURCE_CACHE_METADATA = Path("src_cache") / ".metadata"
 _GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing the preflight found; errors stop the build unless preflight is turned off."""
-
-    severity: str  # "error" or "warning"
-    message: str
 
 
 @dataclass(frozen=True)
@@ -214,3 +209,17 @@ def _existing_parent(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
+
+
+def run_preflight(
+    plan: Plan, selected: Sequence[PlannedBuild], options: BuildOptions
+) -> tuple[list[Finding], str]:
+    """Every pre-build check of the selected builds: what each found, and the solvability
+    summary line. An error among the findings stops the build."""
+    pending = pending_builds(selected, options.channel, force=options.force)
+    findings = preflight(pending, options.work_dir) + unbuilt_needs(plan, selected)
+    tests = options.test_strategy == "native"
+    report = check_solvable(
+        plan, pending, options.channel, options.source_channels, available=selected, tests=tests
+    )
+    return findings + report.findings(), report.summary

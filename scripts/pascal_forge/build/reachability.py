@@ -13,8 +13,8 @@ from rattler import Channel, Gateway
 from rattler.exceptions import GatewayError
 
 from ..channel.solve import _source
+from ..defaults import PLATFORM
 from ..rattler_run import run_rattler
-from ..recipes.render import DEFAULT_PLATFORM
 
 DEFAULT_TIMEOUT = 20.0
 # rattler-build's messages when the repodata of a channel could not be fetched or a solve failed.
@@ -119,7 +119,7 @@ def unreachable_channels(
             [_source(c) for c in channels],
             [f"channel {channel_label(c)}" for c in channels],
             [],
-            [DEFAULT_PLATFORM, "noarch"],
+            [PLATFORM, "noarch"],
             timeout,
         )
 

@@ -27,13 +27,15 @@ from rattler import (
 from rattler import solve as rattler_solve
 from rattler.exceptions import SolverError
 
-from ..channel.solve import _source, planned_repodata, write_channel
+from ..channel.solve import _source, write_channel
+from ..defaults import PLATFORM
 from ..rattler_run import run_rattler
 from ..recipes.plan import Plan, PlannedBuild
-from ..recipes.render import DEFAULT_PLATFORM, RenderedOutput
+from ..recipes.planned import planned_repodata
+from ..recipes.render import RenderedOutput
 from .environments import Environment, Kind, environments_of
-from .preflight import Finding
 from .reachability import DEFAULT_TIMEOUT, UnreachableChannel, channel_label, fetch_channels
+from .report import Finding
 
 # Versions shown per channel when a spec is not found; the newest ones matter most.
 SHOWN_VERSIONS = 8
@@ -123,7 +125,7 @@ def check_solvable(
     available: Sequence[PlannedBuild] | None = None,
     tests: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
-    platform: str = DEFAULT_PLATFORM,
+    platform: str = PLATFORM,
 ) -> SolvabilityReport:
     """Solve every environment of `builds` before any of them is built.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from ..ci.rerender import VARIANT_CONFIG
+from ..defaults import VARIANT_CONFIG
 from ..recipes.patches import PatchStatus, patch_check_targets
 from ..recipes.recipe import PATCH_DIR, PLACEHOLDER, Recipe
 from ..upstream.index import files_of, index_client, project_files

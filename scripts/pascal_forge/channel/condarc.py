@@ -17,7 +17,7 @@ from pathlib import Path
 from rattler import Channel, ChannelConfig
 
 from ..errors import PascalForgeError
-from ..ci.forge_config import read_yaml_mapping
+from ..util import read_yaml_mapping
 
 DEFAULT_NAME = "pascal"
 _RC_NAMES = (".condarc", "condarc")
@@ -181,3 +181,8 @@ def _default_url(name: str) -> str:
 
 def _as_list(value: object) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def is_channel_name(channel: str) -> bool:
+    """A bare name like `pascal`, which conda resolves through its configuration, not a URL or path."""
+    return "://" not in channel and "/" not in channel and not Path(channel).exists()

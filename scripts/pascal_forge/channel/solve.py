@@ -8,7 +8,7 @@ for the machine described by its virtual packages (`__cuda`, `__cuda_arch`, `__g
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,20 +31,12 @@ from rattler import (
 from rattler import solve as rattler_solve
 from rattler.exceptions import GatewayError, SolverError
 
+from ..defaults import PLATFORM
 from .doctor import LAST_PASCAL_DRIVER, MIN_DRIVER_CUDA, version_tuple
 from ..errors import PascalForgeError, RecipeError
-from ..recipes.plan import Plan, make_plan
+from .ours import OUR_BUILD_MARK
 from ..rattler_run import run_rattler
-from ..recipes.render import DEFAULT_PLATFORM, RenderedOutput
 
-# Every package name this repository ships. Strict channel priority hides conda-forge's
-# packages of these names, so the channel must carry the whole family.
-OUR_NAMES = ("triton", "libtorch", "pytorch", "pytorch-gpu", "vllm", "vllm-pascal")
-# Only our build strings carry it: conda-forge's are cuda<ver>_<blas>_py<ver>_h<hex>_<n>,
-# cuda<ver>py<ver>h<hex>_<n> or cpu_..., and "pascal" has letters no hex hash holds.
-OUR_BUILD_MARK = "_pascal_"
-# Where planned records' timestamps start (2023-11-14), older than any stock record.
-PLANNED_TIMESTAMP = 1_700_000_000_000
 PRIORITIES = {
     "strict": ChannelPriority.Strict,
     "flexible": ChannelPriority.Flexible,
@@ -134,13 +126,15 @@ class Solution:
                 lines.append(f"~ {name} {old.version} {old.build} -> {new.version} {new.build}")
         return lines
 
-    def problems(self) -> list[str]:
+    def problems(self, family_names: Collection[str]) -> list[str]:
         """Why this is not one patched set (empty when it is).
 
-        As soon as one of our packages is in, every package of our family must be ours,
-        and all of ours must come from one CUDA build (cuda126_pascal or cuda129_pascal).
+        `family_names` are the packages we ship (recipes.recipe.shipped_names). Strict channel
+        priority hides conda-forge's packages of these names, so as soon as one of ours is in,
+        every package of the family must be ours, and all of ours must come from one CUDA build
+        (cuda126_pascal or cuda129_pascal).
         """
-        family = [p for p in self.packages if p.name in OUR_NAMES]
+        family = [p for p in self.packages if p.name in family_names]
         ours = [p for p in family if p.ours]
         if not ours:
             return []
@@ -155,8 +149,8 @@ class Solution:
             found.append(f"our packages come from different CUDA builds: {listing}")
         return found
 
-    def check_consistent(self) -> None:
-        problems = self.problems()
+    def check_consistent(self, family_names: Collection[str]) -> None:
+        problems = self.problems(family_names)
         if problems:
             raise MixedSetError(
                 "the solution mixes stock and Pascal builds: "
@@ -174,7 +168,7 @@ def solve(
     priority: str = "strict",
     installed: Sequence[RepoDataRecord] = (),
     python: str | None = None,
-    platform: str = DEFAULT_PLATFORM,
+    platform: str = PLATFORM,
     labels: Sequence[str] | None = None,
 ) -> Solution:
     """Resolve `specs` against `channels` (ours first) as a conda install would.
@@ -254,7 +248,7 @@ class _Request:
 def built_channel(directory: Path) -> Path:
     """Our channel as built: refused while it has no index or no package, which a solve would only
     report as a missing package."""
-    indexes = [directory / subdir / "repodata.json" for subdir in (DEFAULT_PLATFORM, "noarch")]
+    indexes = [directory / subdir / "repodata.json" for subdir in (PLATFORM, "noarch")]
     if not any(index.is_file() for index in indexes):
         raise SolveError(f"{directory} holds no indexed channel: build it first, or pass --planned")
     if not any(_lists_packages(index) for index in indexes):
@@ -337,72 +331,6 @@ def _unsolvable_message(request: _Request, system: System, python: str | None, s
     return f"no installable set for {' '.join(request.wanted(python))}{hint}. The solver says:\n{tree}"
 
 
-def planned_repodata(plan: Plan) -> dict[str, dict[str, Any]]:
-    """repodata.json content, per subdir, for the packages the plan would build.
-
-    A built package also depends on what its host libraries export at build time
-    (cudnn, nccl, libcublas ...). Those pins are not known before the build; the planned
-    record carries what the recipe states, plus the Python pins the build adds.
-    """
-    repodata: dict[str, dict[str, Any]] = {
-        subdir: {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}}
-        for subdir in (DEFAULT_PLATFORM, "noarch", *{b.output.subdir for b in plan.builds})
-    }
-    for build in plan.builds:
-        output = build.output
-        record = planned_record(output)
-        # Packages built in plan order get rising timestamps; solvers break ties by them.
-        record["timestamp"] = PLANNED_TIMESTAMP + 1000 * build.position
-        repodata[output.subdir]["packages.conda"][output.filename] = record
-    return repodata
-
-
-def planned_record(output: RenderedOutput) -> dict[str, Any]:
-    """The repodata entry rattler-build would write for one rendered output."""
-    if output.rendered is None:
-        raise RecipeError(f"{output.recipe}: {output.name} was not rendered by rattler-build")
-    stage1 = output.rendered.recipe.to_dict()
-    requirements = stage1.get("requirements") or {}
-    depends: list[str] = []
-    for spec in requirements.get("run") or []:
-        depends += _run_specs(spec, output)
-    record: dict[str, Any] = {
-        "name": output.name,
-        "version": output.version,
-        "build": output.build_string,
-        "build_number": int(stage1.get("build", {}).get("number") or 0),
-        "subdir": output.subdir,
-        "depends": depends,
-        "constrains": [str(s) for s in requirements.get("run_constraints") or []],
-        "license": str((stage1.get("about") or {}).get("license") or ""),
-    }
-    if output.subdir == "noarch":
-        record["noarch"] = "generic"
-    return record
-
-
-def _run_specs(spec: Any, output: RenderedOutput) -> list[str]:
-    if isinstance(spec, dict) and "pin_subpackage" in spec:
-        pin = spec["pin_subpackage"]
-        pinned = output.variant.get(pin["name"])
-        if not pin.get("exact") or not pinned:
-            raise RecipeError(
-                f"recipes/{output.recipe}/recipe.yaml: {output.name} pins {pin['name']} without "
-                "exact=True; planned records only know exact subpackage pins"
-            )
-        version, build = pinned.split(" ", 1)
-        return [f"{pin['name']} =={version} {build}"]
-    text = str(spec)
-    if text.strip() == "python" and output.python:
-        # What pin_run_as_build (x.x) and python's run_exports add at build time.
-        major, minor = output.python.split(".")[:2]
-        return [
-            f"python >={major}.{minor},<{major}.{int(minor) + 1}.0a0",
-            f"python_abi {major}.{minor}.* *_cp{major}{minor}",
-        ]
-    return [text]
-
-
 def write_channel(repodata: dict[str, dict[str, Any]], directory: Path) -> Path:
     """Write an index-only channel (no package files: a solve needs none) into `directory`."""
     for subdir, content in repodata.items():
@@ -411,42 +339,6 @@ def write_channel(repodata: dict[str, dict[str, Any]], directory: Path) -> Path:
             json.dumps(content, indent=1, sort_keys=True) + "\n"
         )
     return directory
-
-
-def planned_channel(recipes: Path, variant_config: Path, directory: Path) -> Path:
-    """An index-only channel in `directory` holding the records the plan would build."""
-    plan = make_plan(recipes, variant_config, directory)
-    return write_channel(planned_repodata(plan), directory)
-
-
-# Python distributions our conda packages install, and where the build takes their version.
-_DISTRIBUTIONS = {
-    "pytorch": ("torch", "PYTORCH_BUILD_VERSION"),
-    "triton": ("triton", None),
-    "vllm": ("vllm", "SETUPTOOLS_SCM_PRETEND_VERSION"),
-}
-
-
-def declared_python_versions(plan: Plan) -> dict[str, str]:
-    """The versions our builds give their Python distributions: what `pip check` compares.
-
-    A plan of one stack (narrowed with e.g. `vllm_version`) has one version per distribution.
-    """
-    versions: dict[str, str] = {}
-    for build in plan.builds:
-        output = build.output
-        if output.name not in _DISTRIBUTIONS or output.rendered is None:
-            continue
-        distribution, variable = _DISTRIBUTIONS[output.name]
-        script = (output.rendered.recipe.to_dict().get("build") or {}).get("script")
-        env = script.get("env") or {} if isinstance(script, dict) else {}
-        version = str(env.get(variable, output.version)) if variable else output.version
-        if versions.setdefault(distribution, version) != version:
-            raise RecipeError(
-                f"recipes/{output.recipe}/recipe.yaml: {distribution} reports {version} in one "
-                f"variant and {versions[distribution]} in another; narrow the plan to one stack"
-            )
-    return versions
 
 
 def unmet_requirements(

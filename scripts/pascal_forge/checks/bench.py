@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..channel.solve import OUR_NAMES
+from ..channel.ours import is_ours
 from ..errors import PascalForgeError
 from .costmodel.cards import CARDS, P40, Card
 from .costmodel.model import ModelShape, Prediction, Setup, predict
@@ -267,11 +267,12 @@ print(json.dumps(out))
 
 
 def conda_builds(prefix: Path) -> dict[str, str]:
-    """`version build` of our package family installed in a conda prefix (from conda-meta)."""
+    """`version build` of our packages installed in a conda prefix (from conda-meta): those whose
+    build string carries our mark."""
     builds = {}
     for record in sorted((prefix / "conda-meta").glob("*.json")):
         data = json.loads(record.read_text())
-        if data.get("name") in OUR_NAMES:
+        if is_ours(str(data.get("build", ""))):
             builds[f"{data['name']} (conda)"] = f"{data.get('version', '?')} {data.get('build', '?')}"
     return builds
 

@@ -8,16 +8,15 @@ accepted: anything else is refused with the key named, instead of being silently
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..defaults import SOURCE_CHANNEL
 from ..errors import PascalForgeError
-from ..recipes.recipe import where_to_run
+from ..util import read_yaml_mapping
 
-FORGE_CONFIG = "conda-forge.yml"
 # GitHub cancels a job on its hosted runners after six hours, whatever the workflow says.
 HOSTED_RUNNER_MAX_MINUTES = 360
 _SUPPORTED_PROVIDERS = {"linux_64": "github_actions"}
@@ -64,17 +63,10 @@ class ForgeConfig:
         return self.recipe_jobs.get(recipe, self.default_job)
 
 
-def read_yaml_mapping(path: Path, what: str, error: type[PascalForgeError] = PascalForgeError) -> dict:
-    """A YAML file that must hold a mapping; `what` names its content in the error."""
-    if not path.exists():
-        raise error(f"{path}: no such file{where_to_run(path)}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise error(f"{path}: cannot read the {what}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise error(f"{path}: expected a mapping of {what}, got {type(raw).__name__}")
-    return raw
+def _engine_version() -> str:
+    """The rattler-build release of the py-rattler-build that pascal-forge drives (pyproject.toml
+    pins it): CI's rattler-build builds what `pascal-forge build` builds here."""
+    return "v" + importlib.metadata.version("py-rattler-build")
 
 
 def load_forge_config(path: Path) -> ForgeConfig:
@@ -115,9 +107,9 @@ def load_forge_config(path: Path) -> ForgeConfig:
     publish = ours.section("publish")
     tests = ours.section("tests")
     config = ForgeConfig(
-        rattler_build_version=ours.text("rattler_build_version", "v0.65.0"),
+        rattler_build_version=ours.text("rattler_build_version", _engine_version()),
         split_keys=tuple(ours.strings("split_variants_by", ("cuda_compiler_version",))),
-        source_channels=tuple(ours.strings("source_channels", ("conda-forge",))),
+        source_channels=tuple(ours.strings("source_channels", (SOURCE_CHANNEL,))),
         channel_priority=priority,
         upload_on_branch=reader.text("upload_on_branch", "main"),
         upload_packages=actions.boolean("upload_packages", True),

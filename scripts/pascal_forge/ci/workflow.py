@@ -15,15 +15,13 @@ from typing import Any
 
 import yaml
 
+from ..defaults import BUILD_LOGS, CHANNEL_DIR
 from ..errors import PascalForgeError
 from ..recipes.plan import Plan
 from .forge_config import ForgeConfig, RecipeJob
 
 WORKFLOW_PATH = ".github/workflows/build.yml"
-CHANNEL_DIR = "channel"
 STAGING_DIR = "job-packages"
-# Where pascal-forge build writes one log per package (next to the channel folder).
-LOG_DIR = "build-logs"
 GPU_TEST_MARKER = "pascal-gpu-test:"
 # The repository variable an operator sets to "true" once the self-hosted build runners that
 # conda-forge.yml names are registered; until then the `runners` job fails at once, naming them,
@@ -240,7 +238,7 @@ def _build_job(
             "uses": ACTIONS["upload-artifact"].uses,
             "with": {
                 "name": f"logs-{recipe}-${{{{ matrix.config }}}}",
-                "path": LOG_DIR,
+                "path": BUILD_LOGS,
                 "if-no-files-found": "ignore",
                 "retention-days": forge.artifact_retention_days,
             },

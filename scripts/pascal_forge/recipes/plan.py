@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..channel.local import indexed_files
+from ..defaults import PLATFORM
 from ..errors import RecipeError
 from .recipe import discover_recipes
-from .render import DEFAULT_PLATFORM, RenderedOutput, render_recipe
+from .render import RenderedOutput, render_recipe
 from .variants import load_variant_config
 
 # Variant keys that never make two builds incompatible with each other.
@@ -45,7 +46,7 @@ def make_plan(
     channel: Path,
     *,
     overrides: Mapping[str, str | Sequence[str]] | None = None,
-    target_platform: str = DEFAULT_PLATFORM,
+    target_platform: str = PLATFORM,
 ) -> Plan:
     """Render every recipe for every variant and put the outputs in build order."""
     config = load_variant_config(variant_config, overrides)

@@ -8,10 +8,10 @@ from pathlib import Path
 import yaml
 from rattler_build import Stage0Recipe
 
+from ..defaults import where_to_run
 from ..errors import RecipeError
 
 RECIPE_FILE = "recipe.yaml"
-RECIPES_DIR = "recipes"
 PATCH_DIR = "patches"
 # What `pascal-forge bump` writes where it cannot know a value (a source it cannot fetch
 # from here). Any recipe that still holds it is refused, so nothing is built on a guess.
@@ -53,6 +53,27 @@ class Recipe:
         listed = _version_patches(data, f'version == "{version}"')
         return [self.directory / p for p in dict.fromkeys(listed)]
 
+    @property
+    def package_names(self) -> tuple[str, ...]:
+        """The packages this recipe builds: its package outputs' names (a staging output is
+        none), or its one package's."""
+        data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        outputs = [output for output in data.get("outputs") or [data] if "package" in output]
+        names = tuple(str(output["package"].get("name", "")) for output in outputs)
+        unreadable = [name for name in names if not name or "${{" in name]
+        if unreadable:
+            raise RecipeError(
+                f"{self.path}: an output's package name is {unreadable[0]!r}; write each output's "
+                "name literally (pascal-forge reads them without rendering)"
+            )
+        return names
+
+
+def shipped_names(recipes_dir: Path) -> frozenset[str]:
+    """Every package name the recipes of `recipes_dir` build: the family that must come whole
+    from our channel (a stock member beside ours mixes ABIs)."""
+    return frozenset(name for recipe in discover_recipes(recipes_dir) for name in recipe.package_names)
+
 
 def discover_recipes(recipes_dir: Path) -> list[Recipe]:
     """Every folder of `recipes_dir` that holds a recipe.yaml, by name."""
@@ -66,17 +87,6 @@ def discover_recipes(recipes_dir: Path) -> list[Recipe]:
     if not recipes:
         raise RecipeError(f"{recipes_dir}: holds no <name>/{RECIPE_FILE}")
     return recipes
-
-
-def where_to_run(missing: Path) -> str:
-    """The fix for a default input that is missing because the command runs in another folder."""
-    if missing.is_absolute() or missing.exists():
-        return ""
-    return (
-        f" in {Path.cwd()}; run pascal-forge in the repository's root folder (the one holding "
-        f"{RECIPES_DIR}/, conda_build_config.yaml and conda-forge.yml), or pass --recipes and "
-        "--variant-config (--root for rerender)"
-    )
 
 
 def parse_recipe(recipe: Recipe) -> Stage0Recipe:

@@ -10,10 +10,10 @@ from typing import Any
 import yaml
 from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, Stage0Recipe, VariantConfig
 
+from ..defaults import PLATFORM
 from ..errors import RecipeError
 from .recipe import Recipe, check_patch_list, parse_recipe
 
-DEFAULT_PLATFORM = "linux-64"
 # The variant keys a reader needs to tell two builds of one package apart.
 SUMMARY_KEYS = ("cuda_compiler_version", "python", "cuda_arch_list")
 
@@ -53,7 +53,7 @@ class RenderedOutput:
 
 
 def render_recipe(
-    recipe: Recipe, variant_config: VariantConfig, target_platform: str = DEFAULT_PLATFORM
+    recipe: Recipe, variant_config: VariantConfig, target_platform: str = PLATFORM
 ) -> list[RenderedOutput]:
     """All outputs of `recipe` for every variant, once each, in rattler-build's order."""
     stage0 = parse_recipe(recipe)

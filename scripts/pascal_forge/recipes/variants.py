@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from rattler_build import VariantConfig
 
+from ..defaults import PLATFORM, where_to_run
 from ..errors import VariantError
-from .recipe import where_to_run
 
 # Compute capabilities of the Pascal family: P100 (6.0), P40/P4/GTX 10xx (6.1), Jetson TX2 (6.2).
 PASCAL_ARCHES = ("6.0", "6.1", "6.2")
@@ -17,8 +17,6 @@ ARCH_KEY = "cuda_arch_list"
 CUDA_KEY = "cuda_compiler_version"
 # CUDA 13's nvcc and ptxas reject every target below sm_75.
 FIRST_CUDA_WITHOUT_PASCAL = 13
-# The only platform the recipes build for (render.DEFAULT_PLATFORM).
-BUILD_PLATFORM = "linux-64"
 # Keys of conda_build_config.yaml that shape the matrix but are not variant values.
 _NOT_VARIANT_KEYS = ("zip_keys", "pin_run_as_build", "extend_keys")
 
@@ -112,7 +110,7 @@ def variant_keys(raw: dict) -> list[str]:
 
 def _unknown_key_message(raw: dict, key: str, source: Path | str) -> str:
     if key == "target_platform":
-        return f"--variant target_platform: the recipes build for {BUILD_PLATFORM} only; drop the option."
+        return f"--variant target_platform: the recipes build for {PLATFORM} only; drop the option."
     return f"{source}: no variant key {key!r}; the matrix has: {', '.join(variant_keys(raw))}."
 
 

@@ -1,65 +1,31 @@
-"""What an operator sees during `pascal-forge build`: one log file per build, a live view
-(or plain lines when the output is not a terminal), and the summary at the end."""
+"""Everything the terminal shows: the error line, pascal-forge's log lines on stderr, the plan,
+expensive-build and solution tables, and during `pascal-forge build` a live view (or plain
+lines when the output is not a terminal), the dry-run table and the summary at the end.
+
+Text that comes from outside (servers, file names, build logs) is printed literally, never as
+markup."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from rattler_build.progress import BuildStepEvent, DownloadCompleteEvent, DownloadStartEvent, LogEvent
-
-    from ..recipes.plan import Plan, PlannedBuild
-    from .engine import BuildOutcome, BuildReport
+from .build.report import BuildOutcome, BuildReport, BuildReporter
+from .channel.solve import Solution, System
+from .recipes.plan import Plan, PlannedBuild, expensive_builds
+from .safe_text import printable, redact_urls
 
 TAIL_LINES = 8
-
-
-class BuildReporter(Protocol):
-    """Receives the events of a channel build, in order."""
-
-    def build_started(self, build: PlannedBuild, number: int, total: int, log: Path) -> None: ...
-
-    def build_log(self, line: str) -> None: ...
-
-    def build_finished(self, outcome: BuildOutcome, number: int, total: int) -> None: ...
-
-
-class BuildLog:
-    """rattler-build's progress callback for one build: every message goes to the build's log
-    file, and each line to the reporter so the live view can show the tail."""
-
-    def __init__(self, stream: IO[str], reporter: BuildReporter) -> None:
-        self._stream = stream
-        self._reporter = reporter
-
-    def write(self, text: str) -> None:
-        for line in text.rstrip("\n").splitlines() or [""]:
-            self._stream.write(line + "\n")
-            self._reporter.build_log(line)
-        self._stream.flush()
-
-    def on_log(self, event: LogEvent) -> None:
-        prefix = "" if event.level == "info" else f"{event.level.upper()}: "
-        self.write(prefix + event.message)
-
-    def on_build_step(self, event: BuildStepEvent) -> None:
-        self.write(f"== {event.step_name}: {event.message}")
-
-    def on_download_start(self, event: DownloadStartEvent) -> None:
-        self.write(f"downloading {event.url}")
-
-    def on_download_complete(self, event: DownloadCompleteEvent) -> None:
-        self.write(f"downloaded {event.url}")
 
 
 def describe(build: PlannedBuild) -> str:
@@ -225,14 +191,82 @@ def dry_run_table(plan: Plan, selected: Sequence[PlannedBuild], *, force: bool) 
             action = "skip (in channel)"
         else:
             action = "build"
+        needs = ",".join(str(n + 1) for n in build.needs) or "-"
+        table.add_row(*_package_cells(build), build.output.recipe, needs, action)
+    return table
+
+
+def _package_cells(build: PlannedBuild) -> list[str]:
+    """The columns every plan table starts with: #, package, version, build string."""
+    output = build.output
+    return [str(build.position + 1), output.name, output.version, output.build_string]
+
+
+def print_error(message: str) -> None:
+    # Messages quote servers and file names: shown literally, never as markup or terminal controls.
+    text = Text.assemble(("error:", "bold red"), " ", redact_urls(printable(message)))
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so a redirected stderr gets the lines too."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def log_progress_to_stderr() -> None:
+    """Long steps (downloads, compiles) report through logging; show ours, not the libraries'."""
+    logger = logging.getLogger("pascal_forge")
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def stdout_console() -> Console:
+    # Piped output gets a fixed width so build strings are never cut.
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"build plan ({len(plan.builds)} packages) for {path_label(plan.channel)}")
+    for column in ("#", "package", "version", "build string", "CUDA", "Python", "in channel"):
+        table.add_column(column, no_wrap=column != "build string")
+    for build in plan.builds:
         output = build.output
+        in_channel = "yes" if build.in_channel else "no"
+        table.add_row(*_package_cells(build), output.cuda or "-", output.python or "-", in_channel)
+    return table
+
+
+def expensive_builds_table(plan: Plan) -> Table:
+    """How often each expensive compile runs: what the build costs, before it starts."""
+    expensive = expensive_builds(plan)
+    cudas = sorted({cuda for e in expensive for cuda in e.per_cuda})
+    table = Table(title="expensive builds: how many times each runs")
+    for column in ("recipe", "build", *(f"CUDA {c}" for c in cudas), "in all"):
+        table.add_column(column)
+    for build in expensive:
+        counts = [str(build.per_cuda.get(cuda, 0)) for cuda in cudas]
+        table.add_row(build.recipe, Text(build.what), *counts, str(build.total))
+    return table
+
+
+def solution_table(solution: Solution, system: System) -> Table:
+    machine = f"__cuda {system.cuda or '-'}, __cuda_arch {system.cuda_arch or '-'}"
+    table = Table(title=f"would install {len(solution.packages)} packages ({machine}); * = ours")
+    for column in ("", "package", "version", "build", "channel"):
+        table.add_column(column, no_wrap=column != "build")
+    for package in solution.packages:
         table.add_row(
-            str(build.position + 1),
-            output.name,
-            output.version,
-            output.build_string,
-            output.recipe,
-            ",".join(str(n + 1) for n in build.needs) or "-",
-            action,
+            "*" if package.ours else "", package.name, package.version, package.build, package.channel
         )
     return table
