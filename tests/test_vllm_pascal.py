@@ -44,7 +44,6 @@ from vllm_support import (  # noqa: F401  (fixtures)
 
 from pascal_forge.checks.vllm.compile import (
     PASCAL_CAPABILITIES,
-    PASCAL_SHARED_MEMORY_BYTES,
     RELEASES,
     VllmCheckError,
     VllmRelease,
@@ -54,6 +53,7 @@ from pascal_forge.checks.vllm.compile import (
     gencode_archs,
     run_triton_probe,
 )
+from pascal_forge.pascal import SHARED_MEMORY_PER_BLOCK
 from pascal_forge.recipes.patches import PatchError, apply_series, check_recipe_patches
 
 # Every check here imports vLLM or its build tools from the vllm-checks extra.
@@ -227,7 +227,7 @@ def test_stock_triton_kernels_overflow_pascal_shared_memory(
     results = run_triton_probe(triton_dir, ptxas, stock_vllm, 61, vllm_release.version, vllm_deps, only=only)
     print(format_kernel_table(results))
     attention = [r for r in results if r.case.startswith(only) and r.kernel != "reduce_segments"]
-    assert attention and all(r.ok and r.shared > PASCAL_SHARED_MEMORY_BYTES for r in attention)
+    assert attention and all(r.ok and r.shared > SHARED_MEMORY_PER_BLOCK for r in attention)
 
 
 # --------------------------------------------------------------------------- CUDA sources

@@ -13,7 +13,8 @@ DEST then holds (about 25 MiB, within the 64 MiB a GPU call carries):
   (the twin that the error bound must catch);
 - pydeps/: einops, unpacked from its PyPI wheel: vLLM's FLA ops (since 0.33.0) import it, and the GPU
   machine's environment lacks it;
-- scripts/: this folder and pascal_forge's errors module, which the harness imports.
+- scripts/: this folder and pascal_forge's errors and pascal (the Pascal facts) modules, the only
+  ones of the package the harness imports (HARNESS_MODULES).
 """
 
 from __future__ import annotations
@@ -133,13 +134,18 @@ def write_triton_overlay(destination: Path, scratch_dir: Path) -> None:
     print(f"triton overlay: {files}")
 
 
+# The pascal_forge modules the harness imports on the GPU machine (stdlib only: the machine lacks
+# the tool's dependencies).
+HARNESS_MODULES = ("__init__.py", "errors.py", "pascal.py")
+
+
 def copy_scripts(destination: Path) -> None:
     """destination/scripts: this folder and the pascal_forge modules the harness imports."""
     scripts = destination / "scripts"
     shutil.rmtree(scripts, ignore_errors=True)
     shutil.copytree(SCRIPTS / "gpu", scripts / "gpu", ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "pascal_forge").mkdir(parents=True)
-    for name in ("__init__.py", "errors.py"):
+    for name in HARNESS_MODULES:
         shutil.copy(SCRIPTS / "pascal_forge" / name, scripts / "pascal_forge" / name)
 
 

@@ -9,14 +9,11 @@ import yaml
 from rattler_build import VariantConfig
 
 from ..errors import VariantError
+from ..pascal import FIRST_CUDA_WITHOUT_PASCAL, PASCAL_ARCHES
 from .recipe import where_to_run
 
-# Compute capabilities of the Pascal family: P100 (6.0), P40/P4/GTX 10xx (6.1), Jetson TX2 (6.2).
-PASCAL_ARCHES = ("6.0", "6.1", "6.2")
 ARCH_KEY = "cuda_arch_list"
 CUDA_KEY = "cuda_compiler_version"
-# CUDA 13's nvcc and ptxas reject every target below sm_75.
-FIRST_CUDA_WITHOUT_PASCAL = 13
 # The only platform the recipes build for (render.DEFAULT_PLATFORM).
 BUILD_PLATFORM = "linux-64"
 # Keys of conda_build_config.yaml that shape the matrix but are not variant values.

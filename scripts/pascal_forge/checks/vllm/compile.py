@@ -28,12 +28,14 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import yaml
 from packaging.version import Version
 
 from ...errors import PascalForgeError
+from ...pascal import CARDS, SHARED_MEMORY_PER_BLOCK, SHARED_MEMORY_PER_SM, Card
 from ...recipes.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
 from ...recipes.recipe import Recipe
 from ...upstream.artifacts import UpstreamArtifact, fetch
@@ -41,8 +43,6 @@ from .. import PACKAGE_ROOT
 
 PASCAL_ARCH_LIST = "6.0;6.1"
 PASCAL_CAPABILITIES = (60, 61)
-# Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
-PASCAL_SHARED_MEMORY_BYTES = 49152
 
 # CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.34.0 v4.7.1 (git tags); the newest release
 # on PyPI is 4.2.0, whose include/ differs from v4.2.1 only in version.h and two SM100
@@ -332,7 +332,7 @@ class KernelResult:
 
     @property
     def fits(self) -> bool:
-        return self.ok and self.shared <= PASCAL_SHARED_MEMORY_BYTES
+        return self.ok and self.shared <= SHARED_MEMORY_PER_BLOCK
 
 
 def triton_tree(
@@ -426,30 +426,26 @@ def format_kernel_table(results: Sequence[KernelResult]) -> str:
 # The rest runs inside the child process started by run_triton_probe.
 
 
-def _properties(name: str, capability: int, sms: int, memory_gib: int, l2_kib: int) -> object:
+@cache
+def _properties(card: Card) -> object:
+    """The card as torch.cuda.get_device_properties describes it (one object per card)."""
     from types import SimpleNamespace
 
+    major, minor = card.major_minor
     return SimpleNamespace(
-        name=name,
-        major=capability // 10,
-        minor=capability % 10,
-        multi_processor_count=sms,
-        total_memory=memory_gib << 30,
-        L2_cache_size=l2_kib << 10,
+        name=card.name,
+        major=major,
+        minor=minor,
+        multi_processor_count=card.sms,
+        total_memory=card.memory_gib << 30,
+        L2_cache_size=card.l2_kib << 10,
         warp_size=32,
-        shared_memory_per_block=PASCAL_SHARED_MEMORY_BYTES,
-        shared_memory_per_block_optin=PASCAL_SHARED_MEMORY_BYTES,
-        shared_memory_per_multiprocessor=65536,
+        shared_memory_per_block=SHARED_MEMORY_PER_BLOCK,
+        shared_memory_per_block_optin=SHARED_MEMORY_PER_BLOCK,
+        shared_memory_per_multiprocessor=SHARED_MEMORY_PER_SM,
         max_threads_per_multi_processor=2048,
         regs_per_multiprocessor=65536,
     )
-
-
-# Tesla P100 (PCIe 16 GB) and Tesla P40, as CUDA's device properties describe them.
-_PASCAL_PROPERTIES = {
-    60: _properties("Tesla P100-PCIE-16GB", 60, 56, 16, 4096),
-    61: _properties("Tesla P40", 61, 30, 24, 3072),
-}
 
 
 @contextmanager
@@ -461,7 +457,7 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     import torch
 
     major, minor = divmod(capability, 10)
-    name = {60: "Tesla P100-PCIE-16GB", 61: "Tesla P40"}.get(capability, f"sm_{capability}")
+    name = CARDS[capability].name if capability in CARDS else f"sm_{capability}"
     saved = (torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.is_available)
     torch.cuda.get_device_capability = lambda device=None: (major, minor)
     torch.cuda.get_device_name = lambda device=None: name
@@ -471,7 +467,7 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     torch.accelerator.device_index = lambda index=None: nullcontext()
     # The properties launchers size their grids by (since 0.33.0: vLLM's num_compute_units).
     saved_properties = torch.cuda.get_device_properties
-    torch.cuda.get_device_properties = lambda device=None: _PASCAL_PROPERTIES[capability]
+    torch.cuda.get_device_properties = lambda device=None: _properties(CARDS[capability])
     try:
         yield
     finally:
@@ -508,8 +504,8 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
         finally:
             benchmark["active"] = False
         shared = benchmark["kernel"].metadata.shared
-        if shared > PASCAL_SHARED_MEMORY_BYTES:
-            raise OutOfResources(shared, PASCAL_SHARED_MEMORY_BYTES, "shared memory")
+        if shared > SHARED_MEMORY_PER_BLOCK:
+            raise OutOfResources(shared, SHARED_MEMORY_PER_BLOCK, "shared memory")
         return [1.0 for _ in quantiles]
 
     class CompileOnlyDriver:
@@ -587,7 +583,7 @@ def _use_cuda_platform() -> None:
     utils.define("get_max_shared_memory_per_block_device_attribute(int device_id) -> int")
     utils.impl(
         "get_max_shared_memory_per_block_device_attribute",
-        lambda device_id: PASCAL_SHARED_MEMORY_BYTES,
+        lambda device_id: SHARED_MEMORY_PER_BLOCK,
         "CompositeExplicitAutograd",
     )
     _LIBRARIES.append(utils)
