@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from vllm_support import (  # noqa: F401  (fixtures)
+    RELEASES,
     VARIANT_CONFIG,
     VLLM_RECIPE,
     cuda12,
@@ -44,7 +45,6 @@ from vllm_support import (  # noqa: F401  (fixtures)
 
 from pascal_forge.checks.vllm.compile import (
     PASCAL_CAPABILITIES,
-    RELEASES,
     VllmCheckError,
     VllmRelease,
     compile_sources,

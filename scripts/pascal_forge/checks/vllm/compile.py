@@ -1,17 +1,17 @@
-"""Compile checks of vLLM 0.14.0 for Pascal on its real, patched sources.
+"""Compile checks of each stack's vLLM for Pascal on its real, patched sources.
 
 Two checks, both against the released sdist with our patch series applied:
 
-- CUDA: vLLM's own CMakeLists.txt is configured offline for TORCH_CUDA_ARCH_LIST
-  "6.0;6.1" with a CUDA 12 nvcc; every source file it selects is then compiled with the
-  exact command CMake wrote to compile_commands.json.
+- CUDA: vLLM's own CMakeLists.txt is configured offline for the TORCH_CUDA_ARCH_LIST of
+  conda_build_config.yaml with a CUDA 12 nvcc; every source file it selects is then compiled
+  with the exact command CMake wrote to compile_commands.json.
 - Triton: vLLM's own kernel launchers run in a child process that reports compute
   capability 6.x; each launch compiles the kernel for that target (nothing runs), and the
   compiled kernel's shared memory is compared with Pascal's 48 KB per block.
 
 Torch's CUDA CMake config cannot run without a full CUDA install, so the configure step
 uses a small Torch package config (TORCH_CONFIG below) that does what torch's does for
-vLLM: the real torch 2.9.1 headers, torch's nvcc flags and one -gencode per listed arch.
+vLLM: the real headers of the stack's torch, torch's nvcc flags and one -gencode per listed arch.
 """
 
 from __future__ import annotations
@@ -31,13 +31,11 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-from packaging.version import Version
-
 from ...errors import PascalForgeError
 from ...pascal import CARDS, SHARED_MEMORY_PER_BLOCK, SHARED_MEMORY_PER_SM, Card
 from ...recipes.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
 from ...recipes.recipe import Recipe
+from ...recipes.variants import stacks
 from ...upstream.artifacts import UpstreamArtifact, fetch
 from .. import PACKAGE_ROOT
 
@@ -57,13 +55,10 @@ _CUTLASS_SOURCE = "cutlass_library/source"
 
 
 @dataclass(frozen=True)
-class VllmRelease:
-    """What the checks of one vLLM release need besides its sdist."""
+class CheckInputs:
+    """What the checks of one vLLM release need that conda_build_config.yaml does not say."""
 
-    version: str
-    torch_version: str
-    triton_version: str  # the triton of its stack (conda_build_config.yaml)
-    # The x86_64 CUDA build of that torch holds the headers a CUDA extension compiles
+    # The x86_64 CUDA build of its stack's torch holds the headers a CUDA extension compiles
     # against, generated CUDA config headers included (c10/cuda/impl/cuda_cmake_macros.h).
     torch_wheel: UpstreamArtifact
     # Its Python requirements clash with the venv's (0.34.0 wants transformers >= 5.16.1,
@@ -71,11 +66,9 @@ class VllmRelease:
     own_deps: bool
 
 
-RELEASES = {
-    "0.14.0": VllmRelease(
-        version="0.14.0",
-        torch_version="2.9.1",
-        triton_version="3.6.0",
+# By the vllm_version of each stack; the stack's torch and triton come from the config.
+CHECK_INPUTS = {
+    "0.14.0": CheckInputs(
         torch_wheel=UpstreamArtifact(
             project="torch",
             filename="torch-2.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
@@ -83,10 +76,7 @@ RELEASES = {
         ),
         own_deps=False,
     ),
-    "0.34.0": VllmRelease(
-        version="0.34.0",
-        torch_version="2.14.0",
-        triton_version="3.8.0",
+    "0.34.0": CheckInputs(
         torch_wheel=UpstreamArtifact(
             project="torch",
             filename="torch-2.14.0-cp311-cp311-manylinux_2_28_x86_64.whl",
@@ -95,6 +85,18 @@ RELEASES = {
         own_deps=True,
     ),
 }
+
+
+@dataclass(frozen=True)
+class VllmRelease:
+    """What the checks of one stack's vLLM release need besides its sdist."""
+
+    version: str
+    torch_version: str  # the torch of its stack (conda_build_config.yaml)
+    triton_version: str  # the triton of its stack
+    torch_wheel: UpstreamArtifact  # CheckInputs'
+    own_deps: bool  # CheckInputs'
+
 
 TORCH_CONFIG = """\
 # What torch's CUDA TorchConfig gives vLLM's CMakeLists: CUDA enabled through
@@ -136,22 +138,35 @@ class VllmCheckError(PascalForgeError):
 # --------------------------------------------------------------------------- sources
 
 
+def releases(variant_config: Path) -> dict[str, VllmRelease]:
+    """Each stack's vLLM release by version, the seed's first: the config's stacks and CHECK_INPUTS."""
+    found = {}
+    for stack in stacks(variant_config):
+        inputs = CHECK_INPUTS.get(stack.vllm)
+        if inputs is None:
+            raise VllmCheckError(
+                f"{variant_config}: vllm_version {stack.vllm} has no entry in checks.vllm.compile."
+                f"CHECK_INPUTS (it knows {', '.join(CHECK_INPUTS)}): add its torch wheel there"
+            )
+        if not inputs.torch_wheel.filename.startswith(f"torch-{stack.pytorch}-"):
+            raise VllmCheckError(
+                f"{variant_config}: vLLM {stack.vllm}'s stack has torch {stack.pytorch}, but its "
+                f"CHECK_INPUTS wheel is {inputs.torch_wheel.filename}: give it that torch's wheel"
+            )
+        found[stack.vllm] = VllmRelease(
+            stack.vllm, stack.pytorch, stack.triton, inputs.torch_wheel, inputs.own_deps
+        )
+    return found
+
+
+def seed_release(variant_config: Path) -> VllmRelease:
+    """The vLLM release of the seed (oldest) stack."""
+    return next(iter(releases(variant_config).values()))
+
+
 def current_release(variant_config: Path) -> VllmRelease:
     """The vLLM release of the current (newest) stack: the highest `vllm_version` of the config."""
-    try:
-        raw = yaml.safe_load(variant_config.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise VllmCheckError(f"{variant_config}: cannot read the variant configuration: {exc}") from exc
-    versions = [str(v) for v in (raw.get("vllm_version") if isinstance(raw, dict) else None) or []]
-    if not versions:
-        raise VllmCheckError(f"{variant_config}: no vllm_version to take the current stack from")
-    newest = max(versions, key=Version)
-    if newest not in RELEASES:
-        raise VllmCheckError(
-            f"{variant_config}: vllm_version {newest} has no entry in vllm_checks.RELEASES "
-            f"(it knows {', '.join(RELEASES)}): add its torch, triton and torch wheel there"
-        )
-    return RELEASES[newest]
+    return list(releases(variant_config).values())[-1]
 
 
 def patched_upstream(
@@ -227,7 +242,8 @@ def configure_pascal_build(
     torch_include: Path,
     cutlass_source: Path,
     arch_list: str = PASCAL_ARCH_LIST,
-    torch_version: str = "2.9.1",
+    *,
+    torch_version: str,
     cuda_version: str | None = None,
 ) -> tuple[list[CompileCommand], str]:
     """Configure vLLM's CMakeLists.txt offline for `arch_list`; return its compile commands and log.
@@ -350,7 +366,7 @@ def run_triton_probe(
     ptxas: Path,
     vllm_tree: Path,
     capability: int,
-    version: str = "0.14.0",
+    version: str,
     deps_dir: Path | None = None,
     only: str = "",
     triton_cache: Path | None = None,
