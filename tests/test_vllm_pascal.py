@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 from vllm_support import (  # noqa: F401  (fixtures)
+    ARCH_LIST,
+    CAPABILITIES,
     RELEASES,
     VARIANT_CONFIG,
     VLLM_RECIPE,
@@ -44,7 +46,6 @@ from vllm_support import (  # noqa: F401  (fixtures)
 )
 
 from pascal_forge.checks.vllm.compile import (
-    PASCAL_CAPABILITIES,
     VllmCheckError,
     VllmRelease,
     compile_sources,
@@ -115,7 +116,7 @@ def _platform_report(vllm_tree: Path, deps: Path | None, capability: int) -> dic
     return _child_report("platform", vllm_tree, deps, str(capability))
 
 
-@pytest.mark.parametrize("capability", PASCAL_CAPABILITIES)
+@pytest.mark.parametrize("capability", CAPABILITIES)
 def test_platform_selects_triton_attn_and_float16(
     vllm_release: VllmRelease, patched_vllm: Path, vllm_deps: Path | None, capability: int
 ) -> None:
@@ -181,7 +182,7 @@ def test_triton_kernels_compile_and_fit_pascal(
 ) -> None:
     triton_dir, ptxas = patched_triton
     results = []
-    for capability in PASCAL_CAPABILITIES:
+    for capability in CAPABILITIES:
         start = time.monotonic()
         results += run_triton_probe(
             triton_dir, ptxas, patched_vllm, capability, vllm_release.version, vllm_deps,
@@ -261,6 +262,7 @@ def _configure(
         cuda12,
         torch_include,
         cutlass_source,
+        arch_list=ARCH_LIST,
         torch_version=release.torch_version,
         cuda_version=cuda_version,
     )

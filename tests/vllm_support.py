@@ -25,8 +25,10 @@ from pascal_forge.checks.vllm.compile import (
     triton_tree,
     unpack_members,
 )
+from pascal_forge.pascal import capabilities
 from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
 from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.recipes.variants import arch_list
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
@@ -35,8 +37,10 @@ TRITON_RECIPE = Recipe(name="triton", directory=REPO / "recipes" / "triton")
 SETUP_CUDA12 = REPO / "scripts" / "setup-cuda12.sh"
 SETUP_VLLM_DEPS = REPO / "scripts" / "setup-vllm-deps.sh"
 HEADERS_CACHE = REPO / ".cache" / "vllm-headers"
-# Each stack's vLLM release, as conda_build_config.yaml pairs them.
+# Each stack's vLLM release, as conda_build_config.yaml pairs them, and what the recipes build for.
 RELEASES = releases(VARIANT_CONFIG)
+ARCH_LIST = arch_list(VARIANT_CONFIG)
+CAPABILITIES = capabilities(ARCH_LIST)
 
 
 # 0.34.0's checks import its own 624 MB of Python packages (scripts/setup-vllm-deps.sh).

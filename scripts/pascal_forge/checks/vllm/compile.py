@@ -39,9 +39,6 @@ from ...recipes.variants import stacks
 from ...upstream.artifacts import UpstreamArtifact, fetch
 from .. import PACKAGE_ROOT
 
-PASCAL_ARCH_LIST = "6.0;6.1"
-PASCAL_CAPABILITIES = (60, 61)
-
 # CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.34.0 v4.7.1 (git tags); the newest release
 # on PyPI is 4.2.0, whose include/ differs from v4.2.1 only in version.h and two SM100
 # epilogue files. A Pascal build includes CUTLASS only in the scaled_mm/nvfp4 entry points
@@ -241,12 +238,13 @@ def configure_pascal_build(
     cuda_root: Path,
     torch_include: Path,
     cutlass_source: Path,
-    arch_list: str = PASCAL_ARCH_LIST,
     *,
+    arch_list: str,
     torch_version: str,
     cuda_version: str | None = None,
 ) -> tuple[list[CompileCommand], str]:
-    """Configure vLLM's CMakeLists.txt offline for `arch_list`; return its compile commands and log.
+    """Configure vLLM's CMakeLists.txt offline for `arch_list` (a TORCH_CUDA_ARCH_LIST: the
+    variant config's, recipes.variants.arch_list); return its compile commands and log.
 
     FETCHCONTENT_FULLY_DISCONNECTED makes any FetchContent download an error, so a
     successful configure also shows that the build downloads nothing. `cuda_version`
