@@ -16,6 +16,7 @@ import math
 import sys
 from pathlib import Path
 
+import expected_support as expect
 import pytest
 
 # The references are torch code: the vllm-checks extra brings a CPU torch (CI installs it
@@ -499,8 +500,8 @@ def test_triton_series_is_the_recipes_patch_list() -> None:
 def test_each_carried_vllm_tree_has_its_series() -> None:
     import prepare_gpu_carry
 
-    # The current release follows conda_build_config.yaml (0.34.0 today), not a constant.
-    assert prepare_gpu_carry.VLLM_VERSIONS == ("0.14.0", "0.34.0")
+    # The releases follow conda_build_config.yaml's stacks, not constants of the harness.
+    assert (expect.SEED.vllm, expect.CURRENT.vllm) == prepare_gpu_carry.VLLM_VERSIONS
     for version in prepare_gpu_carry.VLLM_VERSIONS:
         series = prepare_gpu_carry.vllm_series(version=version)
         assert series and all(p.parent.name == version for p in series), version

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import expected_support as expect
+
 from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.pascal import capabilities
 from pascal_forge.recipes.patches import (
@@ -16,7 +18,7 @@ from pascal_forge.recipes.patches import (
 from pascal_forge.recipes.recipe import Recipe
 from pascal_forge.recipes.variants import arch_list
 
-SEED_TRITON = "3.6.0"
+SEED_TRITON = expect.SEED.triton
 TRITON = Recipe(name="triton", directory=RECIPES / "triton")
 # Every version the recipe builds and checks (3.6.0, 3.8.0), oldest first.
 TRITON_VERSIONS = list(patch_check_targets(TRITON))
