@@ -23,7 +23,6 @@ from rattler import (
 from solve_support import UPSTREAM, upstream_repodata
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.channel.doctor import MIN_DRIVER_CUDA
 from pascal_forge.channel.solve import (
     OUR_BUILD_MARK,
     OUR_NAMES,
@@ -39,6 +38,7 @@ from pascal_forge.channel.solve import (
     write_channel,
 )
 from pascal_forge.cli import main
+from pascal_forge.pascal import MIN_DRIVER_CUDA
 from pascal_forge.recipes.patches import (
     apply_series,
     patch_check_target,
