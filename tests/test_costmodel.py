@@ -34,7 +34,7 @@ from pascal_forge.checks.costmodel.model import (
 )
 from pascal_forge.checks.costmodel.ptx import count_ptx
 from pascal_forge.checks.costmodel.table import load_table
-from pascal_forge.checks.vllm.compile import RELEASES, VllmCheckError, current_release
+from pascal_forge.checks.vllm.compile import VllmCheckError, current_release, releases
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "costmodel"
@@ -164,13 +164,18 @@ def test_the_cost_model_prices_the_current_stacks_release(tmp_path: Path) -> Non
     release = current_release(REPO / "conda_build_config.yaml")
     config = yaml.safe_load((REPO / "conda_build_config.yaml").read_text())
     assert release.version == max(config["vllm_version"], key=Version)
-    assert release is RELEASES[release.version]
+    assert release == list(releases(REPO / "conda_build_config.yaml").values())[-1]
     # The twin: a stack whose release the checks do not know is named, not a KeyError.
-    config["vllm_version"] = [*config["vllm_version"][:-1], "0.99.0"]
     unknown = tmp_path / "conda_build_config.yaml"
-    unknown.write_text(yaml.safe_dump(config))
-    with pytest.raises(VllmCheckError, match=r"vllm_version 0\.99\.0 has no entry in vllm_checks\.RELEASES"):
+    unknown.write_text(yaml.safe_dump({**config, "vllm_version": [*config["vllm_version"][:-1], "0.99.0"]}))
+    with pytest.raises(VllmCheckError, match=r"vllm_version 0\.99\.0 has no entry in .*CHECK_INPUTS"):
         current_release(unknown)
+    # And a stack moved to another torch is not checked against the old torch's headers.
+    torch = [v if v != release.torch_version else "2.99.0" for v in config["pytorch_version"]]
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(yaml.safe_dump({**config, "pytorch_version": torch}))
+    with pytest.raises(VllmCheckError, match=r"has torch 2\.99\.0, but its CHECK_INPUTS wheel is torch-"):
+        current_release(moved)
 
 
 # --------------------------------------------------------------------------- slow: real compilers

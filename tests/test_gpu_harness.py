@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import sys
 from pathlib import Path
 
+import expected_support as expect
 import pytest
 
 # The references are torch code: the vllm-checks extra brings a CPU torch (CI installs it
@@ -427,6 +429,62 @@ def test_bare_stub_makes_auto_look_quantized(fake_tree: Path) -> None:
 # --------------------------------------------------------------------------- carried files
 
 
+# The harness files that run where the carry was made, not on the GPU machine: they may import
+# any of pascal_forge (and read conda_build_config.yaml).
+RUN_HERE = {
+    "prepare_gpu_carry.py",
+    "prepare_engine_carry.py",
+    "make_pascal_ptx.py",
+    "make_gptq_ptx.py",
+    "make_moe_wna16_ptx.py",
+    "build_vllm_extension.py",
+}
+
+
+def _module_level_forge_imports(source: str) -> set[str]:
+    """The pascal_forge modules a file imports when it is loaded (not inside a function)."""
+    found = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pascal_forge"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("pascal_forge")}
+    return found
+
+
+def _uncarried(source: str) -> set[str]:
+    import prepare_gpu_carry
+
+    carried = {"pascal_forge"} | {
+        f"pascal_forge.{name.removesuffix('.py')}" for name in prepare_gpu_carry.HARNESS_MODULES
+    }
+    return _module_level_forge_imports(source) - carried
+
+
+def test_the_device_side_imports_only_the_carried_forge_modules() -> None:
+    """copy_scripts carries pascal_forge's __init__, errors and pascal modules only: every file
+    that runs on the GPU machine must load with those, and they with the standard library."""
+    import prepare_gpu_carry
+
+    device_side = [p for p in (REPO / "scripts" / "gpu").rglob("*.py") if p.name not in RUN_HERE]
+    assert {p.name for p in device_side} >= {"pascal_form.py", "vllm_import.py", "run_vllm_numerics.py"}
+    for path in device_side:
+        assert _uncarried(path.read_text()) == set(), path
+    forge = REPO / "scripts" / "pascal_forge"
+    for name in prepare_gpu_carry.HARNESS_MODULES:
+        source = (forge / name).read_text()
+        imported = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add((node.module or "").split(".")[0])
+        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, name
+    # The twin: a device-side file that reached for the variant config would not load there.
+    twin = "from pascal_forge.recipes.variants import stacks\n"
+    assert _uncarried(twin) == {"pascal_forge.recipes.variants"}
+
+
 def test_triton_series_is_the_recipes_patch_list() -> None:
     import prepare_gpu_carry
 
@@ -442,8 +500,8 @@ def test_triton_series_is_the_recipes_patch_list() -> None:
 def test_each_carried_vllm_tree_has_its_series() -> None:
     import prepare_gpu_carry
 
-    # The current release follows conda_build_config.yaml (0.34.0 today), not a constant.
-    assert prepare_gpu_carry.VLLM_VERSIONS == ("0.14.0", "0.34.0")
+    # The releases follow conda_build_config.yaml's stacks, not constants of the harness.
+    assert (expect.SEED.vllm, expect.CURRENT.vllm) == prepare_gpu_carry.VLLM_VERSIONS
     for version in prepare_gpu_carry.VLLM_VERSIONS:
         series = prepare_gpu_carry.vllm_series(version=version)
         assert series and all(p.parent.name == version for p in series), version

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from itertools import product
 from pathlib import Path
 
+import expected_support as expect
 import pytest
 import yaml
 from rattler_build import Stage0Recipe, VariantConfig
@@ -15,31 +17,21 @@ from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.build.preflight import disk_needs
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
+from pascal_forge.pascal import capabilities
 from pascal_forge.recipes.plan import expensive_builds, make_plan
-from pascal_forge.recipes.variants import load_variant_config
+from pascal_forge.recipes.variants import STACK_KEYS, Stack, arch_list, load_variant_config, stacks
 
 CUDA_VERSIONS = {"12.6", "12.9"}
 # Each stack's releases and Pythons (the seed stack, then the current one).
-STACKS = {
-    "seed": (
-        dict(triton="3.6.0", pytorch="2.9.1", torchvision="0.24.1", torchaudio="2.9.1", vllm="0.14.0"),
-        {"3.10", "3.11", "3.12", "3.13"},
-    ),
-    "current": (
-        dict(triton="3.8.0", pytorch="2.14.0", torchvision="0.29.0", torchaudio="2.11.0", vllm="0.34.0"),
-        {"3.11", "3.12", "3.13", "3.14"},
-    ),
-}
+STACKS = {name: (asdict(stack), set(expect.PYTHONS[name])) for name, stack in expect.STACKS.items()}
 VERSION_OF = {"libtorch": "pytorch", "pytorch-gpu": "pytorch", "vllm": "vllm", "vllm-pascal": "vllm"}
 PYTHON_OUTPUTS = {"triton", "pytorch", "torchvision", "torchaudio"}
 # vllm is one abi3 package per CUDA version (its _C.abi3.so serves every Python of its stack).
 CUDA_ONLY_OUTPUTS = {"libtorch", "pytorch-gpu", "vllm", "vllm-pascal"}
-# The current stack's torchvision and torchaudio libraries use no Python C-API: one per CUDA.
-PYTHON_INDEPENDENT_IN = {"current": {"torchvision", "torchaudio"}, "seed": set()}
 
 
 def _pythons(stack: str, name: str) -> set[str | None]:
-    return {None} if name in PYTHON_INDEPENDENT_IN[stack] else STACKS[stack][1]
+    return {None} if name in expect.PYTHON_INDEPENDENT[stack] else STACKS[stack][1]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +64,7 @@ def _write_skip_recipe(directory: Path) -> Path:
     (recipe / "recipe.yaml").write_text(
         "context:\n  version: ${{ pytorch_version }}\n"
         "package: {name: skipper, version: '${{ version }}'}\n"
-        'build:\n  skip:\n    - not linux64\n    - version == "2.9.1"\n'
+        f'build:\n  skip:\n    - not linux64\n    - version == "{expect.SEED.pytorch}"\n'
         "requirements:\n  host:\n    - python\n"
     )
     return directory
@@ -81,16 +73,16 @@ def _write_skip_recipe(directory: Path) -> Path:
 def test_a_skip_condition_drops_its_variants_from_the_plan(tmp_path):
     plan = make_plan(_write_skip_recipe(tmp_path / "recipes"), VARIANT_CONFIG, tmp_path / "channel")
     assert {(b.output.version, b.output.python) for b in plan.builds} == {
-        ("2.14.0", python) for python in STACKS["current"][1]
+        (expect.CURRENT.pytorch, python) for python in STACKS["current"][1]
     }
 
 
 def test_twin_without_the_condition_every_variant_is_planned(tmp_path):
     recipes = _write_skip_recipe(tmp_path / "recipes")
     recipe = recipes / "skipper" / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace('    - version == "2.9.1"\n', ""))
+    recipe.write_text(recipe.read_text().replace(f'    - version == "{expect.SEED.pytorch}"\n', ""))
     plan = make_plan(recipes, VARIANT_CONFIG, tmp_path / "channel")
-    assert {b.output.version for b in plan.builds} == {"2.9.1", "2.14.0"}
+    assert {b.output.version for b in plan.builds} == {expect.SEED.pytorch, expect.CURRENT.pytorch}
 
 
 def test_rattler_builds_own_render_keeps_a_skipped_variant(tmp_path):
@@ -165,13 +157,14 @@ def test_arch_list_is_the_single_source_of_every_arch_variable(plan):
         if build.output.name == "vllm":
             script_env = build.output.rendered.recipe.to_dict()["build"]["script"]["env"]
             break
-    assert script_env["TORCH_CUDA_ARCH_LIST"] == "6.0;6.1"
-    assert script_env["CMAKE_CUDA_ARCHITECTURES"] == "60;61"
-    assert script_env["CUDAARCHS"] == "60;61"
-    assert script_env["CUTLASS_NVCC_ARCHS"] == "60;61"
+    numbers = ";".join(map(str, expect.CAPABILITIES))
+    assert script_env["TORCH_CUDA_ARCH_LIST"] == expect.ARCH_LIST
+    assert script_env["CMAKE_CUDA_ARCHITECTURES"] == numbers
+    assert script_env["CUDAARCHS"] == numbers
+    assert script_env["CUTLASS_NVCC_ARCHS"] == numbers
     for recipe_file in RECIPES.glob("*/*"):
         if recipe_file.is_file():
-            assert "6.0;6.1" not in recipe_file.read_text(), f"{recipe_file} repeats the arch list"
+            assert expect.ARCH_LIST not in recipe_file.read_text(), f"{recipe_file} repeats the arch list"
 
 
 def _write_config(tmp_path: Path, **changes) -> Path:
@@ -184,6 +177,73 @@ def _write_config(tmp_path: Path, **changes) -> Path:
 
 def test_the_repository_matrix_is_accepted():
     load_variant_config(VARIANT_CONFIG)
+
+
+def test_the_config_holds_the_expected_stacks_and_arches():
+    """What the product derives from conda_build_config.yaml is what the tests expect of it."""
+    assert stacks(VARIANT_CONFIG) == list(expect.STACKS.values())
+    assert arch_list(VARIANT_CONFIG) == expect.ARCH_LIST
+    assert capabilities(arch_list(VARIANT_CONFIG)) == expect.CAPABILITIES
+
+
+def _swapped(column: list) -> list:
+    """The column with its first and last entries exchanged (one Python of each stack)."""
+    return [column[-1], *column[1:-1], column[0]]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda raw: {"cuda_arch_list": ["6.1"]}, id="an-arch-dropped"),
+        pytest.param(lambda raw: {"cuda_arch_list": ["6.0;6.1;6.2"]}, id="an-arch-added"),
+        pytest.param(
+            lambda raw: {"pytorch_version": raw["pytorch_version"][::-1]}, id="torch-columns-swapped"
+        ),
+        pytest.param(
+            lambda raw: {
+                "torchvision_version": raw["torchaudio_version"],
+                "torchaudio_version": raw["torchvision_version"],
+            },
+            id="torchvision-and-torchaudio-swapped",
+        ),
+    ],
+)
+def test_twin_a_wrong_config_misses_the_expectations(tmp_path, change):
+    """The derivations follow the config they read, so the check above fails on a wrong one."""
+    raw = yaml.safe_load(VARIANT_CONFIG.read_text())
+    config = _write_config(tmp_path, **change(raw))
+    derived = (stacks(config), arch_list(config), capabilities(arch_list(config)))
+    assert derived != (list(expect.STACKS.values()), expect.ARCH_LIST, expect.CAPABILITIES)
+
+
+def test_twin_one_python_of_a_stack_on_another_triton_is_refused(tmp_path):
+    """A stack is named by its vLLM: a column that pairs it with another triton is two stacks."""
+    raw = yaml.safe_load(VARIANT_CONFIG.read_text())
+    config = _write_config(tmp_path, triton_version=_swapped(raw["triton_version"]))
+    with pytest.raises(VariantError, match=rf"vllm_version {expect.SEED.vllm} is in 2 stacks"):
+        stacks(config)
+
+
+def test_stacks_refuse_columns_of_unequal_length(tmp_path):
+    raw = yaml.safe_load(VARIANT_CONFIG.read_text())
+    config = _write_config(tmp_path, torchaudio_version=raw["torchaudio_version"][:-1])
+    with pytest.raises(VariantError, match="must be equally long: .*torchaudio_version 7"):
+        stacks(config)
+    with pytest.raises(VariantError, match="no torchvision_version"):
+        stacks(_write_config(tmp_path, torchvision_version=[]))
+
+
+def test_every_stack_field_is_a_zipped_key_of_the_config():
+    raw = yaml.safe_load(VARIANT_CONFIG.read_text())
+    assert list(STACK_KEYS) == list(Stack.__dataclass_fields__)
+    zipped = next(group for group in raw["zip_keys"] if "python" in group)
+    assert set(STACK_KEYS.values()) <= set(zipped)
+
+
+def test_one_arch_list_for_the_checks(tmp_path):
+    with pytest.raises(VariantError, match="cuda_arch_list has 2 values"):
+        arch_list(_write_config(tmp_path, cuda_arch_list=["6.0", "6.1"]))
+    assert capabilities("6.0;6.1;6.2+PTX") == (60, 61, 62)
 
 
 @pytest.mark.parametrize(
@@ -214,14 +274,14 @@ def test_variant_override_narrows_zipped_keys_together():
     assert config["cxx_compiler_version"] == ["13"]
     # Python 3.12 is in both stacks, so both stay.
     assert config["python"] == ["3.12.* *_cpython", "3.12.* *_cpython"]
-    assert config["pytorch_version"] == ["2.9.1", "2.14.0"]
+    assert config["pytorch_version"] == [expect.SEED.pytorch, expect.CURRENT.pytorch]
 
 
 def test_variant_override_picks_one_stack_by_any_of_its_versions():
-    config = load_variant_config(VARIANT_CONFIG, {"vllm_version": "0.34.0"})
+    config = load_variant_config(VARIANT_CONFIG, {"vllm_version": expect.CURRENT.vllm})
     assert config["python"] == ["3.11.* *_cpython", "3.12.* *_cpython", "3.13.* *_cp313", "3.14.* *_cp314"]
-    assert set(config["triton_version"]) == {"3.8.0"}
-    assert set(config["pytorch_version"]) == {"2.14.0"}
+    assert set(config["triton_version"]) == {expect.CURRENT.triton}
+    assert set(config["pytorch_version"]) == {expect.CURRENT.pytorch}
 
 
 def test_variant_override_with_unknown_value_names_it():

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import expected_support as expect
 import pytest
 import yaml
 from rattler import (
@@ -22,7 +23,6 @@ from rattler import (
 from solve_support import SHIPPED_NAMES, UPSTREAM, upstream_repodata
 
 from conftest import RECIPES, VARIANT_CONFIG
-from pascal_forge.channel.doctor import MIN_DRIVER_CUDA
 from pascal_forge.channel.ours import OUR_BUILD_MARK
 from pascal_forge.channel.solve import (
     MixedSetError,
@@ -36,6 +36,7 @@ from pascal_forge.channel.solve import (
     write_channel,
 )
 from pascal_forge.cli import main
+from pascal_forge.pascal import MIN_DRIVER_CUDA
 from pascal_forge.recipes.patches import (
     apply_series,
     patch_check_target,
@@ -385,13 +386,13 @@ def test_cli_solve_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 @pytest.fixture(scope="module")
 def vllm_trees(upstream_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The 0.14.0 sdist as released, and with the vllm recipe's patch series applied."""
+    """The seed stack's vLLM sdist as released, and with the vllm recipe's patch series applied."""
     recipe = Recipe(name="vllm", directory=RECIPES / "vllm")
-    target = patch_check_target(recipe, "0.14.0")
+    target = patch_check_target(recipe, expect.SEED.vllm)
     assert target is not None
     stock = unpack_artifact(target, tmp_path_factory.mktemp("stock"), upstream_cache)
     patched = unpack_artifact(target, tmp_path_factory.mktemp("patched"), upstream_cache)
-    apply_series(recipe_patch_series(recipe, VARIANT_CONFIG, "0.14.0"), patched, target.path_map)
+    apply_series(recipe_patch_series(recipe, VARIANT_CONFIG, expect.SEED.vllm), patched, target.path_map)
     return stock, patched
 
 
@@ -409,13 +410,16 @@ def _vllm_requirement_lines(tree: Path) -> list[str]:
 
 def test_our_versions_satisfy_vllm_requirements(vllm_trees: tuple[Path, Path]) -> None:
     lines = _vllm_requirement_lines(vllm_trees[0])
-    seed = make_plan(RECIPES, VARIANT_CONFIG, Path("channel-not-built"), overrides={"vllm_version": "0.14.0"})
+    seed = make_plan(
+        RECIPES, VARIANT_CONFIG, Path("channel-not-built"), overrides={"vllm_version": expect.SEED.vllm}
+    )
     declared = declared_python_versions(seed)
-    assert declared == {"torch": "2.9.1", "triton": "3.6.0", "vllm": "0.14.0"}
-    assert any(line.startswith("torch==2.9.1") for line in lines)
+    assert declared == {"torch": expect.SEED.pytorch, "triton": expect.SEED.triton, "vllm": expect.SEED.vllm}
+    assert any(line.startswith(f"torch=={expect.SEED.pytorch}") for line in lines)
     assert unmet_requirements(lines, declared, LINUX_312) == []
     # torchvision/torchaudio come from conda-forge at the versions our vllm recipe pins.
-    assert unmet_requirements(lines, {"torchvision": "0.24.1", "torchaudio": "2.9.1"}, LINUX_312) == []
+    others = {"torchvision": expect.SEED.torchvision, "torchaudio": expect.SEED.torchaudio}
+    assert unmet_requirements(lines, others, LINUX_312) == []
 
 
 def test_a_git_version_of_torch_fails_vllm_requirements(vllm_trees: tuple[Path, Path]) -> None:
@@ -434,7 +438,7 @@ def _vllm_run_specs(planned: dict[str, dict[str, Any]]) -> list[str]:
     return next(
         r["depends"]
         for r in planned["linux-64"]["packages.conda"].values()
-        if r["name"] == "vllm" and r["version"] == "0.14.0"
+        if r["name"] == "vllm" and r["version"] == expect.SEED.vllm
     )
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import expected_support as expect
 import pytest
 from solve_support import RELEASED_0_34_0_PINS, SHIPPED_NAMES, UPSTREAM
 
@@ -21,33 +23,22 @@ from pascal_forge.channel.solve import SolveError, System, solve, write_channel
 from pascal_forge.recipes.plan import make_plan
 from pascal_forge.recipes.planned import planned_repodata
 
-SEED = {
-    "vllm": "0.14.0",
-    "pytorch": "2.9.1",
-    "libtorch": "2.9.1",
-    "triton": "3.6.0",
-    "torchvision": "0.24.1",
-    "torchaudio": "2.9.1",
-}
-CURRENT = {
-    "vllm": "0.34.0",
-    "pytorch": "2.14.0",
-    "libtorch": "2.14.0",
-    "triton": "3.8.0",
-    "torchvision": "0.29.0",
-    "torchaudio": "2.11.0",
-}
+# Each stack's releases as a solution holds them (libtorch is its pytorch's).
+SEED = {**asdict(expect.SEED), "libtorch": expect.SEED.pytorch}
+CURRENT = {**asdict(expect.CURRENT), "libtorch": expect.CURRENT.pytorch}
+SEED_SERIES = expect.SEED.vllm.rsplit(".", 1)[0]  # "0.14": what a user pins
 PRIORITIES = ("strict", "flexible")
 # A driver that reports CUDA 13.0 (R580, Pascal's last) must still get the CUDA 12.9 builds.
 DRIVERS = {"12.6": "cuda126", "12.9": "cuda129", "13.0": "cuda129"}
+# One release of each stack, asked for together.
 MIXED = [
-    ["pytorch ==2.14.0", "triton ==3.6.0"],
-    ["pytorch ==2.9.1", "triton ==3.8.0"],
-    ["vllm ==0.14.0", "pytorch ==2.14.0"],
-    ["vllm ==0.34.0", "pytorch ==2.9.1"],
-    ["vllm-pascal ==0.14.0", "triton ==3.8.0"],
-    ["vllm ==0.34.0", "torchvision ==0.24.1"],
-    ["pytorch ==2.14.0", "torchaudio ==2.9.1"],
+    [f"pytorch =={CURRENT['pytorch']}", f"triton =={SEED['triton']}"],
+    [f"pytorch =={SEED['pytorch']}", f"triton =={CURRENT['triton']}"],
+    [f"vllm =={SEED['vllm']}", f"pytorch =={CURRENT['pytorch']}"],
+    [f"vllm =={CURRENT['vllm']}", f"pytorch =={SEED['pytorch']}"],
+    [f"vllm-pascal =={SEED['vllm']}", f"triton =={CURRENT['triton']}"],
+    [f"vllm =={CURRENT['vllm']}", f"torchvision =={SEED['torchvision']}"],
+    [f"pytorch =={CURRENT['pytorch']}", f"torchaudio =={SEED['torchaudio']}"],
 ]
 
 
@@ -82,21 +73,20 @@ def test_vllm_pascal_installs_the_current_stack(ours: str, cuda: str, priority: 
 
 
 @pytest.mark.parametrize("priority", PRIORITIES)
-@pytest.mark.parametrize("spec", ["vllm-pascal 0.14.*", "vllm 0.14.*"])
+@pytest.mark.parametrize("spec", [f"vllm-pascal {SEED_SERIES}.*", f"vllm {SEED_SERIES}.*"])
 def test_the_seed_stack_is_one_pin_away(ours: str, spec: str, priority: str) -> None:
     solution = solve([spec], [ours, str(UPSTREAM)], System(cuda="12.9", cuda_arch="6.1"), priority=priority)
     assert _stack_of(solution, "cuda129") == SEED
 
 
-@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
+@pytest.mark.parametrize("python", expect.PYTHONS["seed"])
 def test_pytorch_2_9_1_from_this_channel_brings_the_seed_triton(ours: str, python: str) -> None:
-    solution = solve(
-        ["pytorch ==2.9.1", "vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python
-    )
+    specs = [f"pytorch =={SEED['pytorch']}", "vllm-pascal"]
+    solution = solve(specs, [ours, str(UPSTREAM)], System(cuda="12.9"), python=python)
     assert _stack_of(solution, "cuda129") == SEED
 
 
-@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13", "3.14"])
+@pytest.mark.parametrize("python", expect.PYTHONS["current"])
 def test_every_python_of_the_current_stack_solves(ours: str, python: str) -> None:
     solution = solve(["vllm-pascal"], [ours, str(UPSTREAM)], System(cuda="12.9"), python=python)
     assert _stack_of(solution, "cuda129") == CURRENT

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import expected_support as expect
 import pytest
 import yaml
 from build_support import install_from
@@ -29,25 +31,12 @@ from pascal_forge.cli import main
 from pascal_forge.recipes.plan import Plan, make_plan
 
 STACKS = {
-    "seed": {
-        "vllm": "0.14.0",
-        "pytorch": "2.9.1",
-        "triton": "3.6.0",
-        "torchvision": "0.24.1",
-        "torchaudio": "2.9.1",
-        "pythons": ("3.10", "3.11", "3.12", "3.13"),
-        "python_independent": (),
-    },
-    "current": {
-        "vllm": "0.34.0",
-        "pytorch": "2.14.0",
-        "triton": "3.8.0",
-        "torchvision": "0.29.0",
-        "torchaudio": "2.11.0",
-        "pythons": ("3.11", "3.12", "3.13", "3.14"),
-        # Libraries without the Python C-API: one package per CUDA version for every Python.
-        "python_independent": ("torchvision", "torchaudio"),
-    },
+    name: {
+        **asdict(stack),
+        "pythons": expect.PYTHONS[name],
+        "python_independent": expect.PYTHON_INDEPENDENT[name],
+    }
+    for name, stack in expect.STACKS.items()
 }
 CUDAS = ("12.6", "12.9")
 
@@ -249,7 +238,8 @@ def test_twin_outputs_built_one_by_one_with_run_build_redo_the_staging_build(
         recipes, VARIANT_CONFIG, tmp_path / "channel", overrides={"cuda_compiler_version": "12.9"}
     )
     for name in ("libtorch", "pytorch"):
-        build = next(b for b in plan.builds if b.output.name == name and b.output.version == "2.9.1")
+        seed = expect.SEED.pytorch
+        build = next(b for b in plan.builds if b.output.name == name and b.output.version == seed)
         _for_this_variant(build).run_build(
             tool_config=ToolConfiguration(test_strategy="skip", channel_priority="strict"),
             output_dir=tmp_path / "work",

@@ -17,7 +17,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.checks.triton.suite import prepare_tree
@@ -29,6 +28,7 @@ from pascal_forge.recipes.patches import (
     recipe_patch_series,
 )
 from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.recipes.variants import stacks
 from pascal_forge.upstream.artifacts import fetch
 
 pytestmark = pytest.mark.slow
@@ -50,14 +50,9 @@ PROBE = Path(__file__).resolve().parent / "torch_gates_support.py"
 TOO_OLD = "which is too old to be supported by the triton GPU compiler"
 
 
-def _stacks() -> dict[str, str]:
-    """torch version -> the triton version of the same stack, from the zipped variant keys."""
-    config = yaml.safe_load(VARIANT_CONFIG.read_text(encoding="utf-8"))
-    return dict(zip(config["pytorch_version"], config["triton_version"], strict=True))
-
-
-STACKS = _stacks()
-TORCH_VERSIONS = sorted(STACKS, key=lambda v: tuple(int(p) for p in v.split(".")))
+# torch version -> the triton version of the same stack, oldest stack first.
+STACKS = {stack.pytorch: stack.triton for stack in stacks(VARIANT_CONFIG)}
+TORCH_VERSIONS = list(STACKS)
 
 
 def _gate_files(version: str) -> tuple[str, ...]:

@@ -18,12 +18,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from triton_support import TRITON, TRITON_VERSIONS, atomic_neighbourhood, triton_series, triton_target
+from triton_support import (
+    CAPABILITIES,
+    TRITON,
+    TRITON_VERSIONS,
+    atomic_neighbourhood,
+    triton_series,
+    triton_target,
+)
 
 from conftest import VARIANT_CONFIG
 from pascal_forge.checks.triton.suite import (
     BUNDLED_PTXAS,
-    PASCAL_CAPABILITIES,
     SuiteError,
     SuiteRun,
     cuda12_ptxas,
@@ -62,12 +68,12 @@ def patched_tree(trees_dir: Path, upstream_cache: Path, stock_tree: Path, triton
 
 @pytest.fixture(scope="session")
 def stock_run(stock_tree: Path) -> SuiteRun:
-    return run_suite(stock_tree, "stock", PASCAL_CAPABILITIES)
+    return run_suite(stock_tree, "stock", CAPABILITIES)
 
 
 @pytest.fixture(scope="session")
 def patched_run(patched_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
-    return run_suite(patched_tree, "patched", PASCAL_CAPABILITIES, ptx_dir=tmp_path_factory.mktemp("ptx"))
+    return run_suite(patched_tree, "patched", CAPABILITIES, ptx_dir=tmp_path_factory.mktemp("ptx"))
 
 
 def test_every_triton_patch_applies_without_fuzz_to_the_released_wheel(upstream_cache: Path) -> None:
@@ -118,7 +124,7 @@ def test_patched_triton_compiles_the_whole_suite_for_pascal(
     stock_run: SuiteRun, patched_run: SuiteRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with capsys.disabled():
-        print("\n" + format_table([stock_run, patched_run], PASCAL_CAPABILITIES))
+        print("\n" + format_table([stock_run, patched_run], CAPABILITIES))
     unexpected = [f"sm_{r.capability} {r.case}: {r.detail}" for r in patched_run.results if not r.as_expected]
     assert not unexpected, "\n".join(unexpected)
     assert len(patched_run.results) == 2 * len({r.case for r in patched_run.results}) > 1200
@@ -137,7 +143,7 @@ def test_stock_triton_fails_exactly_the_kernels_the_patches_fix(stock_run: Suite
 
 def test_fp8e4nv_stays_refused_with_its_message(stock_run: SuiteRun, patched_run: SuiteRun) -> None:
     for run in (stock_run, patched_run):
-        for capability in PASCAL_CAPABILITIES:
+        for capability in CAPABILITIES:
             result = run.result("convert[fp32->fp8e4nv]", capability)
             assert result.status == "fail"
             assert FP8E4NV_REFUSAL in result.detail
@@ -162,7 +168,7 @@ def test_fp8e4nv_stays_refused_with_its_message(stock_run: SuiteRun, patched_run
 def test_pascal_atomics_keep_their_memory_order_as_membar(
     patched_run: SuiteRun, case: str, before: str | None, after: str | None
 ) -> None:
-    for capability in PASCAL_CAPABILITIES:
+    for capability in CAPABILITIES:
         ptx = patched_run.result(case, capability).ptx.read_text()
         assert not re.search(r"\.(relaxed|acquire|release|acq_rel)\b", ptx)
         groups = atomic_neighbourhood(ptx)

@@ -28,8 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import expected_support as expect
 import pytest
 from vllm_support import (  # noqa: F401  (fixtures)
+    ARCH_LIST,
+    CAPABILITIES,
+    RELEASES,
     VARIANT_CONFIG,
     VLLM_RECIPE,
     cuda12,
@@ -43,9 +47,6 @@ from vllm_support import (  # noqa: F401  (fixtures)
 )
 
 from pascal_forge.checks.vllm.compile import (
-    PASCAL_CAPABILITIES,
-    PASCAL_SHARED_MEMORY_BYTES,
-    RELEASES,
     VllmCheckError,
     VllmRelease,
     compile_sources,
@@ -54,6 +55,7 @@ from pascal_forge.checks.vllm.compile import (
     gencode_archs,
     run_triton_probe,
 )
+from pascal_forge.pascal import SHARED_MEMORY_PER_BLOCK
 from pascal_forge.recipes.patches import PatchError, apply_series, check_recipe_patches
 
 # Every check here imports vLLM or its build tools from the vllm-checks extra.
@@ -115,7 +117,7 @@ def _platform_report(vllm_tree: Path, deps: Path | None, capability: int) -> dic
     return _child_report("platform", vllm_tree, deps, str(capability))
 
 
-@pytest.mark.parametrize("capability", PASCAL_CAPABILITIES)
+@pytest.mark.parametrize("capability", CAPABILITIES)
 def test_platform_selects_triton_attn_and_float16(
     vllm_release: VllmRelease, patched_vllm: Path, vllm_deps: Path | None, capability: int
 ) -> None:
@@ -181,7 +183,7 @@ def test_triton_kernels_compile_and_fit_pascal(
 ) -> None:
     triton_dir, ptxas = patched_triton
     results = []
-    for capability in PASCAL_CAPABILITIES:
+    for capability in CAPABILITIES:
         start = time.monotonic()
         results += run_triton_probe(
             triton_dir, ptxas, patched_vllm, capability, vllm_release.version, vllm_deps,
@@ -227,7 +229,7 @@ def test_stock_triton_kernels_overflow_pascal_shared_memory(
     results = run_triton_probe(triton_dir, ptxas, stock_vllm, 61, vllm_release.version, vllm_deps, only=only)
     print(format_kernel_table(results))
     attention = [r for r in results if r.case.startswith(only) and r.kernel != "reduce_segments"]
-    assert attention and all(r.ok and r.shared > PASCAL_SHARED_MEMORY_BYTES for r in attention)
+    assert attention and all(r.ok and r.shared > SHARED_MEMORY_PER_BLOCK for r in attention)
 
 
 # --------------------------------------------------------------------------- CUDA sources
@@ -261,6 +263,7 @@ def _configure(
         cuda12,
         torch_include,
         cutlass_source,
+        arch_list=ARCH_LIST,
         torch_version=release.torch_version,
         cuda_version=cuda_version,
     )
@@ -283,13 +286,13 @@ def test_cmake_selects_a_pascal_source_set_offline(
     )
     branch = cuda_version or "nvcc 12.4"
     print(f"vLLM {vllm_release.version} configure ({branch}): {time.monotonic() - start:.0f} s")
-    assert "CUDA supported target architectures: 6.0;6.1" in log
+    assert f"CUDA supported target architectures: {expect.ARCH_LIST}" in log
     sources = {c.source for c in commands}
     assert PASCAL_SOURCES[vllm_release.version] <= sources
     assert not any("marlin" in s or "machete" in s or "c3x" in s or "flash" in s for s in sources)
     for command in commands:
         if command.source.endswith(".cu"):
-            assert gencode_archs(command.command) == ["sm_60", "sm_61"], command.source
+            assert gencode_archs(command.command) == [f"sm_{c}" for c in expect.CAPABILITIES], command.source
 
 
 @pytest.mark.slow
@@ -420,7 +423,7 @@ def test_fixed_source_compiles_for_pascal_and_the_released_one_does_not(
     if not selected:
         pytest.skip(f"vLLM {vllm_release.version} does not build {source}")
     (command,) = selected
-    assert {"sm_60", "sm_61"} <= set(gencode_archs(command.command))
+    assert {f"sm_{c}" for c in expect.CAPABILITIES} <= set(gencode_archs(command.command))
     stock_command = command.command.replace(str(patched_vllm.resolve()), str(stock_vllm.resolve()))
     stock = type(command)(command.source, stock_command, command.directory)
     patched, released = compile_sources([command, stock], jobs=1)

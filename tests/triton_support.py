@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import expected_support as expect
+
 from conftest import RECIPES, VARIANT_CONFIG
+from pascal_forge.pascal import capabilities
 from pascal_forge.recipes.patches import (
     PatchCheckTarget,
     patch_check_target,
@@ -13,11 +16,14 @@ from pascal_forge.recipes.patches import (
     recipe_patch_series,
 )
 from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.recipes.variants import arch_list
 
-SEED_TRITON = "3.6.0"
+SEED_TRITON = expect.SEED.triton
 TRITON = Recipe(name="triton", directory=RECIPES / "triton")
 # Every version the recipe builds and checks (3.6.0, 3.8.0), oldest first.
 TRITON_VERSIONS = list(patch_check_targets(TRITON))
+# What the recipes build for (conda_build_config.yaml's cuda_arch_list), as capabilities.
+CAPABILITIES = capabilities(arch_list(VARIANT_CONFIG))
 
 
 def triton_target(version: str = SEED_TRITON) -> PatchCheckTarget:

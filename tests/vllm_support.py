@@ -2,9 +2,9 @@
 patched triton wheel of its stack, its Python packages, the CUDA 12 toolkit from
 scripts/setup-cuda12.sh and the torch/CUTLASS headers.
 
-Every fixture follows `vllm_release`, which is parametrized over both stacks' releases
-(0.14.0 with triton 3.6.0 and torch 2.9.1; 0.34.0 with triton 3.8.0 and torch 2.14.0), so each
-test runs once per release. Everything big is cached under the upstream cache (keyed by
+Every fixture follows `vllm_release`, which is parametrized over the releases of the stacks of
+conda_build_config.yaml (each with its stack's triton and torch), so each test runs once per
+release. Everything big is cached under the upstream cache (keyed by
 sha256) or .cache/ in the repo.
 """
 
@@ -19,14 +19,16 @@ import pytest
 
 from pascal_forge.checks.vllm.compile import (
     CUTLASS_WHEEL,
-    RELEASES,
     VllmRelease,
     patched_upstream,
+    releases,
     triton_tree,
     unpack_members,
 )
+from pascal_forge.pascal import capabilities
 from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
 from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.recipes.variants import arch_list
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
@@ -35,6 +37,10 @@ TRITON_RECIPE = Recipe(name="triton", directory=REPO / "recipes" / "triton")
 SETUP_CUDA12 = REPO / "scripts" / "setup-cuda12.sh"
 SETUP_VLLM_DEPS = REPO / "scripts" / "setup-vllm-deps.sh"
 HEADERS_CACHE = REPO / ".cache" / "vllm-headers"
+# Each stack's vLLM release, as conda_build_config.yaml pairs them, and what the recipes build for.
+RELEASES = releases(VARIANT_CONFIG)
+ARCH_LIST = arch_list(VARIANT_CONFIG)
+CAPABILITIES = capabilities(ARCH_LIST)
 
 
 # 0.34.0's checks import its own 624 MB of Python packages (scripts/setup-vllm-deps.sh).

@@ -7,7 +7,7 @@ OUT receives what prepare_engine_carry.py --extension carries:
 
 - `_C_stable_libtorch.abi3.so`, `_moe_C_stable_libtorch.abi3.so` and three host modules
   (`cumem_allocator`, `fs_io_C`, `spinloop`): vLLM's own CMakeLists.txt, configured offline
-  for TORCH_CUDA_ARCH_LIST 6.0;6.1 with the CUDA 12 nvcc of scripts/setup-cuda12.sh, built
+  for conda_build_config.yaml's TORCH_CUDA_ARCH_LIST with the CUDA 12 nvcc of scripts/setup-cuda12.sh, built
   with ninja from the sdist with its whole series;
 - `libcudart.so.12`, the CUDA 12 runtime they link (the device's torch brings CUDA 13's);
 - `compile-times.tsv`, seconds per object from ninja's log (the full-compile count of issue 24).
@@ -44,7 +44,9 @@ from pascal_forge.checks.vllm.compile import (  # noqa: E402
     patched_upstream,
     unpack_members,
 )
+from pascal_forge.pascal import P40  # noqa: E402
 from pascal_forge.recipes.recipe import Recipe  # noqa: E402
+from pascal_forge.recipes.variants import arch_list  # noqa: E402
 
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 UPSTREAM_CACHE = REPO / ".cache" / "upstream"
@@ -59,7 +61,8 @@ TORCH_NEEDED = ("libtorch_cpu.so", "libtorch_cuda.so", "libc10.so", "libc10_cuda
 # recipe build gets through torch's CUDA libraries. Here they resolve to the cuBLAS that the device's
 # torch (CUDA 13) has loaded; the two calls keep their signatures across 12 and 13.
 CUBLAS_NEEDED = "libcublas.so.13"
-PTX_ARCH = "61"
+# The P40's code, whose PTX the Pascal-form run JIT-compiles on a newer card.
+PTX_ARCH = str(P40.capability)
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,8 @@ def build(work: Path, jobs: int, cuda_branch: str) -> BuiltExtension:
     cmake_dir = work / "build" / "cmake"
     if not (cmake_dir / "build.ninja").exists():
         configure_pascal_build(
-            tree, work / "build", cuda, torch_include, cutlass, torch_version=release.torch_version,
-            cuda_version=cuda_branch,
+            tree, work / "build", cuda, torch_include, cutlass, arch_list=arch_list(VARIANT_CONFIG),
+            torch_version=release.torch_version, cuda_version=cuda_branch,
         )  # fmt: skip
         print(f"compute_{PTX_ARCH} PTX added to {embed_ptx(cmake_dir / 'build.ninja')} compile commands")
     subprocess.run(["ninja", "-j", str(jobs), *MODULES], cwd=cmake_dir, check=True)

@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from pascal_form import PASCAL_SHARED_MEMORY_BYTES
+from pascal_forge.pascal import P40, SHARED_MEMORY_PER_BLOCK
 
 
 def vllm_tree(source: Path, scratch: Path) -> Path:
@@ -99,7 +99,7 @@ def pascal_launches(launches: Sequence[Any]) -> dict:
     """The kernels compiled (pascal_form's log): each must be sm_61 PTX within a P40's shared memory."""
     seen = sorted({(x.kernel, x.target, x.shared) for x in launches})
     pascal = bool(seen) and all(
-        target == "sm_61" and shared <= PASCAL_SHARED_MEMORY_BYTES for _, target, shared in seen
+        target == f"sm_{P40.capability}" and shared <= SHARED_MEMORY_PER_BLOCK for _, target, shared in seen
     )
     return {"launches": seen, "launches_sm61_within_48KB": pascal}
 

@@ -55,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from carry_inputs import check_arguments, finish, triton_check
 from pascal_form import p40_device_queries
 
+from pascal_forge.pascal import P100
+
 KERNEL_FILE = "vllm/model_executor/layers/quantization/awq_triton.py"
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a packed int32 holds column AWQ_ORDER[i]
 GPTQ_ORDER = tuple(range(8))
@@ -145,7 +147,7 @@ def run_cases(awq: types.ModuleType, device: str) -> list[dict]:
                 cases.append(case)
             if device == "cuda":
                 qweight, qzeros = packed["awq_order"]
-                with p40_device_queries(capability=(6, 0)):
+                with p40_device_queries(capability=P100.major_minor):
                     out = awq.awq_gemm_triton(a, qweight, scales_d, qzeros, SPLIT_K)
                 error = relative_rms(out, reference)
                 cases.append({"kernel": "awq_gemm_triton", "packing": "awq_order_sm60", "M": rows, "K": k,

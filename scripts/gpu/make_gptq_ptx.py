@@ -2,7 +2,8 @@
 
     python scripts/gpu/make_gptq_ptx.py DEST [VERSION]
 
-VERSION (default 0.34.0) is a vLLM release with a patch series under recipes/vllm/patches/.
+VERSION (default: the current stack's, conda_build_config.yaml) is a vLLM release with a patch
+series under recipes/vllm/patches/.
 DEST then holds four small PTX files, each with only gemm_half_q_half_gptq_4bit_kernel<true, 1>
 and <true, 8> (what decode and an 8-row chunk launch), and manifest.json:
 - patched-61.ptx: the series applied, compute_61: patch 0040's fp32 loop;
@@ -25,12 +26,14 @@ from pathlib import Path
 import torch
 
 from pascal_forge.checks.costmodel.compile import CudaSource, cuda_ptx
-from pascal_forge.checks.vllm.compile import patched_upstream
+from pascal_forge.checks.vllm.compile import current_release, patched_upstream
+from pascal_forge.pascal import P40, P100
 from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
 from pascal_forge.recipes.recipe import Recipe
 from pascal_forge.upstream.artifacts import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
+VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 Q_GEMM = CudaSource("csrc/quantization/gptq/q_gemm.cu")
 ENTRIES = {m_count: f"gemm_half_q_half_gptq_4bit_kernelILb1ELi{m_count}E" for m_count in (1, 8)}
 
@@ -71,7 +74,7 @@ def write_ptx(
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     for kind, tree in trees.items():
-        for capability in (61, 60):
+        for capability in (P40.capability, P100.capability):
             ptx = cuda_ptx(source, capability, tree, include, nvcc, cache)
             small, names = prune(ptx, entries, source.path)
             file = f"{kind}-{capability}.ptx"
@@ -90,7 +93,7 @@ def vllm_trees(
     target = patch_check_target(recipe, version)
     if target is None:
         raise SystemExit(f"recipes/vllm has no patch-check artifact for {version}")
-    config = REPO / "conda_build_config.yaml"
+    config = VARIANT_CONFIG
     if leave_out_patches:
         reference = patched_upstream(
             recipe,
@@ -106,7 +109,8 @@ def vllm_trees(
     return {before: reference, "patched": patched}
 
 
-def main(dest: Path, version: str = "0.34.0") -> int:
+def main(dest: Path, version: str | None = None) -> int:
+    version = version or current_release(VARIANT_CONFIG).version
     with tempfile.TemporaryDirectory(prefix="pascal-forge-gptq-") as scratch:
         write_ptx(
             dest,

@@ -2,7 +2,8 @@
 
     python scripts/gpu/make_moe_wna16_ptx.py DEST [VERSION]
 
-VERSION (default 0.34.0) is a vLLM release with a patch series under recipes/vllm/patches/.
+VERSION (default: the current stack's, conda_build_config.yaml) is a vLLM release with a patch
+series under recipes/vllm/patches/.
 DEST then holds four small PTX files, each with only the half moe_wna16_gemm_kernel entries of
 ENTRIES, and manifest.json:
 - patched-61.ptx: the whole series, compute_61: patch 0042's fp32 loop (float shared memory);
@@ -20,9 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from make_gptq_ptx import vllm_trees, write_ptx
+from make_gptq_ptx import VARIANT_CONFIG, vllm_trees, write_ptx
 
 from pascal_forge.checks.costmodel.compile import CudaSource
+from pascal_forge.checks.vllm.compile import current_release
 
 MOE_WNA16 = CudaSource("csrc/moe/moe_wna16.cu")
 PATCH = "0042"  # recipes/vllm/patches/<version>/0042-moe-wna16-fp32-math-on-sm61.patch
@@ -36,7 +38,8 @@ ENTRIES = {
 }
 
 
-def main(dest: Path, version: str = "0.34.0") -> int:
+def main(dest: Path, version: str | None = None) -> int:
+    version = version or current_release(VARIANT_CONFIG).version
     with tempfile.TemporaryDirectory(prefix="pascal-forge-moe-wna16-") as scratch:
         trees = vllm_trees(Path(scratch), version, "before", leave_out_patches=(PATCH,))
         write_ptx(dest, version, MOE_WNA16, ENTRIES, trees)

@@ -1,8 +1,8 @@
 """Compile the GPU check's kernels for sm_61 with the patched triton and write PTX + manifest.
 
 Run here (no GPU needed): `python scripts/gpu/make_pascal_ptx.py OUT_DIR [TRITON_VERSION]`
-(default 3.6.0). OUT_DIR then holds only PTX and manifest.json, which
-scripts/gpu/run_pascal_ptx.py loads on a GPU machine.
+(default: the seed stack's triton, conda_build_config.yaml). OUT_DIR then holds only PTX and
+manifest.json, which scripts/gpu/run_pascal_ptx.py loads on a GPU machine.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 
 from pascal_forge.checks.triton.suite import prepare_tree, run_suite
+from pascal_forge.pascal import P40
 from pascal_forge.recipes.patches import patch_check_target, recipe_patch_series
 from pascal_forge.recipes.recipe import Recipe
+from pascal_forge.recipes.variants import stacks
 from pascal_forge.upstream.artifacts import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
-# The version whose patched PTX is written; each version uses its own series.
-DEFAULT_TRITON_VERSION = "3.6.0"
-CAPABILITY = 61
+VARIANT_CONFIG = REPO / "conda_build_config.yaml"
+CAPABILITY = P40.capability
 CASES = [
     *(
         f"atomic_add[{dtype},{order},gpu]"
@@ -49,12 +50,15 @@ CASES = [
 ]
 
 
-def main(out_dir: Path, triton_version: str = DEFAULT_TRITON_VERSION) -> int:
+def main(out_dir: Path, triton_version: str | None = None) -> int:
+    """Write the PTX of `triton_version` (default: the seed stack's, the GPU machine's own
+    triton) with that version's own series."""
+    triton_version = triton_version or stacks(VARIANT_CONFIG)[0].triton
     recipe = Recipe("triton", REPO / "recipes" / "triton")
     cache = default_cache_dir().parent / "pascal-kernels"
     tree = prepare_tree(
         patch_check_target(recipe, triton_version),
-        recipe_patch_series(recipe, REPO / "conda_build_config.yaml", triton_version),
+        recipe_patch_series(recipe, VARIANT_CONFIG, triton_version),
         cache,
     )
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -25,7 +25,8 @@ from typing import Any
 
 from pascal_form import p40_device_queries, pascal_form
 
-_CARDS = {61: ("Tesla P40", 30), 60: ("Tesla P100-PCIE-16GB", 56)}
+from pascal_forge.pascal import CARDS, SHARED_MEMORY_PER_BLOCK, SHARED_MEMORY_PER_SM
+
 # Kept for the life of the process: the Pascal form is never undone.
 _STACK = contextlib.ExitStack()
 EXTENSIONS = ("vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C_stable_libtorch")
@@ -51,12 +52,12 @@ class _Properties:
     """The real card's properties with the Pascal card's capability, name, SMs and shared memory."""
 
     def __init__(self, real: Any, capability: int) -> None:
-        name, sms = _CARDS[capability]
+        card = CARDS[capability]
         self._real = real
-        self.name, self.major, self.minor = name, capability // 10, capability % 10
-        self.multi_processor_count = sms
-        self.shared_memory_per_block = self.shared_memory_per_block_optin = 49152
-        self.shared_memory_per_multiprocessor = 65536
+        self.name, (self.major, self.minor) = card.name, card.major_minor
+        self.multi_processor_count = card.sms
+        self.shared_memory_per_block = self.shared_memory_per_block_optin = SHARED_MEMORY_PER_BLOCK
+        self.shared_memory_per_multiprocessor = SHARED_MEMORY_PER_SM
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -65,10 +66,11 @@ class _Properties:
 def install(capability: int) -> None:
     import torch
 
-    name, _ = _CARDS[capability]
+    card = CARDS[capability]
+    name = card.name
     real_properties = torch.cuda.get_device_properties
     torch.cuda.get_device_properties = lambda device=None: _Properties(real_properties(device), capability)
-    _STACK.enter_context(p40_device_queries(name=name, capability=divmod(capability, 10)))
+    _STACK.enter_context(p40_device_queries(name=name, capability=card.major_minor))
     _STACK.enter_context(pascal_form(capability))
 
     # An extension module the carry lacks: an empty module stands where it is imported for its
@@ -81,7 +83,7 @@ def install(capability: int) -> None:
     from vllm.platforms.cuda import NonNvmlCudaPlatform
     from vllm.platforms.interface import DeviceCapability
 
-    major, minor = divmod(capability, 10)
+    major, minor = card.major_minor
 
     class PascalCudaPlatform(NonNvmlCudaPlatform):
         @classmethod

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from pascal_forge.errors import PascalForgeError
+from pascal_forge.pascal import P40, SHARED_MEMORY_PER_BLOCK
 
-PASCAL_CAPABILITY = 61
-PASCAL_SHARED_MEMORY_BYTES = 49152
 _TARGET = re.compile(r"^\s*\.target\s+(sm_\w+)", re.MULTILINE)
 
 
@@ -76,7 +75,7 @@ class LaunchLog:
 
 
 @contextmanager
-def pascal_form(capability: int = PASCAL_CAPABILITY) -> Iterator[LaunchLog]:
+def pascal_form(capability: int = P40.capability) -> Iterator[LaunchLog]:
     """Install the three changes above on the imported triton; undo them on exit."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -133,7 +132,7 @@ def pascal_form(capability: int = PASCAL_CAPABILITY) -> Iterator[LaunchLog]:
 
 @contextmanager
 def p40_device_queries(
-    name: str = "Tesla P40", capability: tuple[int, int] = (6, 1), shared: int = PASCAL_SHARED_MEMORY_BYTES
+    name: str = P40.name, capability: tuple[int, int] = P40.major_minor, shared: int = SHARED_MEMORY_PER_BLOCK
 ) -> Iterator[None]:
     """torch and triton describe the GPU as a P40 while this is in place.
 

@@ -3,21 +3,23 @@
     python scripts/gpu/prepare_gpu_carry.py DEST
 
 DEST then holds (about 25 MiB, within the 64 MiB a GPU call carries):
-- triton-overlay/: the files our triton 3.6.0 series changes, patched, with the released
-  wheel's sha256 of each (the GPU machine has its own triton 3.6.0 and no GNU patch);
-- vllm-<version>-pascal.tgz / vllm-<version>-stock.tgz for the seed's and the current release
-  (0.14.0 and, today, 0.34.0): the Python files of its sdist with and without our series for
-  that version (recipes/vllm/patches/<version>/, as the recipe lists it);
+- triton-overlay/: the files our series for the seed stack's triton (3.6.0) changes, patched, with
+  the released wheel's sha256 of each (the GPU machine has its own triton 3.6.0 and no GNU patch);
+- vllm-<version>-pascal.tgz / vllm-<version>-stock.tgz for the seed's and the current stack's
+  release (conda_build_config.yaml's stacks): the Python files of its sdist with and without our
+  series for that version (recipes/vllm/patches/<version>/, as the recipe lists it);
 - stack.env: SEED_VLLM=... and CURRENT_VLLM=..., which run_gpu_numerics.sh reads;
 - wrong-tiles/: prefix_prefill.py of the patched tree with a deliberately wrong tile plan
   (the twin that the error bound must catch);
 - pydeps/: einops, unpacked from its PyPI wheel: vLLM's FLA ops (since 0.33.0) import it, and the GPU
   machine's environment lacks it;
-- scripts/: this folder and pascal_forge's errors module, which the harness imports.
+- scripts/: this folder and pascal_forge's errors and pascal (the Pascal facts) modules, the only
+  ones of the package the harness imports (HARNESS_MODULES).
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import tarfile
@@ -30,13 +32,12 @@ REPO = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 sys.path.insert(0, str(SCRIPTS / "gpu"))
 
-import yaml  # noqa: E402
-from packaging.version import Version  # noqa: E402
 from pascal_form import write_overlay  # noqa: E402
 
 from pascal_forge.checks.vllm.compile import patched_upstream  # noqa: E402
 from pascal_forge.recipes.patches import patch_check_target, recipe_patch_series, unpack_artifact  # noqa: E402
 from pascal_forge.recipes.recipe import Recipe  # noqa: E402
+from pascal_forge.recipes.variants import stacks  # noqa: E402
 from pascal_forge.upstream.artifacts import UpstreamArtifact, fetch  # noqa: E402
 
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
@@ -63,19 +64,12 @@ WRONG_TILES = (
     ),
 )
 
-# The seed stack's releases: the device's own triton is 3.6.0. The current stack's vLLM runs
-# on that triton too: its triton 3.8.0 wheel (248 MB) does not fit a GPU call's 64 MiB.
-SEED_TRITON = "3.6.0"
-SEED_VLLM = "0.14.0"
-
-
-def current_vllm(variant_config: Path = VARIANT_CONFIG) -> str:
-    """The current stack's vLLM: the newest vllm_version conda_build_config.yaml names."""
-    versions = yaml.safe_load(variant_config.read_text(encoding="utf-8"))["vllm_version"]
-    return max((str(v) for v in versions), key=Version)
-
-
-CURRENT_VLLM = current_vllm()
+# The seed stack's releases: the device's own triton is the seed's (3.6.0). The current stack's
+# vLLM runs on that triton too: its triton wheel (248 MB for 3.8.0) does not fit a GPU call's 64 MiB.
+STACKS = stacks(VARIANT_CONFIG)
+SEED_TRITON = STACKS[0].triton
+SEED_VLLM = STACKS[0].vllm
+CURRENT_VLLM = STACKS[-1].vllm
 VLLM_VERSIONS = (SEED_VLLM, CURRENT_VLLM)
 
 
@@ -119,7 +113,7 @@ def wrong_tile_variants(patched_prefix_prefill: str) -> dict[str, str]:
 
 
 def write_triton_overlay(destination: Path, scratch_dir: Path) -> None:
-    """destination/triton-overlay: our triton 3.6.0 series' files for the device's own triton."""
+    """destination/triton-overlay: our seed triton series' files for the device's own triton."""
     triton = Recipe("triton", REPO / "recipes" / "triton")
     target = patch_check_target(triton, SEED_TRITON)
     assert target is not None
@@ -133,13 +127,18 @@ def write_triton_overlay(destination: Path, scratch_dir: Path) -> None:
     print(f"triton overlay: {files}")
 
 
+# The pascal_forge modules the harness imports on the GPU machine (stdlib only: the machine lacks
+# the tool's dependencies).
+HARNESS_MODULES = ("__init__.py", "errors.py", "pascal.py")
+
+
 def copy_scripts(destination: Path) -> None:
     """destination/scripts: this folder and the pascal_forge modules the harness imports."""
     scripts = destination / "scripts"
     shutil.rmtree(scripts, ignore_errors=True)
     shutil.copytree(SCRIPTS / "gpu", scripts / "gpu", ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "pascal_forge").mkdir(parents=True)
-    for name in ("__init__.py", "errors.py"):
+    for name in HARNESS_MODULES:
         shutil.copy(SCRIPTS / "pascal_forge" / name, scripts / "pascal_forge" / name)
 
 
@@ -181,4 +180,8 @@ def main(destination: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("destination", type=Path)
+    sys.exit(main(parser.parse_args().destination))

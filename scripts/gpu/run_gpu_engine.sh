@@ -11,7 +11,6 @@ set -u
 CARRY=$(realpath "$1")
 OUT=${OUT:-/tmp/gpu-out}
 WORK=/tmp/pascal-forge-engine
-CAPABILITY=${CAPABILITY:-61}
 BUDGET_S=${BUDGET_S:-500}
 START=$SECONDS
 mkdir -p "$OUT" "$WORK/pydeps" "$WORK/vllm" "$WORK/results"
@@ -84,6 +83,9 @@ export TRITON_PTXAS_PATH="$PTXAS" TRITON_CACHE_DIR="$WORK/triton-cache" TORCHIND
 # run_vllm_engine.py keeps its own deadline (BUDGET_S); the timeout is the backstop.
 models=()
 [ -n "${MODELS:-}" ] && models=(--models "$MODELS")
+# CAPABILITY (61 or 60) picks the card the run answers as; run_vllm_engine.py's default is a P40.
+capability=()
+[ -n "${CAPABILITY:-}" ] && capability=(--capability "$CAPABILITY")
 cd "$WORK" && timeout --kill-after=5 $((BUDGET_S + 20)) python3 "$GPU/run_vllm_engine.py" all \
-  --out "$WORK/results" --capability "$CAPABILITY" --budget-s "$BUDGET_S" "${models[@]}"
+  --out "$WORK/results" --budget-s "$BUDGET_S" "${models[@]}" "${capability[@]}"
 finish $?

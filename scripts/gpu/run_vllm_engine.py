@@ -26,6 +26,7 @@ without it CustomOps run their native PyTorch code (custom_ops ["none"]).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import signal
@@ -37,6 +38,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from pascal_forge.pascal import P40
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = ["w1 w2 w3 w4 w5 w6 w7 w8", "a b c d e f g h i j"]
@@ -451,8 +454,8 @@ def main() -> int:
     parser.add_argument("--model", default="dense", help="for generate, serve, bench")
     parser.add_argument("--dtype", default="float16")
     parser.add_argument("--eager", action="store_true")
-    parser.add_argument("--version", default="0.34.0")
-    parser.add_argument("--capability", type=int, default=61)
+    parser.add_argument("--version", help="the vLLM release (default: the one on the path, the carry's)")
+    parser.add_argument("--capability", type=int, default=P40.capability)
     parser.add_argument("--budget-s", type=float, default=500, help="for all: the whole run's time")
     args = parser.parse_args()
     # Stopped by the run's deadline: unwind, so the servers a step started are stopped too.
@@ -461,6 +464,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
     models = [MODELS[name] for name in args.models.split(",")]
+    # The carry's vllm.tar.xz holds its vllm-<version>.dist-info (prepare_engine_carry.py).
+    args.version = args.version or importlib.metadata.version("vllm")
     if args.step == "all":
         return run_all(args.out, models, args.version, args.capability, args.budget_s)
     if args.step == "make":

@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import vllm_cases as vc
 import vllm_import
-from pascal_form import PASCAL_SHARED_MEMORY_BYTES, LaunchLog, p40_device_queries, pascal_form
+from pascal_form import LaunchLog, p40_device_queries, pascal_form
+
+from pascal_forge.pascal import SHARED_MEMORY_PER_BLOCK
 
 DEVICE = "cuda"
 # The tiles patch 0005 picks on 6.x, by padded head size (fp16); the prefix cases sit around them.
@@ -441,7 +443,7 @@ def _measure(
     pascal = all(launch.target.startswith("sm_6") for launch in launches) and bool(launches)
     if not pascal and not problem:
         problem = f"no sm_6x launch recorded: {[launch.target for launch in launches]}"
-    passed = not problem and error.max_abs <= bound and shared <= PASCAL_SHARED_MEMORY_BYTES
+    passed = not problem and error.max_abs <= bound and shared <= SHARED_MEMORY_PER_BLOCK
     kernels = " ".join(f"{launch.kernel}:{launch.shared}" for launch in launches)
     row = Row(
         name,

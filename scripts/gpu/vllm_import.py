@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pascal_forge.pascal import P40
+
 # fused_moe.py's import-time-only dependencies in vLLM 0.14.0: the package __init__ (which
 # pulls in the whole model executor, distributed and config) and the modules whose names
 # fused_moe.py only uses to define classes and custom ops it is not called through here.
@@ -140,7 +142,7 @@ def bare_package(name: str, directory: Path, **attributes: Any) -> types.ModuleT
     return module
 
 
-def pascal_platform(tree: Path, capability: tuple[int, int] = (6, 1), name: str = "Tesla P40") -> Any:
+def pascal_platform(tree: Path, capability: tuple[int, int] = P40.major_minor, name: str = P40.name) -> Any:
     """vLLM's CudaPlatform (its non-NVML variant) from `tree`, reporting a Pascal GPU."""
     if str(tree) not in sys.path:
         sys.path.insert(0, str(tree))

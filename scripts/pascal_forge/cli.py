@@ -208,7 +208,10 @@ def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
     )
     _add_recipe_arguments(suite)
     suite.add_argument(
-        "--capability", type=int, action="append", help="compute capability (default: 60 and 61)"
+        "--capability",
+        type=int,
+        action="append",
+        help="compute capability (default: those of the variant config's cuda_arch_list)",
     )
     suite.add_argument("--match", default="", help="only kernels whose name contains this text")
     suite.add_argument(
@@ -227,14 +230,16 @@ def _add_compile_suite_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_compile_suite(args: argparse.Namespace) -> int:
-    from .checks.triton.suite import PASCAL_CAPABILITIES, run_stock_and_patched
+    from .checks.triton.suite import run_stock_and_patched
     from .checks.triton.table import format_table
+    from .pascal import capabilities as pascal_capabilities
+    from .recipes.variants import arch_list
     from .upstream.artifacts import default_cache_dir
 
     recipe = next((r for r in discover_recipes(args.recipes) if r.name == "triton"), None)
     if recipe is None:
         raise PascalForgeError(f"no triton recipe in {args.recipes}")
-    capabilities = args.capability or list(PASCAL_CAPABILITIES)
+    capabilities = args.capability or list(pascal_capabilities(arch_list(args.variant_config)))
     versions = args.triton_version or list(patch_check_targets(recipe))
     all_expected = True
     for version in versions:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..pascal import FIRST_CUDA_WITHOUT_PASCAL
 from ..recipes.plan import Plan, PlannedBuild
-from ..recipes.variants import CUDA_KEY, FIRST_CUDA_WITHOUT_PASCAL
+from ..recipes.variants import CUDA_KEY
 from .engine import BuildOptions, pending_builds
 from .report import Finding
 from .solvability import check_solvable

@@ -17,8 +17,10 @@ from pathlib import Path
 import yaml
 
 from ..defaults import VARIANT_CONFIG
+from ..errors import VariantError
 from ..recipes.patches import PatchStatus, patch_check_targets
 from ..recipes.recipe import PATCH_DIR, PLACEHOLDER, Recipe
+from ..recipes.variants import read_variant_config
 from ..upstream.index import files_of, index_client, project_files
 from .check import BumpError, BumpReport, find_recipe
 
@@ -72,8 +74,8 @@ def _stack_steps(recipe: Recipe, variant_config: Path, report: BumpReport) -> li
     try:
         context = yaml.safe_load(recipe.path.read_text(encoding="utf-8")).get("context") or {}
         key = _VARIANT_KEY.fullmatch(str(context.get("version", "")).strip())
-        columns = yaml.safe_load(variant_config.read_text(encoding="utf-8")) if key else None
-    except (OSError, yaml.YAMLError, AttributeError):
+        columns = read_variant_config(variant_config) if key else None
+    except (OSError, yaml.YAMLError, AttributeError, VariantError):
         return []
     if not key or not isinstance(columns, dict) or key[1] not in columns:
         return []

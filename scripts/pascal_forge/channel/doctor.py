@@ -14,25 +14,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-# Our oldest CUDA build (conda_build_config.yaml, cuda_compiler_version). Our packages carry
-# `__cuda >=<their CUDA>`, so an older driver gets a solver message instead of a broken install.
-MIN_DRIVER_CUDA = "12.6"
-# Driver branch -> the CUDA version it reports (NVIDIA's CUDA Toolkit release notes, Linux).
-# R580 is the last branch that supports Pascal; it reports CUDA 13.0.
-DRIVER_CUDA = {
-    580: "13.0",
-    575: "12.9",
-    570: "12.8",
-    565: "12.7",
-    560: "12.6",
-    555: "12.5",
-    550: "12.4",
-    545: "12.3",
-    535: "12.2",
-    530: "12.1",
-    525: "12.0",
-}
-LAST_PASCAL_DRIVER = "R580"
+from ..pascal import (
+    DRIVER_CUDA,
+    LAST_PASCAL_BRANCH,
+    LAST_PASCAL_DRIVER,
+    LAST_PASCAL_DRIVER_CUDA,
+    MIN_DRIVER_CUDA,
+    PASCAL_MAJOR,
+)
+
 SUPPORTED_MACHINES = ("x86_64", "amd64")
 NVIDIA_SMI_QUERY = ("--query-gpu=index,name,compute_cap,driver_version", "--format=csv,noheader")
 
@@ -77,13 +67,13 @@ def diagnose(hardware: Hardware, channel: str) -> Verdict:
         findings.append(
             "no NVIDIA GPU or driver was found (NVML and nvidia-smi gave nothing). To install for "
             f"another machine, set CONDA_OVERRIDE_CUDA to its driver's CUDA version: "
-            f"CONDA_OVERRIDE_CUDA=13.0 {command}"
+            f"CONDA_OVERRIDE_CUDA={LAST_PASCAL_DRIVER_CUDA} {command}"
         )
         return Verdict(False, tuple(findings), None)
 
-    pascal = [g for g in hardware.gpus if _major(g.compute_capability) == 6]
-    newer = [g for g in hardware.gpus if _major(g.compute_capability) >= 7]
-    older = [g for g in hardware.gpus if _major(g.compute_capability) < 6]
+    pascal = [g for g in hardware.gpus if _major(g.compute_capability) == PASCAL_MAJOR]
+    newer = [g for g in hardware.gpus if _major(g.compute_capability) > PASCAL_MAJOR]
+    older = [g for g in hardware.gpus if _major(g.compute_capability) < PASCAL_MAJOR]
     for gpu in hardware.gpus:
         findings.append(f"GPU {gpu.index}: {gpu.name}, compute capability {gpu.compute_capability}")
     if not pascal:
@@ -122,7 +112,7 @@ def diagnose(hardware: Hardware, channel: str) -> Verdict:
         findings.append(
             f"driver {hardware.driver_version or '?'} supports CUDA {cuda}, older than the CUDA "
             f"{MIN_DRIVER_CUDA} these builds need: upgrade the NVIDIA driver to {LAST_PASCAL_DRIVER} "
-            "(580.x), the last branch that supports Pascal"
+            f"({LAST_PASCAL_BRANCH}.x), the last branch that supports Pascal"
         )
         return Verdict(False, tuple(findings), None, warnings=tuple(warnings))
     cuda_build = "cuda129" if version_tuple(cuda) >= (12, 9) else "cuda126"

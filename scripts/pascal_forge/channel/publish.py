@@ -34,13 +34,13 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import httpx
 
-from .local import index_channel
-from ..safe_text import redact_url, redact_urls
 from ..errors import PascalForgeError
+from ..rattler_run import run_rattler
+from ..safe_text import redact_url, redact_urls
+from ..upstream.artifacts import sha256_of
+from .local import index_channel
 from .mirror import REPODATA, S3Settings, parse_repodata, split_s3_url
 from .mirror.endpoints import readable_by_all
-from ..rattler_run import run_rattler
-from ..upstream.artifacts import sha256_of
 
 KEYRING_SERVICE = "rattler"  # where rattler (and so rattler-build) keeps tokens in the keyring
 

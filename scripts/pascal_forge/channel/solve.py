@@ -32,10 +32,11 @@ from rattler import solve as rattler_solve
 from rattler.exceptions import GatewayError, SolverError
 
 from ..defaults import PLATFORM
-from .doctor import LAST_PASCAL_DRIVER, MIN_DRIVER_CUDA, version_tuple
-from ..errors import PascalForgeError, RecipeError
-from .ours import OUR_BUILD_MARK
+from ..errors import PascalForgeError
+from ..pascal import LAST_PASCAL_DRIVER, LAST_PASCAL_DRIVER_CUDA, MIN_DRIVER_CUDA, P40, PASCAL_MAJOR
 from ..rattler_run import run_rattler
+from .doctor import version_tuple
+from .ours import OUR_BUILD_MARK
 
 PRIORITIES = {
     "strict": ChannelPriority.Strict,
@@ -290,15 +291,10 @@ def _base_url(channel: str) -> str:
     return Channel(channel).base_url.rstrip("/")
 
 
-# The CUDA version the last Pascal driver (R580) reports: the machine a driver upgrade gives.
-_UPGRADED_DRIVER_CUDA = "13.0"
-_PASCAL_ARCH = "6.1"
-
-
 def _unsolvable_message(request: _Request, system: System, python: str | None, solver_text: str) -> str:
     """The solver's reason, with a hint only where changing that one thing makes the set installable."""
     hints = []
-    driver_ok = replace(system, cuda=_UPGRADED_DRIVER_CUDA)
+    driver_ok = replace(system, cuda=LAST_PASCAL_DRIVER_CUDA)
     if system.cuda is None and request.solves(driver_ok, python):
         hints.append(
             "no NVIDIA driver was seen (no __cuda): pass --cuda with the driver's CUDA version, "
@@ -313,10 +309,11 @@ def _unsolvable_message(request: _Request, system: System, python: str | None, s
             f"the driver supports CUDA {system.cuda}, our builds need {MIN_DRIVER_CUDA} or newer: "
             f"upgrade the NVIDIA driver to {LAST_PASCAL_DRIVER}, the last branch that supports Pascal"
         )
+    # Would the set solve on a Pascal GPU (a P40's arch) instead?
     if (
         system.cuda_arch
-        and not system.cuda_arch.startswith("6.")
-        and request.solves(replace(system, cuda_arch=_PASCAL_ARCH), python)
+        and not system.cuda_arch.startswith(f"{PASCAL_MAJOR}.")
+        and request.solves(replace(system, cuda_arch=P40.arch), python)
     ):
         hints.append(
             f"the GPUs' compute capability is {system.cuda_arch}; this channel serves Pascal "

@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from packaging.version import InvalidVersion, Version
 from rattler_build import VariantConfig
 
 from ..defaults import PLATFORM, where_to_run
 from ..errors import VariantError
+from ..pascal import FIRST_CUDA_WITHOUT_PASCAL, PASCAL_ARCHES
 
-# Compute capabilities of the Pascal family: P100 (6.0), P40/P4/GTX 10xx (6.1), Jetson TX2 (6.2).
-PASCAL_ARCHES = ("6.0", "6.1", "6.2")
 ARCH_KEY = "cuda_arch_list"
 CUDA_KEY = "cuda_compiler_version"
-# CUDA 13's nvcc and ptxas reject every target below sm_75.
-FIRST_CUDA_WITHOUT_PASCAL = 13
 # Keys of conda_build_config.yaml that shape the matrix but are not variant values.
 _NOT_VARIANT_KEYS = ("zip_keys", "pin_run_as_build", "extend_keys")
 
 
-def load_variant_config(
-    path: Path, overrides: Mapping[str, str | Sequence[str]] | None = None
-) -> VariantConfig:
-    """Read a conda_build_config.yaml, narrow it to `overrides`, and check it serves Pascal."""
+@dataclass(frozen=True)
+class Stack:
+    """One stack: the releases that install together, one column of the zipped version keys."""
+
+    vllm: str
+    pytorch: str
+    triton: str
+    torchvision: str
+    torchaudio: str
+
+
+# Stack field -> its key in conda_build_config.yaml (zipped with python: one column per Python).
+STACK_KEYS = {
+    "vllm": "vllm_version",
+    "pytorch": "pytorch_version",
+    "triton": "triton_version",
+    "torchvision": "torchvision_version",
+    "torchaudio": "torchaudio_version",
+}
+
+
+def read_variant_config(path: Path) -> dict:
+    """The keys of a conda_build_config.yaml as written, unchecked."""
     if not path.exists():
         raise VariantError(f"{path}: no such variant configuration{where_to_run(path)}")
     try:
@@ -33,6 +51,55 @@ def load_variant_config(
         raise VariantError(f"{path}: cannot read the variant configuration: {exc}") from exc
     if not isinstance(raw, dict):
         raise VariantError(f"{path}: holds a {type(raw).__name__}, not a mapping of keys")
+    return raw
+
+
+def arch_list(path: Path) -> str:
+    """The one TORCH_CUDA_ARCH_LIST the recipes build for (`cuda_arch_list`), e.g. "6.0;6.1"."""
+    raw = read_variant_config(path)
+    check_pascal(raw, source=path)
+    lists = [str(value) for value in _as_list(raw.get(ARCH_KEY))]
+    if len(lists) != 1:
+        raise VariantError(
+            f"{path}: {ARCH_KEY} has {len(lists)} values ({', '.join(lists)}); the checks build for one"
+        )
+    return lists[0]
+
+
+def stacks(path: Path) -> list[Stack]:
+    """The stacks the config zips together, oldest (the seed) first and newest (the current) last.
+
+    Each column of the STACK_KEYS lists is one Python of one stack; a stack is named by its vLLM,
+    so one vLLM in two stacks is refused, as are columns of unequal length.
+    """
+    raw = read_variant_config(path)
+    columns = {field: [str(v) for v in _as_list(raw.get(key))] for field, key in STACK_KEYS.items()}
+    missing = [STACK_KEYS[field] for field, values in columns.items() if not values]
+    if missing:
+        raise VariantError(f"{path}: no {', '.join(missing)}: each stack is one column of them")
+    lengths = {STACK_KEYS[field]: len(values) for field, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        counts = ", ".join(f"{key} {count}" for key, count in lengths.items())
+        raise VariantError(f"{path}: the stack columns are zipped, so must be equally long: {counts}")
+    found = list(dict.fromkeys(Stack(*row) for row in zip(*columns.values(), strict=True)))
+    for vllm in dict.fromkeys(stack.vllm for stack in found):
+        paired = [stack for stack in found if stack.vllm == vllm]
+        if len(paired) > 1:
+            raise VariantError(
+                f"{path}: vllm_version {vllm} is in {len(paired)} stacks ({'; '.join(map(str, paired))}): "
+                "its columns must name the same releases"
+            )
+    try:
+        return sorted(found, key=lambda stack: Version(stack.vllm))
+    except InvalidVersion as exc:
+        raise VariantError(f"{path}: vllm_version: {exc}") from exc
+
+
+def load_variant_config(
+    path: Path, overrides: Mapping[str, str | Sequence[str]] | None = None
+) -> VariantConfig:
+    """Read a conda_build_config.yaml, narrow it to `overrides`, and check it serves Pascal."""
+    raw = read_variant_config(path)
     if overrides:
         raw = select_variant(raw, overrides, source=path)
     check_pascal(raw, source=path)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
-from ...safe_text import redact_url
 from ...errors import PascalForgeError
+from ...safe_text import redact_url
 from .model import (
     CHUNK,
     DERIVED_INDEXES,

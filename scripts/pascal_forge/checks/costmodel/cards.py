@@ -1,8 +1,8 @@
 """The published limits of the two Pascal cards, and how one launch's counts become a time.
 
 Rates (vendor data sheets): P40 (GP102, sm_61) FP32 11.8 TFLOP/s, FP16 1/64 of that, dp4a
-47 TOP/s, 346 GB/s, 30 SMs; P100 PCIe (GP100, sm_60) FP32 9.3 TFLOP/s, FP16 2x FP32, no
-dp4a, 732 GB/s, 56 SMs.
+47 TOP/s, 346 GB/s; P100 PCIe (GP100, sm_60) FP32 9.3 TFLOP/s, FP16 2x FP32, no dp4a,
+732 GB/s. What each card is (name, capability, SMs, memory) is pascal_forge.pascal's.
 
 The time model of one launch is a roofline over three resources, taking the slowest:
 - DRAM: the bytes the launch must move at least once (weights, activations, cache), from
@@ -20,19 +20,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ... import pascal
 from .ptx import OpCounts
 
 
 @dataclass(frozen=True)
 class Card:
-    name: str
-    capability: int
+    """One Pascal card (pascal.py) with its rates."""
+
+    device: pascal.Card
     fp32_tflops: float
     fp16_tflops: float
     dp4a_tops: float  # 0: no dp4a
     bandwidth_gbs: float
-    sms: int
-    memory_gib: int
+
+    @property
+    def name(self) -> str:
+        return self.device.name
+
+    @property
+    def capability(self) -> int:
+        return self.device.capability
+
+    @property
+    def memory_gib(self) -> int:
+        return self.device.memory_gib
 
     @property
     def lane_rate(self) -> float:
@@ -62,6 +74,6 @@ class Card:
         return instructions / (self.lane_rate / 4)
 
 
-P40 = Card("Tesla P40", 61, 11.8, 11.8 / 64, 47.0, 346.0, 30, 24)
-P100 = Card("Tesla P100-PCIE-16GB", 60, 9.3, 18.7, 0.0, 732.0, 56, 16)
+P40 = Card(pascal.P40, 11.8, 11.8 / 64, 47.0, 346.0)
+P100 = Card(pascal.P100, 9.3, 18.7, 0.0, 732.0)
 CARDS = {"P40": P40, "P100": P100}

@@ -157,20 +157,21 @@ def default_toolchain(repository: Path, upstream_cache: Path, work_dir: Path, nv
 
 
 def attention_hot_loops(repository: Path, upstream_cache: Path, work_dir: Path) -> str:
-    """The hot loops of TRITON_ATTN's decode kernels, as vLLM 0.14.0's own launchers compile them.
+    """The hot loops of TRITON_ATTN's decode kernels, as the seed stack's vLLM's own launchers
+    compile them.
 
-    vLLM 0.14.0's Triton probe (vllm_checks.run_triton_probe: its launchers, a CPU torch answering
-    as a P40/P100, the patched triton 3.6.0) runs the decode cases of vllm_kernel_cases; the PTX
-    Triton leaves in its cache is counted here. 0.34.0's probe needs its own Python packages
-    (scripts/setup-vllm-deps.sh), which this does not install.
+    Its Triton probe (vllm.compile.run_triton_probe: its launchers, a CPU torch answering as a
+    P40/P100, the stack's patched triton) runs the decode cases of vllm_kernel_cases; the PTX
+    Triton leaves in its cache is counted here. The current stack's probe needs its own Python
+    packages (scripts/setup-vllm-deps.sh), which this does not install.
     """
     from ...recipes.recipe import Recipe
-    from ..vllm.compile import RELEASES, patched_upstream, run_triton_probe, triton_tree
+    from ..vllm.compile import patched_upstream, run_triton_probe, seed_release, triton_tree
     from .model import fp16_in_hot_loop
     from .ptx import count_ptx
 
-    release = RELEASES["0.14.0"]
     config = repository / "conda_build_config.yaml"
+    release = seed_release(config)
     vllm_tree = patched_upstream(
         Recipe(name="vllm", directory=repository / "recipes" / "vllm"),
         config,

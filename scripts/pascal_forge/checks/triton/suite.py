@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import PascalForgeError
+from ...pascal import capabilities as pascal_capabilities
 from ...recipes.patches import PatchCheckTarget, apply_series, patch_check_target, recipe_patch_series
 from ...recipes.recipe import Recipe
+from ...recipes.variants import arch_list
 from ...upstream.artifacts import fetch
 from .. import PACKAGE_ROOT
 
-PASCAL_CAPABILITIES = (60, 61)
 _LOG = logging.getLogger(__name__)
 # Inside the wheel: the CUDA 12 ptxas Triton bundles for targets below sm_100 (12.8 in 3.6.0, 12.9.86
 # in 3.8.0, byte-identical to NVIDIA's cuda-nvcc 12.9.86 one); a CUDA 13 ptxas refuses sm_6x.
@@ -149,7 +150,7 @@ def cuda12_ptxas(tree: Path, override: Path | None = None) -> Path:
 def run_suite(
     tree: Path,
     label: str,
-    capabilities: Sequence[int] = PASCAL_CAPABILITIES,
+    capabilities: Sequence[int],
     ptxas: Path | None = None,
     match: str = "",
     ptx_dir: Path | None = None,
@@ -217,12 +218,15 @@ def run_stock_and_patched(
     variant_config: Path,
     trees_dir: Path,
     version: str,
-    capabilities: Sequence[int] = PASCAL_CAPABILITIES,
+    capabilities: Sequence[int] | None = None,
     match: str = "",
     ptx_dir: Path | None = None,
     ptxas: Path | None = None,
 ) -> tuple[SuiteRun, SuiteRun]:
-    """The suite on one version's released wheel, without and with that version's patch series."""
+    """The suite on one version's released wheel, without and with that version's patch series,
+    for `capabilities` (default: those of the variant config's cuda_arch_list)."""
+    if capabilities is None:
+        capabilities = pascal_capabilities(arch_list(variant_config))
     target = patch_check_target(recipe, version)
     if target is None:
         raise SuiteError(f"{recipe.path}: no `extra: patch-check: {version}:` wheel to compile with")

@@ -567,7 +567,7 @@ V1_SAMPLER_CASES = ("rejection_sample vocab 32000", "rejection_sample vocab 1519
 
 def cases(version: str) -> dict[str, Callable[[], None]]:
     """The cases that vLLM `version`'s launchers support."""
-    if version == "0.14.0":
+    if Version(version) < Version("0.33.0"):  # CASES_0_33's launchers came with 0.33.0
         return CASES
     found = {**CASES, **CASES_0_33}
     if Version(version) >= Version("0.34.0"):

@@ -1,17 +1,17 @@
-"""Compile checks of vLLM 0.14.0 for Pascal on its real, patched sources.
+"""Compile checks of each stack's vLLM for Pascal on its real, patched sources.
 
 Two checks, both against the released sdist with our patch series applied:
 
-- CUDA: vLLM's own CMakeLists.txt is configured offline for TORCH_CUDA_ARCH_LIST
-  "6.0;6.1" with a CUDA 12 nvcc; every source file it selects is then compiled with the
-  exact command CMake wrote to compile_commands.json.
+- CUDA: vLLM's own CMakeLists.txt is configured offline for the TORCH_CUDA_ARCH_LIST of
+  conda_build_config.yaml with a CUDA 12 nvcc; every source file it selects is then compiled
+  with the exact command CMake wrote to compile_commands.json.
 - Triton: vLLM's own kernel launchers run in a child process that reports compute
   capability 6.x; each launch compiles the kernel for that target (nothing runs), and the
   compiled kernel's shared memory is compared with Pascal's 48 KB per block.
 
 Torch's CUDA CMake config cannot run without a full CUDA install, so the configure step
 uses a small Torch package config (TORCH_CONFIG below) that does what torch's does for
-vLLM: the real torch 2.9.1 headers, torch's nvcc flags and one -gencode per listed arch.
+vLLM: the real headers of the stack's torch, torch's nvcc flags and one -gencode per listed arch.
 """
 
 from __future__ import annotations
@@ -28,21 +28,16 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
-import yaml
-from packaging.version import Version
-
 from ...errors import PascalForgeError
+from ...pascal import CARDS, SHARED_MEMORY_PER_BLOCK, SHARED_MEMORY_PER_SM, Card
 from ...recipes.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
 from ...recipes.recipe import Recipe
+from ...recipes.variants import stacks
 from ...upstream.artifacts import UpstreamArtifact, fetch
 from .. import PACKAGE_ROOT
-
-PASCAL_ARCH_LIST = "6.0;6.1"
-PASCAL_CAPABILITIES = (60, 61)
-# Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
-PASCAL_SHARED_MEMORY_BYTES = 49152
 
 # CUTLASS headers: vLLM 0.14.0 pins v4.2.1 and 0.34.0 v4.7.1 (git tags); the newest release
 # on PyPI is 4.2.0, whose include/ differs from v4.2.1 only in version.h and two SM100
@@ -57,13 +52,10 @@ _CUTLASS_SOURCE = "cutlass_library/source"
 
 
 @dataclass(frozen=True)
-class VllmRelease:
-    """What the checks of one vLLM release need besides its sdist."""
+class CheckInputs:
+    """What the checks of one vLLM release need that conda_build_config.yaml does not say."""
 
-    version: str
-    torch_version: str
-    triton_version: str  # the triton of its stack (conda_build_config.yaml)
-    # The x86_64 CUDA build of that torch holds the headers a CUDA extension compiles
+    # The x86_64 CUDA build of its stack's torch holds the headers a CUDA extension compiles
     # against, generated CUDA config headers included (c10/cuda/impl/cuda_cmake_macros.h).
     torch_wheel: UpstreamArtifact
     # Its Python requirements clash with the venv's (0.34.0 wants transformers >= 5.16.1,
@@ -71,11 +63,9 @@ class VllmRelease:
     own_deps: bool
 
 
-RELEASES = {
-    "0.14.0": VllmRelease(
-        version="0.14.0",
-        torch_version="2.9.1",
-        triton_version="3.6.0",
+# By the vllm_version of each stack; the stack's torch and triton come from the config.
+CHECK_INPUTS = {
+    "0.14.0": CheckInputs(
         torch_wheel=UpstreamArtifact(
             project="torch",
             filename="torch-2.9.1-cp311-cp311-manylinux_2_28_x86_64.whl",
@@ -83,10 +73,7 @@ RELEASES = {
         ),
         own_deps=False,
     ),
-    "0.34.0": VllmRelease(
-        version="0.34.0",
-        torch_version="2.14.0",
-        triton_version="3.8.0",
+    "0.34.0": CheckInputs(
         torch_wheel=UpstreamArtifact(
             project="torch",
             filename="torch-2.14.0-cp311-cp311-manylinux_2_28_x86_64.whl",
@@ -95,6 +82,18 @@ RELEASES = {
         own_deps=True,
     ),
 }
+
+
+@dataclass(frozen=True)
+class VllmRelease:
+    """What the checks of one stack's vLLM release need besides its sdist."""
+
+    version: str
+    torch_version: str  # the torch of its stack (conda_build_config.yaml)
+    triton_version: str  # the triton of its stack
+    torch_wheel: UpstreamArtifact  # CheckInputs'
+    own_deps: bool  # CheckInputs'
+
 
 TORCH_CONFIG = """\
 # What torch's CUDA TorchConfig gives vLLM's CMakeLists: CUDA enabled through
@@ -136,22 +135,35 @@ class VllmCheckError(PascalForgeError):
 # --------------------------------------------------------------------------- sources
 
 
+def releases(variant_config: Path) -> dict[str, VllmRelease]:
+    """Each stack's vLLM release by version, the seed's first: the config's stacks and CHECK_INPUTS."""
+    found = {}
+    for stack in stacks(variant_config):
+        inputs = CHECK_INPUTS.get(stack.vllm)
+        if inputs is None:
+            raise VllmCheckError(
+                f"{variant_config}: vllm_version {stack.vllm} has no entry in checks.vllm.compile."
+                f"CHECK_INPUTS (it knows {', '.join(CHECK_INPUTS)}): add its torch wheel there"
+            )
+        if not inputs.torch_wheel.filename.startswith(f"torch-{stack.pytorch}-"):
+            raise VllmCheckError(
+                f"{variant_config}: vLLM {stack.vllm}'s stack has torch {stack.pytorch}, but its "
+                f"CHECK_INPUTS wheel is {inputs.torch_wheel.filename}: give it that torch's wheel"
+            )
+        found[stack.vllm] = VllmRelease(
+            stack.vllm, stack.pytorch, stack.triton, inputs.torch_wheel, inputs.own_deps
+        )
+    return found
+
+
+def seed_release(variant_config: Path) -> VllmRelease:
+    """The vLLM release of the seed (oldest) stack."""
+    return next(iter(releases(variant_config).values()))
+
+
 def current_release(variant_config: Path) -> VllmRelease:
     """The vLLM release of the current (newest) stack: the highest `vllm_version` of the config."""
-    try:
-        raw = yaml.safe_load(variant_config.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise VllmCheckError(f"{variant_config}: cannot read the variant configuration: {exc}") from exc
-    versions = [str(v) for v in (raw.get("vllm_version") if isinstance(raw, dict) else None) or []]
-    if not versions:
-        raise VllmCheckError(f"{variant_config}: no vllm_version to take the current stack from")
-    newest = max(versions, key=Version)
-    if newest not in RELEASES:
-        raise VllmCheckError(
-            f"{variant_config}: vllm_version {newest} has no entry in vllm_checks.RELEASES "
-            f"(it knows {', '.join(RELEASES)}): add its torch, triton and torch wheel there"
-        )
-    return RELEASES[newest]
+    return list(releases(variant_config).values())[-1]
 
 
 def patched_upstream(
@@ -226,11 +238,13 @@ def configure_pascal_build(
     cuda_root: Path,
     torch_include: Path,
     cutlass_source: Path,
-    arch_list: str = PASCAL_ARCH_LIST,
-    torch_version: str = "2.9.1",
+    *,
+    arch_list: str,
+    torch_version: str,
     cuda_version: str | None = None,
 ) -> tuple[list[CompileCommand], str]:
-    """Configure vLLM's CMakeLists.txt offline for `arch_list`; return its compile commands and log.
+    """Configure vLLM's CMakeLists.txt offline for `arch_list` (a TORCH_CUDA_ARCH_LIST: the
+    variant config's, recipes.variants.arch_list); return its compile commands and log.
 
     FETCHCONTENT_FULLY_DISCONNECTED makes any FetchContent download an error, so a
     successful configure also shows that the build downloads nothing. `cuda_version`
@@ -332,7 +346,7 @@ class KernelResult:
 
     @property
     def fits(self) -> bool:
-        return self.ok and self.shared <= PASCAL_SHARED_MEMORY_BYTES
+        return self.ok and self.shared <= SHARED_MEMORY_PER_BLOCK
 
 
 def triton_tree(
@@ -350,7 +364,7 @@ def run_triton_probe(
     ptxas: Path,
     vllm_tree: Path,
     capability: int,
-    version: str = "0.14.0",
+    version: str,
     deps_dir: Path | None = None,
     only: str = "",
     triton_cache: Path | None = None,
@@ -426,30 +440,26 @@ def format_kernel_table(results: Sequence[KernelResult]) -> str:
 # The rest runs inside the child process started by run_triton_probe.
 
 
-def _properties(name: str, capability: int, sms: int, memory_gib: int, l2_kib: int) -> object:
+@cache
+def _properties(card: Card) -> object:
+    """The card as torch.cuda.get_device_properties describes it (one object per card)."""
     from types import SimpleNamespace
 
+    major, minor = card.major_minor
     return SimpleNamespace(
-        name=name,
-        major=capability // 10,
-        minor=capability % 10,
-        multi_processor_count=sms,
-        total_memory=memory_gib << 30,
-        L2_cache_size=l2_kib << 10,
+        name=card.name,
+        major=major,
+        minor=minor,
+        multi_processor_count=card.sms,
+        total_memory=card.memory_gib << 30,
+        L2_cache_size=card.l2_kib << 10,
         warp_size=32,
-        shared_memory_per_block=PASCAL_SHARED_MEMORY_BYTES,
-        shared_memory_per_block_optin=PASCAL_SHARED_MEMORY_BYTES,
-        shared_memory_per_multiprocessor=65536,
+        shared_memory_per_block=SHARED_MEMORY_PER_BLOCK,
+        shared_memory_per_block_optin=SHARED_MEMORY_PER_BLOCK,
+        shared_memory_per_multiprocessor=SHARED_MEMORY_PER_SM,
         max_threads_per_multi_processor=2048,
         regs_per_multiprocessor=65536,
     )
-
-
-# Tesla P100 (PCIe 16 GB) and Tesla P40, as CUDA's device properties describe them.
-_PASCAL_PROPERTIES = {
-    60: _properties("Tesla P100-PCIE-16GB", 60, 56, 16, 4096),
-    61: _properties("Tesla P40", 61, 30, 24, 3072),
-}
 
 
 @contextmanager
@@ -461,7 +471,7 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     import torch
 
     major, minor = divmod(capability, 10)
-    name = {60: "Tesla P100-PCIE-16GB", 61: "Tesla P40"}.get(capability, f"sm_{capability}")
+    name = CARDS[capability].name if capability in CARDS else f"sm_{capability}"
     saved = (torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.is_available)
     torch.cuda.get_device_capability = lambda device=None: (major, minor)
     torch.cuda.get_device_name = lambda device=None: name
@@ -471,7 +481,7 @@ def _pascal_gpu(capability: int) -> Iterator[None]:
     torch.accelerator.device_index = lambda index=None: nullcontext()
     # The properties launchers size their grids by (since 0.33.0: vLLM's num_compute_units).
     saved_properties = torch.cuda.get_device_properties
-    torch.cuda.get_device_properties = lambda device=None: _PASCAL_PROPERTIES[capability]
+    torch.cuda.get_device_properties = lambda device=None: _properties(CARDS[capability])
     try:
         yield
     finally:
@@ -508,8 +518,8 @@ def _compile_only_launches(capability: int) -> Iterator[list[dict]]:
         finally:
             benchmark["active"] = False
         shared = benchmark["kernel"].metadata.shared
-        if shared > PASCAL_SHARED_MEMORY_BYTES:
-            raise OutOfResources(shared, PASCAL_SHARED_MEMORY_BYTES, "shared memory")
+        if shared > SHARED_MEMORY_PER_BLOCK:
+            raise OutOfResources(shared, SHARED_MEMORY_PER_BLOCK, "shared memory")
         return [1.0 for _ in quantiles]
 
     class CompileOnlyDriver:
@@ -587,7 +597,7 @@ def _use_cuda_platform() -> None:
     utils.define("get_max_shared_memory_per_block_device_attribute(int device_id) -> int")
     utils.impl(
         "get_max_shared_memory_per_block_device_attribute",
-        lambda device_id: PASCAL_SHARED_MEMORY_BYTES,
+        lambda device_id: SHARED_MEMORY_PER_BLOCK,
         "CompositeExplicitAutograd",
     )
     _LIBRARIES.append(utils)
