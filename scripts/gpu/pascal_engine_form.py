@@ -25,7 +25,7 @@ from typing import Any
 
 from pascal_form import p40_device_queries, pascal_form
 
-from pascal_forge.pascal import CARDS, SHARED_MEMORY_PER_BLOCK, SHARED_MEMORY_PER_SM
+from pascal_forge.pascal import CARDS, SHARED_MEMORY_PER_BLOCK
 
 # Kept for the life of the process: the Pascal form is never undone.
 _STACK = contextlib.ExitStack()
@@ -57,7 +57,7 @@ class _Properties:
         self.name, (self.major, self.minor) = card.name, card.major_minor
         self.multi_processor_count = card.sms
         self.shared_memory_per_block = self.shared_memory_per_block_optin = SHARED_MEMORY_PER_BLOCK
-        self.shared_memory_per_multiprocessor = SHARED_MEMORY_PER_SM
+        self.shared_memory_per_multiprocessor = card.shared_memory_per_sm
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

@@ -16,9 +16,8 @@ PASCAL_MAJOR = 6
 # CUDA 13's nvcc and ptxas reject every target below sm_75.
 FIRST_CUDA_WITHOUT_PASCAL = 13
 
-# Both sm_60 and sm_61 allow 48 KB of shared memory per block (64 KB per SM).
+# Both sm_60 and sm_61 allow 48 KB of shared memory per block; per SM, each card says (Card).
 SHARED_MEMORY_PER_BLOCK = 49152
-SHARED_MEMORY_PER_SM = 65536
 
 
 def capability(arch: str) -> int:
@@ -41,6 +40,9 @@ class Card:
     sms: int
     memory_gib: int
     l2_kib: int
+    # CUDA C++ Programming Guide, technical specifications per compute capability: 64 KB on
+    # 6.0, 96 KB on 6.1.
+    shared_memory_per_sm: int
 
     @property
     def major_minor(self) -> tuple[int, int]:
@@ -55,8 +57,8 @@ class Card:
 
 
 # Tesla P100 (PCIe 16 GB, GP100) and Tesla P40 (GP102).
-P100 = Card("Tesla P100-PCIE-16GB", 60, sms=56, memory_gib=16, l2_kib=4096)
-P40 = Card("Tesla P40", 61, sms=30, memory_gib=24, l2_kib=3072)
+P100 = Card("Tesla P100-PCIE-16GB", 60, sms=56, memory_gib=16, l2_kib=4096, shared_memory_per_sm=65536)
+P40 = Card("Tesla P40", 61, sms=30, memory_gib=24, l2_kib=3072, shared_memory_per_sm=98304)
 CARDS = {card.capability: card for card in (P100, P40)}
 
 # Driver branch -> the CUDA version it reports (NVIDIA's CUDA Toolkit release notes, Linux).

@@ -32,7 +32,7 @@ from functools import cache
 from pathlib import Path
 
 from ...errors import PascalForgeError
-from ...pascal import CARDS, SHARED_MEMORY_PER_BLOCK, SHARED_MEMORY_PER_SM, Card
+from ...pascal import CARDS, SHARED_MEMORY_PER_BLOCK, Card
 from ...recipes.patches import apply_series, patch_check_target, recipe_patch_series, unpack_artifact
 from ...recipes.recipe import Recipe
 from ...recipes.variants import stacks
@@ -456,7 +456,7 @@ def _properties(card: Card) -> object:
         warp_size=32,
         shared_memory_per_block=SHARED_MEMORY_PER_BLOCK,
         shared_memory_per_block_optin=SHARED_MEMORY_PER_BLOCK,
-        shared_memory_per_multiprocessor=SHARED_MEMORY_PER_SM,
+        shared_memory_per_multiprocessor=card.shared_memory_per_sm,
         max_threads_per_multi_processor=2048,
         regs_per_multiprocessor=65536,
     )
