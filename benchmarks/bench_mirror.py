@@ -37,7 +37,7 @@ from pascal_forge.channel.mirror.model import CHUNK
 from pascal_forge.upstream.artifacts import sha256_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from mirror_support import PLATFORM, index_channel, synthesize_packages
+from support.mirror import PLATFORM, index_channel, synthesize_packages
 
 
 @dataclass

@@ -1,16 +1,17 @@
-"""Shared paths for the test suite: the real recipes and variant matrix of this repository."""
+"""What pytest loads for every test: the fixtures of tests/support/ and the vllm_checks skip.
+
+Tests import what they share from the support package (support.repo for this repository's
+paths); its fixtures reach them through pytest_plugins, not imports."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from support.repo import REPO
 
-REPO = Path(__file__).resolve().parent.parent
-RECIPES = REPO / "recipes"
-VARIANT_CONFIG = REPO / "conda_build_config.yaml"
+pytest_plugins = ["support.costmodel", "support.vllm"]
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +36,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "vllm_checks" in item.keywords:
             item.add_marker(skip)
-
-
-def committed_text(commit: str, path: str) -> str:
-    """`path` as commit `commit` held it; the test skips where the clone lacks that history."""
-    shown = subprocess.run(
-        ["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    if shown.returncode != 0:
-        pytest.skip(f"this clone lacks {commit}:{path} (a shallow clone?)")
-    return shown.stdout

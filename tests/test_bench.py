@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from costmodel_support are parameters here)
 """`pascal-forge bench`'s report and its join with the cost model, without a GPU.
 
 What runs vLLM (run_bench) needs a GPU and is left to the owners and the lead; here: reading a
@@ -13,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
 
 from pascal_forge.checks.bench import (
     BenchError,

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from build_support import (
+from rattler.index import index_fs
+from rich.console import Console
+from support.build import (
     FIXTURE_VARIANTS,
     SUBDIR,
     build_argv,
@@ -28,10 +30,8 @@ from build_support import (
     serving,
     sha256,
 )
-from rattler.index import index_fs
-from rich.console import Console
+from support.repo import RECIPES, REPO, VARIANT_CONFIG
 
-from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.build.engine import BuildOptions, build_channel, select_builds
 from pascal_forge.build.preflight import preflight
 from pascal_forge.channel.local import index_channel, indexed_files, publish_package

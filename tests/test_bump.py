@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from index_support import closed_port_url, make_wheel, serve_index, sha256, write_index
 from rich.console import Console
+from support.index import closed_port_url, make_wheel, serve_index, sha256, write_index
+from support.repo import REPO, VARIANT_CONFIG
 
-from conftest import REPO, VARIANT_CONFIG
 from pascal_forge.bump.check import UNCHECKABLE_EXIT, RequirementChange, check_bump, requirement_changes
 from pascal_forge.bump.report import terminal_view, to_markdown
 from pascal_forge.ci.bump_workflow import BUMP_WORKFLOW_PATH, REPORT_FILE

@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support.repo import RECIPES
 
-from conftest import RECIPES
 from pascal_forge.bump.check import check_bump
 from pascal_forge.bump.report import to_markdown
 from pascal_forge.bump.write import write_bump

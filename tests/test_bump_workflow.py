@@ -8,9 +8,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from ci_support import copy_repo, load_workflow, run_zizmor
+from support.ci import copy_repo, load_workflow, run_zizmor
+from support.repo import REPO
 
-from conftest import REPO
 from pascal_forge.ci.bump_workflow import BUMP_WORKFLOW_PATH, ISSUE_TITLE, REPORT_FILE
 from pascal_forge.ci.rerender import rerender
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ci_support import (
+from rattler_build import Stage0Recipe, VariantConfig
+from rattler_build.render import RenderConfig
+from support.ci import (
     checked_versions,
     copy_repo,
     job_instances,
@@ -27,10 +29,8 @@ from ci_support import (
     stack_versions,
     workflow_problems,
 )
-from rattler_build import Stage0Recipe, VariantConfig
-from rattler_build.render import RenderConfig
+from support.repo import REPO, committed_text
 
-from conftest import REPO, committed_text
 from pascal_forge.ci.bump_workflow import BUMP_WORKFLOW_PATH
 from pascal_forge.ci.forge_config import ForgeConfigError, load_forge_config
 from pascal_forge.ci.rerender import CI_SUPPORT, StaleError, check, rerender, stale_files, write

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.repo import RECIPES, VARIANT_CONFIG
 
-from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError
 from pascal_forge.recipes.recipe import Recipe, check_patch_list

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from costmodel_support are parameters here)
 """The P40/P100 cost model (scripts/pascal_forge/checks/costmodel, benchmarks/bench_costmodel.py).
 
 Quick: the PTX counter on nvcc 12.4's PTX of tests/fixtures/costmodel/loops.cu (one dot-product
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from costmodel_support import vllm_toolchain  # noqa: F401  (fixture)
 from packaging.version import Version
 
 from pascal_forge.checks.costmodel import kernels as k
@@ -183,7 +181,7 @@ def test_the_cost_model_prices_the_current_stacks_release(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_nvcc_writes_the_committed_fixture(tmp_path: Path) -> None:
-    from vllm_support import setup_cuda12
+    from support.vllm import setup_cuda12
 
     nvcc = setup_cuda12() / "bin" / "nvcc"
     output = tmp_path / "loops.ptx"
@@ -222,7 +220,7 @@ def test_vllm_gptq_loops_run_fp16_on_sm61_and_the_proposed_gemv_does_not(vllm_to
 
 @pytest.mark.slow
 def test_nvcc_refuses_dp4a_for_sm60_and_emits_it_for_sm61(tmp_path: Path) -> None:
-    from vllm_support import setup_cuda12
+    from support.vllm import setup_cuda12
 
     nvcc = setup_cuda12() / "bin" / "nvcc"
     source = tmp_path / "dp4a.cu"

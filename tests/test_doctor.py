@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from solve_support import SHIPPED_NAMES, UPSTREAM
+from support.expected import SHIPPED_NAMES
+from support.repo import RECIPES, VARIANT_CONFIG
+from support.solve import UPSTREAM
 
-from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.channel.doctor import Gpu, Hardware, diagnose, parse_nvidia_smi, probe
 from pascal_forge.channel.solve import SolveError, System, solve, write_channel
 from pascal_forge.recipes.plan import make_plan

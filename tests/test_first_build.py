@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from support.repo import RECIPES, REPO, VARIANT_CONFIG
 
-from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.checks.triton.suite import prepare_tree
 from pascal_forge.recipes.patches import apply_series, patch_check_target, recipe_patch_series
 from pascal_forge.recipes.plan import make_plan

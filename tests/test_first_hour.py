@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mirror_support import index_channel, synthesize_packages
 from rattler import Channel, ChannelConfig
-from solve_support import UPSTREAM
+from support.mirror import index_channel, synthesize_packages
+from support.repo import RECIPES, REPO, VARIANT_CONFIG
+from support.solve import UPSTREAM
 
-from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.channel.solve import SolveError, System, solve
 from pascal_forge.ci.forge_config import ForgeConfigError, load_forge_config
 from pascal_forge.cli import main

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from build_support import build_argv, offline_mirror, run_build
+from support.build import build_argv, offline_mirror, run_build
+from support.repo import RECIPES, VARIANT_CONFIG, committed_text
 
-from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.recipes.plan import make_plan
 
 # The recipes this review owns; vllm's sources are another series' (see the report).

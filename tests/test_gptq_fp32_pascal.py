@@ -70,7 +70,7 @@ def test_fp32_loop_emulation_catches_a_wrong_nibble_order() -> None:
 def q_gemm_ptx(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path):
     """PTX of q_gemm.cu, released and with the series, for compute_61 and compute_60."""
     import torch
-    from vllm_support import setup_cuda12
+    from support.vllm import setup_cuda12
 
     from pascal_forge.checks.vllm.compile import patched_upstream
     from pascal_forge.recipes.patches import patch_check_target, unpack_artifact

@@ -16,8 +16,8 @@ import math
 import sys
 from pathlib import Path
 
-import expected_support as expect
 import pytest
+import support.expected as expect
 
 # The references are torch code: the vllm-checks extra brings a CPU torch (CI installs it
 # before its second pytest run, which takes the tests marked vllm_checks).

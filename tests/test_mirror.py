@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mirror_support import (
+from support.mirror import (
     PLATFORM,
     Misbehaviour,
     build_fixture_channel,
@@ -592,7 +592,7 @@ def test_a_mirror_update_frozen_at_every_file_step_never_shows_a_reader_a_wrong_
     replace_in_source(source, REPLACED, b"second build, same name")
     new = records_of(source)
     assert new[REPLACED] != old[REPLACED]
-    support = Path(__file__).with_name("mirror_support.py")
+    support = Path(__file__).parent / "support" / "mirror.py"
     steps_seen = 0
     with serve_directory(source) as (url, _):
         for step in range(1, 200):

@@ -79,7 +79,7 @@ def test_fp32_loop_emulation_catches_swapped_zero_nibbles() -> None:
 def moe_wna16_ptx(tmp_path_factory: pytest.TempPathFactory, upstream_cache: Path):
     """PTX of moe_wna16.cu with the whole series and with the series less 0042, compute_61/60."""
     import torch
-    from vllm_support import setup_cuda12
+    from support.vllm import setup_cuda12
 
     from pascal_forge.checks.vllm.compile import patched_upstream
     from pascal_forge.recipes.recipe import Recipe

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
+from support.repo import REPO
 
 # What the set-up must provide: tests/test_ci.py (actionlint, the schema validator, zizmor,
 # shellcheck), tests/test_patches.py (GNU patch), tests/test_first_hour.py (the tool itself).

@@ -8,12 +8,12 @@ from dataclasses import asdict
 from itertools import product
 from pathlib import Path
 
-import expected_support as expect
 import pytest
+import support.expected as expect
 import yaml
 from rattler_build import Stage0Recipe, VariantConfig
+from support.repo import RECIPES, VARIANT_CONFIG, committed_text
 
-from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.build.preflight import disk_needs
 from pascal_forge.cli import main
 from pascal_forge.errors import RecipeError, VariantError

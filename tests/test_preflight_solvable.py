@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from build_support import build_argv, fixture_recipes, offline_mirror, run_build, serving
+from support.build import build_argv, fixture_recipes, offline_mirror, run_build, serving
 
 from pascal_forge.build.environments import environments_of
 from pascal_forge.build.reachability import failed_channel_note, is_channel_error
@@ -342,7 +342,7 @@ def test_a_failed_build_names_the_channel_that_could_not_be_read(tmp_path, capsy
 
 def test_a_version_there_with_other_builds_says_the_build_string_is_the_problem(tmp_path):
     """`--only vllm` without our pytorch: conda-forge has pytorch 2.9.1, but not a _pascal_ build."""
-    from solve_support import UPSTREAM
+    from support.solve import UPSTREAM
 
     recipes = tmp_path / "recipes" / "needs-torch"
     recipes.mkdir(parents=True)
@@ -397,7 +397,7 @@ def _build_section(readme: str) -> str:
 
 
 def test_the_readme_documents_no_preflight_which_the_error_suggests():
-    from conftest import REPO
+    from support.repo import REPO
 
     assert "--no-preflight" in _build_section((REPO / "README.md").read_text(encoding="utf-8"))
     # Twin: the README before the preflight was documented (bdb6cd8) lacked it.

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mirror_support import (
+from support.mirror import (
     PLATFORM,
     Misbehaviour,
     build_fixture_channel,

@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.repo import RECIPES, VARIANT_CONFIG, committed_text
 
-from conftest import RECIPES, VARIANT_CONFIG, committed_text
 from pascal_forge.recipes.plan import make_plan
 from pascal_forge.upstream.index import files_of, index_client, project_files, read_wheel_member
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the cuda12 fixture, imported from vllm_support, is a parameter here)
 """The torchvision and torchaudio recipe tests, run on the released wheels of each version.
 
 Neither project publishes an sdist, and the recipes have never been built, so the file layout
@@ -22,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vllm_support import cuda12  # noqa: F401  (the fixture)
+from support.repo import RECIPES, VARIANT_CONFIG
 
-from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.recipes.plan import make_plan
 from pascal_forge.upstream.artifacts import UpstreamArtifact, fetch
 

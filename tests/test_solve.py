@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import expected_support as expect
 import pytest
+import support.expected as expect
 import yaml
 from rattler import (
     Channel,
@@ -20,9 +20,10 @@ from rattler import (
     Version,
     VersionSpec,
 )
-from solve_support import SHIPPED_NAMES, UPSTREAM, upstream_repodata
+from support.expected import SHIPPED_NAMES
+from support.repo import RECIPES, VARIANT_CONFIG
+from support.solve import UPSTREAM, upstream_repodata
 
-from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.channel.ours import OUR_BUILD_MARK
 from pascal_forge.channel.solve import (
     MixedSetError,
@@ -97,7 +98,7 @@ def _assert_all_ours(solution: Solution, expected_cuda: str) -> None:
 def test_committed_fixture_matches_its_data(tmp_path: Path) -> None:
     for subdir, content in upstream_repodata().items():
         committed = json.loads((UPSTREAM / subdir / "repodata.json").read_text())
-        assert committed == json.loads(json.dumps(content)), f"run `python tests/solve_support.py` ({subdir})"
+        assert committed == json.loads(json.dumps(content)), f"run `python tests/support/solve.py` ({subdir})"
 
 
 def test_fixture_provides_every_name_our_records_need(planned: dict[str, dict[str, Any]]) -> None:
@@ -112,7 +113,7 @@ def test_fixture_provides_every_name_our_records_need(planned: dict[str, dict[st
         for record in content["packages.conda"].values()
         for spec in record["depends"]
     }
-    assert needed - available == set(), "add these names to LEAVES in tests/solve_support.py"
+    assert needed - available == set(), "add these names to LEAVES in tests/support/solve.py"
 
 
 @pytest.mark.parametrize("priority", ["strict", "flexible"])

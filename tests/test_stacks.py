@@ -1,7 +1,7 @@
 """The two stacks, solved for real: each installs whole, and no mix of them ever does.
 
 The channel is the plan's own records (every package the recipes would build, with its real
-pins), beside a conda-forge-shaped channel (solve_support.py) holding conda-forge's older
+pins), beside a conda-forge-shaped channel (support/solve.py) holding conda-forge's older
 (pytorch 2.9.1/2.10.0, triton 3.5.1/3.6.0, vllm 0.14.0) and newer (pytorch 2.13.0, triton
 3.7.1, vllm 0.26.0) builds of the same names.
 """
@@ -14,11 +14,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import expected_support as expect
 import pytest
-from solve_support import RELEASED_0_34_0_PINS, SHIPPED_NAMES, UPSTREAM
+import support.expected as expect
+from support.expected import SHIPPED_NAMES
+from support.repo import RECIPES, VARIANT_CONFIG
+from support.solve import RELEASED_0_34_0_PINS, UPSTREAM
 
-from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.channel.solve import SolveError, System, solve, write_channel
 from pascal_forge.recipes.plan import make_plan
 from pascal_forge.recipes.planned import planned_repodata

@@ -1,7 +1,7 @@
 """The structural build: every output of every variant of the real recipes, built for real.
 
 rattler-build builds the real recipe.yaml files (sources and build scripts swapped for stubs,
-see structural_support.py) against a conda-forge-shaped stub channel, through `pascal-forge
+see support/structural.py) against a conda-forge-shaped stub channel, through `pascal-forge
 build`; then rattler solves and installs `vllm-pascal` from the result. The tests read what
 the packages carry, the way a first real build would find out, hours later.
 """
@@ -15,15 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import expected_support as expect
 import pytest
+import support.expected as expect
 import yaml
-from build_support import install_from
 from rattler_build import ToolConfiguration
-from solve_support import RELEASED_0_34_0_PINS
-from structural_support import STUB_DISK_GIB, SUBDIR, script_runs, structural_recipes, stub_channel
+from support.build import install_from
+from support.repo import RECIPES, VARIANT_CONFIG
+from support.solve import RELEASED_0_34_0_PINS
+from support.structural import STUB_DISK_GIB, SUBDIR, script_runs, structural_recipes, stub_channel
 
-from conftest import RECIPES, VARIANT_CONFIG
 from pascal_forge.build.engine import _for_this_variant
 from pascal_forge.build.preflight import disk_needs
 from pascal_forge.channel.solve import SolveError, System, solve

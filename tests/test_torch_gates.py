@@ -17,8 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support.repo import RECIPES, REPO, VARIANT_CONFIG
 
-from conftest import RECIPES, REPO, VARIANT_CONFIG
 from pascal_forge.checks.triton.suite import prepare_tree
 from pascal_forge.recipes.patches import (
     PatchError,
@@ -46,7 +46,7 @@ GATE_FILES = (
 # 2.14.0's device_interface imports an exception the runtime's torch/_dynamo/exc.py lacks.
 EXTRA_GATE_FILES = {"2.14.0": ("torch/_dynamo/exc.py",)}
 GATES = ("has_triton", "is_triton_capable", "raise_if_triton_unavailable", "create_backend")
-PROBE = Path(__file__).resolve().parent / "torch_gates_support.py"
+PROBE = Path(__file__).resolve().parent / "support" / "torch_gates.py"
 TOO_OLD = "which is too old to be supported by the triton GPU compiler"
 
 

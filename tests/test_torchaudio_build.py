@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vllm_support import setup_cuda12
-
-from conftest import RECIPES, VARIANT_CONFIG
+from support.repo import RECIPES, VARIANT_CONFIG
+from support.vllm import setup_cuda12
 
 BUILD_SCRIPT = RECIPES / "torchaudio" / "build.sh"
 RECIPE = RECIPES / "torchaudio" / "recipe.yaml"

@@ -15,7 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import RECIPES, committed_text
+from support.repo import RECIPES, committed_text
 
 BUILD_SCRIPT = RECIPES / "torchvision" / "build.sh"
 # The test torchvision's setup.py makes (make_image_extension and make_image_stable_extension).

@@ -12,7 +12,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import RECIPES, VARIANT_CONFIG, committed_text
+from support.repo import RECIPES, VARIANT_CONFIG, committed_text
+
 from pascal_forge.recipes.plan import make_plan
 
 TRITON = RECIPES / "triton"

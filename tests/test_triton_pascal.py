@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from triton_support import (
+from support.repo import VARIANT_CONFIG
+from support.triton import (
     CAPABILITIES,
     TRITON,
     TRITON_VERSIONS,
@@ -27,7 +28,6 @@ from triton_support import (
     triton_target,
 )
 
-from conftest import VARIANT_CONFIG
 from pascal_forge.checks.triton.suite import (
     BUNDLED_PTXAS,
     SuiteError,

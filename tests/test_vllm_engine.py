@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from vllm_support are parameters here)
 """vLLM's engine built as a P40 (sm_61) and as a P100 (sm_60), on the CPU, for both stacks.
 
 Each cell of the matrix (model family x quantization x KV-cache dtype) runs vLLM's own
@@ -21,14 +20,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from vllm_support import (  # noqa: F401  (fixtures)
-    VARIANT_CONFIG,
-    VLLM_RECIPE,
-    engine_deps,
-    patched_triton,
-    patched_vllm,
-    vllm_release,
-)
+from support.vllm import VARIANT_CONFIG, VLLM_RECIPE
 
 from pascal_forge.checks.vllm.compile import VllmRelease
 from pascal_forge.checks.vllm.engine import (

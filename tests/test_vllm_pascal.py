@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from vllm_support are parameters here)
 """vLLM on Pascal, proved on the released sdists with recipes/vllm's patches applied.
 
 Every test runs for both stacks' releases (the `vllm_release` fixture): 0.14.0 with
@@ -28,23 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import expected_support as expect
 import pytest
-from vllm_support import (  # noqa: F401  (fixtures)
-    ARCH_LIST,
-    CAPABILITIES,
-    RELEASES,
-    VARIANT_CONFIG,
-    VLLM_RECIPE,
-    cuda12,
-    cutlass_source,
-    patched_triton,
-    patched_vllm,
-    stock_vllm,
-    torch_include,
-    vllm_deps,
-    vllm_release,
-)
+import support.expected as expect
+from support.vllm import ARCH_LIST, CAPABILITIES, RELEASES, VARIANT_CONFIG, VLLM_RECIPE
 
 from pascal_forge.checks.vllm.compile import (
     VllmCheckError,

@@ -18,7 +18,7 @@ from rattler import Channel, Gateway, install, solve
 from pascal_forge.channel.local import index_channel
 from pascal_forge.cli import main
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "chain"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "chain"
 FIXTURE_RECIPES = FIXTURES / "recipes"
 FIXTURE_FAILING = FIXTURES / "failing"
 FIXTURE_VARIANTS = FIXTURES / "conda_build_config.yaml"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import expected_support as expect
-
-from conftest import RECIPES, VARIANT_CONFIG
+import support.expected as expect
 from pascal_forge.pascal import capabilities
 from pascal_forge.recipes.patches import (
     PatchCheckTarget,
@@ -17,6 +15,7 @@ from pascal_forge.recipes.patches import (
 )
 from pascal_forge.recipes.recipe import Recipe
 from pascal_forge.recipes.variants import arch_list
+from support.repo import RECIPES, VARIANT_CONFIG
 
 SEED_TRITON = expect.SEED.triton
 TRITON = Recipe(name="triton", directory=RECIPES / "triton")

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from conftest import REPO
 from pascal_forge.ci.workflow import CiConfig, recipe_needs, recipe_order
+from support.repo import REPO
 
 CI_DIR = REPO / ".ci"
 LINT_SCRIPT = CI_DIR / "lint-workflows.mjs"

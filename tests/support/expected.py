@@ -1,4 +1,4 @@
-"""What conda_build_config.yaml is expected to say, written once for every test that expects it.
+"""What the configuration and the recipes are expected to say, written once for every test that expects it.
 
 The product derives the arch list and the stacks from the config (recipes.variants.arch_list
 and stacks). A test that took its expectation from that same config could not catch a wrong
@@ -20,3 +20,8 @@ STACKS = {"seed": SEED, "current": CURRENT}  # oldest first, as stacks() orders 
 PYTHONS = {"seed": ("3.10", "3.11", "3.12", "3.13"), "current": ("3.11", "3.12", "3.13", "3.14")}
 # The outputs of a stack whose libraries use no Python C-API: one package per CUDA version.
 PYTHON_INDEPENDENT = {"seed": (), "current": ("torchvision", "torchaudio")}
+# Every package our recipes build (pascal_forge.recipes.recipe.shipped_names reads them from the
+# recipes; test_solve.py holds the two equal).
+SHIPPED_NAMES = frozenset(
+    {"triton", "libtorch", "pytorch", "pytorch-gpu", "torchvision", "torchaudio", "vllm", "vllm-pascal"}
+)

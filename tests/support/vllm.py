@@ -30,7 +30,7 @@ from pascal_forge.recipes.patches import patch_check_target, unpack_artifact
 from pascal_forge.recipes.recipe import Recipe
 from pascal_forge.recipes.variants import arch_list
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VARIANT_CONFIG = REPO / "conda_build_config.yaml"
 VLLM_RECIPE = Recipe(name="vllm", directory=REPO / "recipes" / "vllm")
 TRITON_RECIPE = Recipe(name="triton", directory=REPO / "recipes" / "triton")

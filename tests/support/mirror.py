@@ -24,7 +24,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mirror"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mirror"
 PLATFORM = "linux-64"
 
 

@@ -7,7 +7,7 @@ own build), triton `cuda129py312h<hash>_0`, torchvision/torchaudio pinning
 `pytorch * cuda*` plus the `pytorch`/`libtorch` run_exports, cuda-version constraining
 `__cuda`, and the CUDA libraries pinned to their cuda-version minor.
 
-Regenerate the committed copy with `python tests/solve_support.py`; a test keeps the two equal.
+Regenerate the committed copy with `python tests/support/solve.py`; a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -19,12 +19,7 @@ from typing import Any
 
 from pascal_forge.channel.solve import write_channel
 
-UPSTREAM = Path(__file__).resolve().parent / "fixtures" / "upstream"
-# Every package our recipes build (pascal_forge.recipes.recipe.shipped_names reads them from the
-# recipes; test_solve.py holds the two equal).
-SHIPPED_NAMES = frozenset(
-    {"triton", "libtorch", "pytorch", "pytorch-gpu", "torchvision", "torchaudio", "vllm", "vllm-pascal"}
-)
+UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
 PLATFORM = "linux-64"
 # Newer than anything we build, so no tie is ever broken in our favour by age.
 STOCK_TIMESTAMP = 1_765_000_000_000

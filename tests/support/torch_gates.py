@@ -1,6 +1,6 @@
 """Runs one torch release's Triton gates, as the patch series leaves them, inside a real torch install.
 
-Used by test_torch_gates.py as `python torch_gates_support.py <torch tree> <major> <minor>` in a
+Used by test_torch_gates.py as `python support/torch_gates.py <torch tree> <major> <minor>` in a
 venv that holds torch (any recent release; only its runtime is borrowed), where <torch tree> holds
 the gate files of 2.9.1 or 2.14.0. The gate modules are loaded from those files over the installed
 ones; only the CUDA device queries are replaced, since there is no GPU here. Prints one JSON
