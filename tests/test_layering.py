@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,20 @@ def test_the_package_keeps_its_wing_order(bench_layout):
     wing = bench_layout.wing_of
     crossing = sorted((s, t) for s, t in graph.arrows | graph.type_checking if (wing(s), wing(t)) in NEVER)
     assert crossing == []
+
+
+def test_the_wheel_ships_the_tool_alone():
+    """scripts/gpu is the device harness, run from a checkout: it must not ship as a top-level `gpu`."""
+    from setuptools import find_namespace_packages
+
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = settings["packages"]["find"]
+    (where,) = found["where"]
+    packages = find_namespace_packages(where=str(REPO / where), include=found.get("include", ("*",)))
+    assert "pascal_forge.checks.costmodel" in packages
+    assert {name.split(".")[0] for name in packages} == {"pascal_forge"}
+    # Without the include, the harness would ship too.
+    assert "gpu" in find_namespace_packages(where=str(REPO / where))
+    for package, files in settings["package-data"].items():
+        for name in files:
+            assert (REPO / where / package / name).is_file(), name
