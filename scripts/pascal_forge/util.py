@@ -21,3 +21,22 @@ def read_yaml_mapping(path: Path, what: str, error: type[PascalForgeError] = Pas
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a mapping of {what}, got {type(raw).__name__}")
     return raw
+
+
+def as_list(value: object) -> list:
+    """A YAML value that may be one item, a list or absent, as a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def version_key(version: str | None) -> tuple[int, ...]:
+    """A version's numeric parts, for sorting and comparing: "12.9" -> (12, 9); none -> ()."""
+    if not version:
+        return ()
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, for an error that quotes it."""
+    return " ".join(str(exc).split())

@@ -33,7 +33,7 @@ from ..errors import ChannelError, PascalForgeError
 from ..recipes.plan import Plan, PlannedBuild, _compatible
 from ..recipes.render import SUMMARY_KEYS, RenderedOutput
 from ..recipes.variants import select_variant
-from ..util import read_yaml_mapping
+from ..util import one_line, read_yaml_mapping
 from .reachability import failed_channel_note
 from .report import BuildLog, BuildOutcome, BuildReport, BuildReporter
 
@@ -204,7 +204,7 @@ def _build_one(
             result = _run_engine(build, options, channels, log, stream, variant_config)
         except Exception as exc:  # rattler-build raises one error type per failing step
             engine = time.monotonic() - engine_started
-            reason = " ".join(str(exc).split())
+            reason = one_line(exc)
             note = failed_channel_note(reason, channels)
             reason += f"; {note}" if note else ""
             log.write(f"FAILED: {reason}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from rattler import Channel, ChannelConfig
 
 from ..errors import PascalForgeError
-from ..util import read_yaml_mapping
+from ..util import as_list, read_yaml_mapping
 
 DEFAULT_NAME = "pascal"
 _RC_NAMES = (".condarc", "condarc")
@@ -87,7 +87,7 @@ def resolve_channel(
     for path in files:
         config = read_yaml_mapping(path, "conda settings", CondaConfigError)
         for key, value in (config.get("custom_multichannels") or {}).items():
-            multichannels[str(key)] = ([str(v) for v in _as_list(value)], path)
+            multichannels[str(key)] = ([str(v) for v in as_list(value)], path)
         for key, value in (config.get("custom_channels") or {}).items():
             custom[str(key)] = (str(value), path)
         if config.get("channel_alias"):
@@ -177,10 +177,6 @@ def _url(channel: str, alias: tuple[str, Path] | None) -> str:
 
 def _default_url(name: str) -> str:
     return Channel(name, ChannelConfig()).base_url.rstrip("/")
-
-
-def _as_list(value: object) -> list:
-    return value if isinstance(value, list) else [value]
 
 
 def is_channel_name(channel: str) -> bool:

@@ -22,6 +22,7 @@ from ..pascal import (
     MIN_DRIVER_CUDA,
     PASCAL_MAJOR,
 )
+from ..util import version_key
 
 SUPPORTED_MACHINES = ("x86_64", "amd64")
 NVIDIA_SMI_QUERY = ("--query-gpu=index,name,compute_cap,driver_version", "--format=csv,noheader")
@@ -108,14 +109,14 @@ def diagnose(hardware: Hardware, channel: str) -> Verdict:
             f"these builds need CUDA {MIN_DRIVER_CUDA} or newer ({LAST_PASCAL_DRIVER} recommended)"
         )
         return Verdict(False, tuple(findings), None, warnings=tuple(warnings))
-    if version_tuple(cuda) < version_tuple(MIN_DRIVER_CUDA):
+    if version_key(cuda) < version_key(MIN_DRIVER_CUDA):
         findings.append(
             f"driver {hardware.driver_version or '?'} supports CUDA {cuda}, older than the CUDA "
             f"{MIN_DRIVER_CUDA} these builds need: upgrade the NVIDIA driver to {LAST_PASCAL_DRIVER} "
             f"({LAST_PASCAL_BRANCH}.x), the last branch that supports Pascal"
         )
         return Verdict(False, tuple(findings), None, warnings=tuple(warnings))
-    cuda_build = "cuda129" if version_tuple(cuda) >= (12, 9) else "cuda126"
+    cuda_build = "cuda129" if version_key(cuda) >= (12, 9) else "cuda126"
     findings.append(
         f"driver {hardware.driver_version or '?'} supports CUDA {cuda}: this channel serves the "
         f"Pascal GPUs here; a solver picks the {cuda_build}_pascal builds"
@@ -218,7 +219,3 @@ def _cuda_of_driver(driver: str | None) -> str | None:
 
 def _major(capability: str) -> int:
     return int(capability.split(".")[0])
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())

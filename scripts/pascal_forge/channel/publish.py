@@ -38,6 +38,7 @@ from ..errors import PascalForgeError
 from ..rattler_run import run_rattler
 from ..safe_text import redact_url, redact_urls
 from ..upstream.artifacts import sha256_of
+from ..util import one_line
 from .local import index_channel
 from .mirror import REPODATA, S3Settings, parse_repodata, split_s3_url
 from .mirror.endpoints import readable_by_all
@@ -337,7 +338,7 @@ def archive_problem(package: LocalPackage) -> str | None:
                 return f"{package.label}: not a .conda archive (no info-*/pkg-* members); rebuild the package"
         found = Package.from_file(str(package.path))
     except Exception as exc:  # zipfile and rattler-build raise several unrelated types
-        return f"{package.label}: not a readable conda package ({' '.join(str(exc).split())}); rebuild it"
+        return f"{package.label}: not a readable conda package ({one_line(exc)}); rebuild it"
     if (found.filename, found.subdir) != (package.filename, package.subdir):
         return (
             f"{package.label}: its metadata says {found.subdir}/{found.filename}; "
@@ -453,7 +454,7 @@ class _S3Store(_Store):
         try:
             yield
         except (BotoCoreError, ClientError, Boto3Error) as exc:
-            raise PublishError(f"{self.url}: cannot {doing}: {' '.join(str(exc).split())}") from None
+            raise PublishError(f"{self.url}: cannot {doing}: {one_line(exc)}") from None
 
     def sha256_of(self, package: LocalPackage) -> str | None:
         from botocore.exceptions import ClientError

@@ -35,7 +35,8 @@ from ..defaults import PLATFORM
 from ..errors import PascalForgeError
 from ..pascal import LAST_PASCAL_DRIVER, LAST_PASCAL_DRIVER_CUDA, MIN_DRIVER_CUDA, P40, PASCAL_MAJOR
 from ..rattler_run import run_rattler
-from .doctor import version_tuple
+from ..util import one_line
+from .doctor import version_key
 from .ours import OUR_BUILD_MARK
 
 PRIORITIES = {
@@ -187,7 +188,7 @@ def solve(
         raise SolveError(_unsolvable_message(request, system, python, str(exc))) from exc
     except GatewayError as exc:
         raise SolveError(
-            f"cannot read the channels {', '.join(channels)}: {' '.join(str(exc).split())}; "
+            f"cannot read the channels {', '.join(channels)}: {one_line(exc)}; "
             "check each name, URL or path (a local channel needs <subdir>/repodata.json)"
         ) from exc
     sources = [_source(c) for c in channels]
@@ -302,7 +303,7 @@ def _unsolvable_message(request: _Request, system: System, python: str | None, s
         )
     elif (
         system.cuda is not None
-        and version_tuple(system.cuda) < version_tuple(MIN_DRIVER_CUDA)
+        and version_key(system.cuda) < version_key(MIN_DRIVER_CUDA)
         and request.solves(driver_ok, python)
     ):
         hints.append(

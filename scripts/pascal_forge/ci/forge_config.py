@@ -49,15 +49,16 @@ class ForgeConfig:
     cancel_in_progress: bool
     build_python: str
     default_job: RecipeJob
-    recipe_jobs: dict[str, RecipeJob] = field(default_factory=dict)
-    test_package: str = "vllm-pascal"
-    test_timeout_minutes: int = 60
-    gpu_runs_on: tuple[str, ...] = ("self-hosted", "linux", "x64", "pascal")
-    gpu_timeout_minutes: int = 60
-    gpu_python: str = "3.12"
-    gpu_model: str = "facebook/opt-125m"
-    publish_environment: str = "channel-publish"
-    publish_timeout_minutes: int = 30
+    recipe_jobs: dict[str, RecipeJob]
+    # Each setting's default is written once, where load_forge_config reads it.
+    test_package: str
+    test_timeout_minutes: int
+    gpu_runs_on: tuple[str, ...]
+    gpu_timeout_minutes: int
+    gpu_python: str
+    gpu_model: str
+    publish_environment: str
+    publish_timeout_minutes: int
 
     def job_for(self, recipe: str) -> RecipeJob:
         return self.recipe_jobs.get(recipe, self.default_job)

@@ -23,7 +23,7 @@ from ..recipes.patches import patch_check_targets
 from ..recipes.plan import Plan, make_plan
 from ..recipes.recipe import discover_recipes
 from ..recipes.variants import check_pascal, select_variant
-from ..util import read_yaml_mapping
+from ..util import as_list, read_yaml_mapping
 from .bump_workflow import BUMP_WORKFLOW_PATH, render_bump_workflow
 from .forge_config import ForgeConfigError, load_forge_config
 from .workflow import (
@@ -154,7 +154,7 @@ def _selections(raw: dict, split_keys: tuple[str, ...], *, source: Path) -> list
         group = next((g for g in zip_groups if key in g), [key])
         if not any(leader in group for leader in leaders):
             leaders.append(key)
-    values = [list(dict.fromkeys(str(v) for v in _as_list(raw[key]))) for key in leaders]
+    values = [list(dict.fromkeys(str(v) for v in as_list(raw[key]))) for key in leaders]
     return [dict(zip(leaders, combo, strict=True)) for combo in product(*values)]
 
 
@@ -176,9 +176,3 @@ def _unexpected_ci_support(root: Path, rendered: Rendered) -> list[str]:
         return []
     present = {f"{CI_SUPPORT}/{p.name}" for p in folder.glob("*.yaml")}
     return sorted(present - rendered.files.keys())
-
-
-def _as_list(value: object) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]

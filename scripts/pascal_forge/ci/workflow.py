@@ -18,6 +18,7 @@ import yaml
 from ..defaults import BUILD_LOGS, CHANNEL_DIR
 from ..errors import PascalForgeError
 from ..recipes.plan import Plan
+from ..util import version_key
 from .forge_config import ForgeConfig, RecipeJob
 
 WORKFLOW_PATH = ".github/workflows/build.yml"
@@ -280,7 +281,7 @@ def _test_job(configs: tuple[CiConfig, ...], forge: ForgeConfig, needs: list[str
     package = forge.test_package
     include = []
     for config in configs:
-        pythons = sorted({b.output.python for b in config.plan.builds if b.output.python}, key=_version_key)
+        pythons = sorted({b.output.python for b in config.plan.builds if b.output.python}, key=version_key)
         # Each config is one stack: its entries expect that stack's versions, not another's.
         common = {
             "config": config.name,
@@ -535,10 +536,6 @@ def _arch_list(config: CiConfig) -> str:
             f"{sorted(found) or 'none'}"
         )
     return found.pop()
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
 class _Dumper(yaml.SafeDumper):

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..channel.local import indexed_files
 from ..defaults import PLATFORM
 from ..errors import RecipeError
+from ..util import version_key
 from .recipe import discover_recipes
 from .render import RenderedOutput, render_recipe
 from .variants import load_variant_config
@@ -128,17 +129,11 @@ def _compatible(a: dict[str, str], b: dict[str, str]) -> bool:
 def _variant_sort_key(output: RenderedOutput) -> tuple:
     """One stack after the other (oldest release first), then CUDA, then Python."""
     return (
-        _version_key(output.version),
-        _version_key(output.cuda),
-        _version_key(output.python),
+        version_key(output.version),
+        version_key(output.cuda),
+        version_key(output.python),
         output.build_string,
     )
-
-
-def _version_key(version: str | None) -> tuple[int, ...]:
-    if not version:
-        return ()
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
 def _as_record(build: PlannedBuild) -> dict:

@@ -10,6 +10,7 @@ from rattler_build import Stage0Recipe
 
 from ..defaults import where_to_run
 from ..errors import RecipeError
+from ..util import one_line
 
 RECIPE_FILE = "recipe.yaml"
 PATCH_DIR = "patches"
@@ -95,7 +96,7 @@ def parse_recipe(recipe: Recipe) -> Stage0Recipe:
     try:
         return Stage0Recipe.from_file(recipe.path)
     except Exception as exc:  # rattler-build raises several unrelated error types
-        raise RecipeError(f"{recipe.path}: cannot be parsed: {_one_line(exc)}") from exc
+        raise RecipeError(f"{recipe.path}: cannot be parsed: {one_line(exc)}") from exc
 
 
 def check_placeholders(recipe: Recipe) -> None:
@@ -147,7 +148,3 @@ def _version_patches(node: object, condition: str) -> list[str]:
         sources = [sources] if isinstance(sources, dict) else sources
         return [str(p) for s in sources if isinstance(s, dict) for p in s.get("patches") or []]
     return [p for value in node.values() for p in _version_patches(value, condition)]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -12,6 +12,7 @@ from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, Stage0R
 
 from ..defaults import PLATFORM
 from ..errors import RecipeError
+from ..util import one_line
 from .recipe import Recipe, check_patch_list, parse_recipe
 
 # The variant keys a reader needs to tell two builds of one package apart.
@@ -61,7 +62,7 @@ def render_recipe(
     try:
         variants = stage0.render(variant_config, config)
     except Exception as exc:  # Jinja and selector errors come back as rattler-build errors
-        raise RecipeError(f"{recipe.path}: cannot be rendered: {' '.join(str(exc).split())}") from exc
+        raise RecipeError(f"{recipe.path}: cannot be rendered: {one_line(exc)}") from exc
 
     raw = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
     skipped = {
@@ -141,8 +142,7 @@ def _skipped_variants(
             rendered = Stage0Recipe.from_dict(probe, recipe_dir=scratch).render(variant_config, config)
     except Exception as exc:
         raise RecipeError(
-            f"{recipe.path}: `skip:` conditions {list(conditions)} cannot be evaluated: "
-            f"{' '.join(str(exc).split())}"
+            f"{recipe.path}: `skip:` conditions {list(conditions)} cannot be evaluated: {one_line(exc)}"
         ) from exc
     return [
         {k: str(v) for k, v in probe_variant.variant.items()}

@@ -13,6 +13,7 @@ from rattler_build import VariantConfig
 from ..defaults import PLATFORM, where_to_run
 from ..errors import VariantError
 from ..pascal import FIRST_CUDA_WITHOUT_PASCAL, PASCAL_ARCHES
+from ..util import as_list
 
 ARCH_KEY = "cuda_arch_list"
 CUDA_KEY = "cuda_compiler_version"
@@ -58,7 +59,7 @@ def arch_list(path: Path) -> str:
     """The one TORCH_CUDA_ARCH_LIST the recipes build for (`cuda_arch_list`), e.g. "6.0;6.1"."""
     raw = read_variant_config(path)
     check_pascal(raw, source=path)
-    lists = [str(value) for value in _as_list(raw.get(ARCH_KEY))]
+    lists = [str(value) for value in as_list(raw.get(ARCH_KEY))]
     if len(lists) != 1:
         raise VariantError(
             f"{path}: {ARCH_KEY} has {len(lists)} values ({', '.join(lists)}); the checks build for one"
@@ -73,7 +74,7 @@ def stacks(path: Path) -> list[Stack]:
     so one vLLM in two stacks is refused, as are columns of unequal length.
     """
     raw = read_variant_config(path)
-    columns = {field: [str(v) for v in _as_list(raw.get(key))] for field, key in STACK_KEYS.items()}
+    columns = {field: [str(v) for v in as_list(raw.get(key))] for field, key in STACK_KEYS.items()}
     missing = [STACK_KEYS[field] for field, values in columns.items() if not values]
     if missing:
         raise VariantError(f"{path}: no {', '.join(missing)}: each stack is one column of them")
@@ -111,9 +112,9 @@ def load_variant_config(
 
 def check_pascal(raw: dict, *, source: Path | str = "conda_build_config.yaml") -> None:
     """Raise VariantError naming the key and value of any variant that cannot serve Pascal."""
-    if not _as_list(raw.get(CUDA_KEY)):
+    if not as_list(raw.get(CUDA_KEY)):
         raise VariantError(f'{source}: {CUDA_KEY} is missing: set it to a CUDA 12.x version, e.g. "12.9".')
-    for version in _as_list(raw.get(CUDA_KEY)):
+    for version in as_list(raw.get(CUDA_KEY)):
         text = str(version)
         if text == "None":
             raise VariantError(
@@ -128,7 +129,7 @@ def check_pascal(raw: dict, *, source: Path | str = "conda_build_config.yaml") -
                 f"{source}: {CUDA_KEY}: {text!r} cannot target Pascal (CUDA 13 dropped sm_60/sm_61); "
                 "use a CUDA 12.x version such as 12.9."
             )
-    arch_lists = _as_list(raw.get(ARCH_KEY))
+    arch_lists = as_list(raw.get(ARCH_KEY))
     if not arch_lists:
         raise VariantError(f'{source}: {ARCH_KEY} is missing: set it to e.g. "6.0;6.1".')
     for arch_list in arch_lists:
@@ -154,7 +155,7 @@ def select_variant(raw: dict, overrides: Mapping[str, str | Sequence[str]], *, s
     zip_groups: list[list[str]] = raw.get("zip_keys") or []
     for key, wanted in overrides.items():
         wanted_values = [wanted] if isinstance(wanted, str) else list(wanted)
-        values = [str(v) for v in _as_list(narrowed.get(key))]
+        values = [str(v) for v in as_list(narrowed.get(key))]
         if key not in raw:
             raise VariantError(_unknown_key_message(raw, key, source))
         missing = [w for w in wanted_values if not any(_matches(w, v) for v in values)]
@@ -165,7 +166,7 @@ def select_variant(raw: dict, overrides: Mapping[str, str | Sequence[str]], *, s
         keep = [i for i, value in enumerate(values) if any(_matches(w, value) for w in wanted_values)]
         group = next((g for g in zip_groups if key in g), [key])
         for member in group:
-            member_values = _as_list(narrowed.get(member))
+            member_values = as_list(narrowed.get(member))
             narrowed[member] = [member_values[i] for i in keep]
     return narrowed
 
@@ -184,9 +185,3 @@ def _unknown_key_message(raw: dict, key: str, source: Path | str) -> str:
 def _matches(wanted: str, value: str) -> bool:
     # "3.12" selects the python entry "3.12.* *_cpython".
     return wanted in (value, value.split(" ")[0].removesuffix(".*"))
-
-
-def _as_list(value: object) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]

@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 from pypi_simple import PYPI_SIMPLE_ENDPOINT, DistributionPackage, NoSuchProjectError, PyPISimple
 
 from ..errors import PascalForgeError
+from ..util import one_line
 
 INDEX_ENV = "PASCAL_FORGE_INDEX_URL"
 # A wheel's central directory and its METADATA fit in a few reads of this size.
@@ -231,7 +232,7 @@ def _same_version(a: str, b: str) -> bool:
 
 def _reason(exc: BaseException) -> str:
     """The innermost cause of a requests error, in one line (not the whole retry chain)."""
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
     if errno:
         return errno.group(0).strip()
