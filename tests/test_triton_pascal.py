@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from support.repo import VARIANT_CONFIG
-from support.triton import (
+from support.triton_wheel import (
     CAPABILITIES,
     TRITON,
     TRITON_VERSIONS,
