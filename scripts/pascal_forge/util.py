@@ -16,7 +16,7 @@ def read_yaml_mapping(path: Path, what: str, error: type[PascalForgeError] = Pas
         raise error(f"{path}: no such file{where_to_run(path)}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise error(f"{path}: cannot read the {what}: {exc}") from exc
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a mapping of {what}, got {type(raw).__name__}")

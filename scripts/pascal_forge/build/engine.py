@@ -32,8 +32,8 @@ from ..defaults import BUILD_LOGS, BUILD_WORK, SOURCE_CHANNEL
 from ..errors import ChannelError, PascalForgeError
 from ..recipes.plan import Plan, PlannedBuild, _compatible
 from ..recipes.render import SUMMARY_KEYS, RenderedOutput
-from ..recipes.variants import select_variant
-from ..util import one_line, read_yaml_mapping
+from ..recipes.variants import read_variant_config, select_variant
+from ..util import one_line
 from .reachability import failed_channel_note
 from .report import BuildLog, BuildOutcome, BuildReport, BuildReporter
 
@@ -329,7 +329,7 @@ def _build_with_cli_engine(
 
 def _variant_file_for(build: PlannedBuild, variant_config: Path, work_dir: Path) -> Path:
     """A copy of the variant file with every key narrowed to this build's value."""
-    raw = read_yaml_mapping(variant_config, "variant configuration")
+    raw = read_variant_config(variant_config)
     chosen = {key: value for key, value in build.output.variant.items() if key in raw}
     narrowed = select_variant(raw, chosen, source=variant_config)
     path = work_dir / "variants" / f"{build.output.filename.removesuffix('.conda')}.yaml"

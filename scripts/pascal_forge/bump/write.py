@@ -72,7 +72,7 @@ def _stack_steps(recipe: Recipe, variant_config: Path, report: BumpReport) -> li
     conda_build_config.yaml names, so until a column names the new one, `check-patches`,
     `plan` and `build` leave its series out without a word."""
     try:
-        context = yaml.safe_load(recipe.path.read_text(encoding="utf-8")).get("context") or {}
+        context = recipe.document().get("context") or {}
         key = _VARIANT_KEY.fullmatch(str(context.get("version", "")).strip())
         columns = read_variant_config(variant_config) if key else None
     except (OSError, yaml.YAMLError, AttributeError, VariantError):

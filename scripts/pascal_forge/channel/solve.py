@@ -37,7 +37,7 @@ from ..pascal import LAST_PASCAL_DRIVER, LAST_PASCAL_DRIVER_CUDA, MIN_DRIVER_CUD
 from ..rattler_run import run_rattler
 from ..util import one_line
 from .doctor import version_key
-from .ours import OUR_BUILD_MARK
+from .ours import OUR_BUILD_MARK, is_ours
 
 PRIORITIES = {
     "strict": ChannelPriority.Strict,
@@ -143,7 +143,7 @@ class Solution:
         found = [
             f"{p.name} {p.version} {p.build} from {p.channel} is a stock build next to our patched set"
             for p in family
-            if not p.ours or OUR_BUILD_MARK not in p.build
+            if not p.ours or not is_ours(p.build)
         ]
         cuda_builds = {p.build.split(OUR_BUILD_MARK)[0] for p in ours}
         if len(cuda_builds) > 1:

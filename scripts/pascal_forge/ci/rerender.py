@@ -22,8 +22,8 @@ from ..errors import PascalForgeError
 from ..recipes.patches import patch_check_targets
 from ..recipes.plan import Plan, make_plan
 from ..recipes.recipe import discover_recipes
-from ..recipes.variants import check_pascal, select_variant
-from ..util import as_list, read_yaml_mapping
+from ..recipes.variants import check_pascal, read_variant_config, select_variant
+from ..util import as_list
 from .bump_workflow import BUMP_WORKFLOW_PATH, render_bump_workflow
 from .forge_config import ForgeConfigError, load_forge_config
 from .workflow import (
@@ -60,7 +60,7 @@ def rerender(root: Path) -> Rendered:
     """Compute the .ci_support files and the workflow for the repository at `root`."""
     forge = load_forge_config(root / FORGE_CONFIG)
     cbc_path = root / VARIANT_CONFIG
-    raw = read_yaml_mapping(cbc_path, "variant configuration")
+    raw = read_variant_config(cbc_path)
     check_pascal(raw, source=cbc_path)
     configs = []
     files: dict[str, str] = {}

@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from packaging.version import Version
 
 from ..errors import PascalForgeError
@@ -48,7 +47,7 @@ class PatchCheckTarget:
 
 def patch_check_targets(recipe: Recipe) -> dict[str, PatchCheckTarget]:
     """The recipe's `extra: patch-check:` entries by upstream version, oldest first."""
-    extra = (yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}).get("extra") or {}
+    extra = recipe.document().get("extra") or {}
     entries = extra.get(PATCH_CHECK_KEY) or {}
     if not isinstance(entries, dict) or any(not isinstance(e, dict) for e in entries.values()):
         raise PatchError(

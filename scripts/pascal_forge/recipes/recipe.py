@@ -44,21 +44,25 @@ class Recipe:
         """Where the series of one upstream version lives."""
         return self.directory / PATCH_DIR / version
 
+    def document(self) -> dict:
+        """recipe.yaml as written (PyYAML, not a render): what pascal-forge reads without
+        rattler-build, such as its `extra:`, its context and its outputs' names."""
+        return yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+
     def patch_series(self, version: str) -> list[Path]:
         """The patches of `version` in the order its `if: version == "X"` source block lists them.
 
         Read from the recipe text, not a render, so a version the variant matrix does not
         select yet (one `bump` just added) has its series too.
         """
-        data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
-        listed = _version_patches(data, f'version == "{version}"')
+        listed = _version_patches(self.document(), f'version == "{version}"')
         return [self.directory / p for p in dict.fromkeys(listed)]
 
     @property
     def package_names(self) -> tuple[str, ...]:
         """The packages this recipe builds: its package outputs' names (a staging output is
         none), or its one package's."""
-        data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        data = self.document()
         outputs = [output for output in data.get("outputs") or [data] if "package" in output]
         names = tuple(str(output["package"].get("name", "")) for output in outputs)
         unreadable = [name for name in names if not name or "${{" in name]

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rattler_build import PlatformConfig, RenderConfig, RenderedVariant, Stage0Recipe, VariantConfig
 
 from ..defaults import PLATFORM
@@ -64,7 +63,7 @@ def render_recipe(
     except Exception as exc:  # Jinja and selector errors come back as rattler-build errors
         raise RecipeError(f"{recipe.path}: cannot be rendered: {one_line(exc)}") from exc
 
-    raw = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
+    raw = recipe.document()
     skipped = {
         name: _skipped_variants(recipe, raw.get("context") or {}, conditions, variant_config, config)
         for name, conditions in _skip_conditions(raw).items()

@@ -10,10 +10,10 @@ import yaml
 from packaging.version import InvalidVersion, Version
 from rattler_build import VariantConfig
 
-from ..defaults import PLATFORM, where_to_run
+from ..defaults import PLATFORM
 from ..errors import VariantError
 from ..pascal import FIRST_CUDA_WITHOUT_PASCAL, PASCAL_ARCHES
-from ..util import as_list
+from ..util import as_list, read_yaml_mapping
 
 ARCH_KEY = "cuda_arch_list"
 CUDA_KEY = "cuda_compiler_version"
@@ -44,15 +44,7 @@ STACK_KEYS = {
 
 def read_variant_config(path: Path) -> dict:
     """The keys of a conda_build_config.yaml as written, unchecked."""
-    if not path.exists():
-        raise VariantError(f"{path}: no such variant configuration{where_to_run(path)}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise VariantError(f"{path}: cannot read the variant configuration: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise VariantError(f"{path}: holds a {type(raw).__name__}, not a mapping of keys")
-    return raw
+    return read_yaml_mapping(path, "variant configuration", VariantError)
 
 
 def arch_list(path: Path) -> str:

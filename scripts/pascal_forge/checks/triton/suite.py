@@ -33,7 +33,6 @@ _LOG = logging.getLogger(__name__)
 # Inside the wheel: the CUDA 12 ptxas Triton bundles for targets below sm_100 (12.8 in 3.6.0, 12.9.86
 # in 3.8.0, byte-identical to NVIDIA's cuda-nvcc 12.9.86 one); a CUDA 13 ptxas refuses sm_6x.
 BUNDLED_PTXAS = Path("triton/backends/nvidia/bin/ptxas")
-_SCRIPTS_DIR = PACKAGE_ROOT
 
 
 class SuiteError(PascalForgeError):
@@ -165,7 +164,7 @@ def run_suite(
     with tempfile.TemporaryDirectory(prefix="pascal-kernels-cache-") as triton_cache:
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(tree), str(_SCRIPTS_DIR)]),
+            "PYTHONPATH": os.pathsep.join([str(tree), str(PACKAGE_ROOT)]),
             "TRITON_PTXAS_PATH": str(ptxas),
             "TRITON_CACHE_DIR": triton_cache,
             "TRITON_HOME": triton_cache,
